@@ -1,0 +1,444 @@
+"""JSON-LD @context processing: term expansion and compaction for NGSI-LD.
+
+A request's @context is processed once per distinct value (the caller caches the result)
+into an immutable :class:`TermMap`; after that, expanding an attribute name or compacting
+an IRI is a dictionary lookup, because it happens for every attribute of every request.
+Context processing itself is pyld's (JSON-LD 1.1), fed only from documents the service
+has already fetched: this module never touches the network.
+
+The NGSI-LD core @context (ETSI GS CIM 009 Annex B, shipped as package data) always
+applies and always wins. Clause 4.4 makes it protected and "as if in the last
+position"; clause 5.5.7 says it has "absolute precedence, regardless of the position of
+the Core @context in the @context array". So a user context redefining a core term is
+not an error, the redefinition is simply ignored (the suite's 404_01_02 expects exactly
+that). Plain JSON-LD would instead raise "protected term redefinition" when a user
+context *follows* the protected core (pyld does), so we process:
+
+1. the core context with ``@protected`` removed, as the starting active context, so user
+   definitions may use ``ngsi-ld:`` and ``DateTime`` and may redefine core terms freely
+   (also when they reference a core URL in the middle of their array);
+2. the user context on top of it, remote documents served from ``documents``;
+3. the core context's own definitions last, overriding every term they define, and its
+   ``@vocab`` (user ``@vocab`` is therefore superseded, as it is with core-last JSON-LD).
+
+Scoped contexts inside user term definitions are processed for validity but ignored:
+the map is flat (attribute names, types and vocab values are expanded with the top-level
+definitions only), so they cannot reshape NGSI-LD elements. Reverse terms are ignored too.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import orjson
+from pyld import jsonld as _pyld
+from pyld.context_resolver import ContextResolver
+
+from urbanos.errors import BadRequestData, LdContextNotAvailable
+
+__all__ = [
+    "CORE_CONTEXT_URL",
+    "TermDefinition",
+    "TermMap",
+    "build_term_map",
+    "canonical",
+    "core_context_document",
+    "core_term_map",
+    "is_core_context_url",
+    "remote_urls",
+    "validate_context",
+]
+
+CORE_CONTEXT_URL = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
+_CORE_URL = re.compile(
+    r"^https?://uri\.etsi\.org/ngsi-ld/v1/ngsi-ld-core-context(?:-v1\.[0-9])?\.jsonld$"
+)
+_CORE_FILE = "ngsi-ld-core-context-v1.8.jsonld"
+_ABSOLUTE_IRI = re.compile(r"^([A-Za-z][A-Za-z0-9+\-.]*|_):[^\s]*$")
+_MEMO_LIMIT = 4096
+
+
+def is_core_context_url(url: str) -> bool:
+    """True for every published core @context URL; the broker serves them all itself."""
+    return bool(_CORE_URL.match(url))
+
+
+@functools.cache
+def _core_document() -> dict[str, Any]:
+    data = resources.files("urbanos").joinpath("data", _CORE_FILE).read_bytes()
+    doc = orjson.loads(data)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def core_context_document() -> dict[str, Any]:
+    """The core @context document (a private copy: callers may mutate it)."""
+    return copy.deepcopy(_core_document())
+
+
+@dataclass(frozen=True, slots=True)
+class TermDefinition:
+    """What a term means: its IRI (or keyword) and the coercions the renderer needs."""
+
+    iri: str
+    type: str | None = None  # expanded @type mapping: "@id", "@vocab", "@json" or an IRI
+    container: tuple[str, ...] = ()
+    prefix: bool = False  # usable as the prefix of a compact IRI
+
+
+class TermMap:
+    """An immutable processed @context: vocab-relative expansion and compaction.
+
+    Build with :func:`build_term_map` (or :func:`core_term_map`), once per distinct
+    context; ``expand`` and ``compact`` are dictionary lookups afterwards (with a small
+    bounded memo for IRIs that need the prefix or @vocab rules).
+    """
+
+    __slots__ = (
+        "context",
+        "vocab",
+        "definitions",
+        "core_only",
+        "_expand",
+        "_compact",
+        "_prefixes",
+        "_prefix_lengths",
+        "_memo_expand",
+        "_memo_compact",
+    )
+
+    context: Any
+    vocab: str
+    definitions: Mapping[str, TermDefinition]
+    core_only: bool
+
+    def __init__(
+        self,
+        context: Any,
+        definitions: Mapping[str, TermDefinition],
+        vocab: str,
+        core_terms: Mapping[str, TermDefinition],
+    ) -> None:
+        self.context = context
+        self.vocab = vocab
+        self.definitions = dict(definitions)
+        self.core_only = all(core_terms.get(t) == d for t, d in self.definitions.items())
+        self._expand = {t: d.iri for t, d in self.definitions.items()}
+        best: dict[str, tuple[bool, int, str]] = {}
+        for term, d in self.definitions.items():
+            rank = (core_terms.get(term) == d, len(term), term)  # user terms, then shortest
+            if d.iri not in best or rank < best[d.iri]:
+                best[d.iri] = rank
+        self._compact = {iri: rank[2] for iri, rank in best.items()}
+        prefixes: dict[str, list[str]] = {}
+        for term, d in self.definitions.items():
+            if d.prefix and not d.iri.startswith("@"):
+                prefixes.setdefault(d.iri, []).append(term)
+        self._prefixes = prefixes
+        self._prefix_lengths = sorted({len(ns) for ns in prefixes})
+        self._memo_expand: dict[str, str] = {}
+        self._memo_compact: dict[str, str] = {}
+
+    def rebind(self, context: Any) -> TermMap:
+        """The same map reporting another raw context value (e.g. a core URL)."""
+        clone = TermMap.__new__(TermMap)
+        for name in TermMap.__slots__:
+            setattr(clone, name, getattr(self, name))
+        clone.context = context
+        return clone
+
+    def expand(self, term: str) -> str:
+        """Expand an attribute name, entity type or vocab value to its IRI."""
+        iri = self._expand.get(term)
+        if iri is not None:
+            return iri
+        iri = self._memo_expand.get(term)
+        if iri is None:
+            iri = self._expand_slow(term)
+            if len(self._memo_expand) < _MEMO_LIMIT:
+                self._memo_expand[term] = iri
+        return iri
+
+    def _expand_slow(self, term: str) -> str:
+        if term.startswith("@"):
+            return term  # keywords (and keyword-like strings) are not expanded
+        prefix, colon, suffix = term.partition(":")
+        if colon and prefix:
+            if prefix == "_" or suffix.startswith("//"):
+                return term
+            d = self.definitions.get(prefix)
+            if d is not None and d.prefix:
+                return d.iri + suffix
+            if _ABSOLUTE_IRI.match(term):
+                return term
+        return self.vocab + term
+
+    def compact(self, iri: str) -> str:
+        """Compact an IRI to a term, a default-context name, a compact IRI or itself."""
+        term = self._compact.get(iri)
+        if term is not None:
+            return term
+        term = self._memo_compact.get(iri)
+        if term is None:
+            term = self._compact_slow(iri)
+            if len(self._memo_compact) < _MEMO_LIMIT:
+                self._memo_compact[iri] = term
+        return term
+
+    def _compact_slow(self, iri: str) -> str:
+        vocab = self.vocab
+        if vocab and iri.startswith(vocab) and len(iri) > len(vocab):
+            suffix = iri[len(vocab) :]
+            if ":" not in suffix and not suffix.startswith("@") and suffix not in self._expand:
+                return suffix
+        candidates: list[str] = []
+        for n in self._prefix_lengths:
+            if n >= len(iri):
+                break
+            terms = self._prefixes.get(iri[:n])
+            if terms:
+                for p in terms:
+                    compact = f"{p}:{iri[n:]}"
+                    if self._expand.get(compact, iri) == iri:
+                        candidates.append(compact)
+        if candidates:
+            return min(candidates, key=lambda c: (len(c), c))
+        return iri
+
+    def definition(self, term: str) -> TermDefinition | None:
+        return self.definitions.get(term)
+
+    def term_type(self, term: str) -> str | None:
+        """The @type coercion of ``term`` ("@vocab", "@json", "@id", a datatype IRI)."""
+        d = self.definitions.get(term)
+        return d.type if d is not None else None
+
+    def iri_type(self, iri: str) -> str | None:
+        """The @type coercion of the term ``iri`` compacts to (None if it has no term)."""
+        term = self._compact.get(iri)
+        return self.definitions[term].type if term is not None else None
+
+    def __repr__(self) -> str:
+        return f"<TermMap {len(self.definitions)} terms, context={self.context!r:.80}>"
+
+
+def _bad(detail: str) -> BadRequestData:
+    return BadRequestData(f"Invalid @context: {detail}")
+
+
+def remote_urls(context: Any) -> list[str]:
+    """The URLs a @context value references, in order, without duplicates.
+
+    Top-level strings, ``@import`` values and the URLs of scoped contexts: everything
+    pyld will ask the document loader for while processing this value (nested
+    references inside fetched documents are found by calling this on each document).
+    Raises BadRequestData for values that cannot be a @context at all.
+    """
+    found: dict[str, None] = {}
+    _collect(context, found, top=True)
+    return list(found)
+
+
+def _collect(value: Any, found: dict[str, None], *, top: bool) -> None:
+    if value is None:
+        return
+    if isinstance(value, str):
+        found.setdefault(value, None)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, list):
+                raise _bad("an array inside a @context array")
+            _collect(item, found, top=False)
+    elif isinstance(value, dict):
+        if "@context" in value:
+            _collect(value["@context"], found, top=top)
+            return
+        imported = value.get("@import")
+        if isinstance(imported, str):
+            found.setdefault(imported, None)
+        for key, definition in value.items():
+            if isinstance(definition, dict) and "@context" in definition and not key.startswith("@"):
+                _collect(definition["@context"], found, top=False)
+    else:
+        raise _bad(f"a @context must be a URL, an object or an array, not {_kind(value)}")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return type(value).__name__
+
+
+class _Missing(Exception):
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.url = url
+
+
+class _Loader:
+    """pyld document loader over pre-fetched documents; never touches the network."""
+
+    def __init__(self, documents: Mapping[str, object], *, lenient: bool) -> None:
+        self.documents = documents
+        self.lenient = lenient
+
+    def __call__(self, url: str, options: object = None) -> dict[str, Any]:
+        if is_core_context_url(url):
+            document: object = _unprotected_core()
+        elif url in self.documents:
+            document = self.documents[url]
+        elif self.lenient:
+            document = {"@context": {}}
+        else:
+            raise _Missing(url)
+        if not isinstance(document, dict):
+            raise _bad(f"the document at {url} is not a JSON object")
+        # pyld rewrites relative URLs inside what it loads: hand it a copy
+        return {"contextUrl": None, "documentUrl": url, "document": copy.deepcopy(document)}
+
+
+@functools.cache
+def _unprotected_core() -> dict[str, Any]:
+    doc = copy.deepcopy(_core_document())
+    doc["@context"].pop("@protected", None)
+    return doc
+
+
+def _definitions(mappings: Mapping[str, Any]) -> dict[str, TermDefinition]:
+    out: dict[str, TermDefinition] = {}
+    for term, m in mappings.items():
+        if not m or m.get("reverse") or not isinstance(m.get("@id"), str):
+            continue
+        container = m.get("@container") or ()
+        out[term] = TermDefinition(
+            iri=m["@id"],
+            type=m.get("@type"),
+            container=tuple(container),
+            prefix=bool(m.get("_prefix")),
+        )
+    return out
+
+
+def _initial() -> dict[str, Any]:
+    return {"mappings": {}, "processingMode": "json-ld-1.1", "_uuid": "urbanos-initial"}
+
+
+def _process(active: Mapping[str, Any], context: Any, loader: _Loader, max_urls: int) -> Any:
+    options = {
+        "base": "",
+        "documentLoader": loader,
+        # a private resolver: pyld's shared cache is keyed by URL and would keep serving
+        # a document after it was reloaded or deleted
+        "contextResolver": ContextResolver({}, loader, max_context_urls=max_urls),
+    }
+    try:
+        result = _pyld.JsonLdProcessor().process_context(active, context, options)
+    except (BadRequestData, LdContextNotAvailable):
+        raise
+    except _pyld.JsonLdError as exc:
+        raise _translate(exc) from exc
+    except RecursionError as exc:
+        raise _bad("nested too deeply") from exc
+    except Exception as exc:  # pyld assumes well-formed input in places
+        raise _bad(f"cannot be processed ({type(exc).__name__}: {exc})") from exc
+    return result
+
+
+def _translate(exc: BaseException) -> BadRequestData | LdContextNotAvailable:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, _Missing):
+            return LdContextNotAvailable(f"@context {cause.url} has not been retrieved")
+        if isinstance(cause, BadRequestData | LdContextNotAvailable):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    assert isinstance(exc, _pyld.JsonLdError)
+    message = exc.args[0] if exc.args else "invalid"
+    code = f" ({exc.code})" if exc.code else ""
+    if exc.code == "context overflow":
+        message = "cyclic or too many nested @context references"
+    return _bad(f"{message}{code}")
+
+
+@functools.cache
+def _core_state() -> tuple[Any, dict[str, TermDefinition], str]:
+    """(active context from the unprotected core, core definitions, core @vocab)."""
+    loader = _Loader({}, lenient=False)
+    protected = _process(_initial(), _core_document(), loader, 4)
+    start = _process(_initial(), _unprotected_core(), loader, 4)
+    return start, _definitions(protected["mappings"]), str(protected["@vocab"])
+
+
+@functools.cache
+def core_term_map() -> TermMap:
+    """The map used when a request carries no @context (clause 5.5.5)."""
+    _start, core, vocab = _core_state()
+    return TermMap(None, core, vocab, core)
+
+
+def _only_core(context: Any) -> bool:
+    if context is None:
+        return True
+    if isinstance(context, str):
+        return is_core_context_url(context)
+    if isinstance(context, list):
+        return all(_only_core(item) for item in context if item is not None)
+    return False
+
+
+def _check_urls(urls: Iterable[str]) -> None:
+    for url in urls:
+        if not _ABSOLUTE_IRI.match(url) or url.startswith("_:"):
+            raise _bad(f"{url!r} is not an absolute URL")
+
+
+def build_term_map(context: Any, documents: Mapping[str, object]) -> TermMap:
+    """Process ``context`` (None = core only) into a TermMap, core context last.
+
+    ``documents`` must hold every remote document reachable from ``context`` (parsed
+    JSON, keyed by URL); core context URLs are answered from the built-in copy. A URL
+    missing from ``documents`` raises LdContextNotAvailable; anything that is not a
+    valid JSON-LD context raises BadRequestData.
+    """
+    if _only_core(context):
+        base = core_term_map()
+        return base if context is None else base.rebind(context)
+    _check_urls(remote_urls(context))
+    start, core, vocab = _core_state()
+    loader = _Loader(documents, lenient=False)
+    active = _process(copy.deepcopy(start), context, loader, len(documents) + 16)
+    merged = _definitions(active["mappings"])
+    merged.update(core)
+    return TermMap(context, merged, vocab, core)
+
+
+def validate_context(context: Any) -> None:
+    """Check a @context's syntax without its remote documents (BadRequestData if invalid).
+
+    Remote URLs are taken as empty contexts, so definitions relying on them are only
+    checked when the context is used. This is what Add @context (clause 5.13.2.4) and
+    implicitly created contexts can afford without fetching.
+    """
+    if isinstance(context, dict) and set(context) == {"@context"}:
+        context = context["@context"]
+    if _only_core(context):
+        return
+    _check_urls(remote_urls(context))
+    start, _core, _vocab = _core_state()
+    _process(copy.deepcopy(start), context, _Loader({}, lenient=True), 1 << 16)
+
+
+def canonical(context: Any) -> bytes:
+    """A stable key for a @context value (sorted keys), for caches keyed by context."""
+    try:
+        return orjson.dumps(context, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:
+        raise _bad(f"not JSON ({exc})") from exc

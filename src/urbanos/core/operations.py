@@ -1,0 +1,241 @@
+"""Entity mutations on the stored form: append, update, merge, replace, delete.
+
+Pure functions: each takes the current entity and returns the new one with what changed,
+so a service can write the result and the change record in one transaction.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from urbanos.core.model import CORE_MEMBERS, NULL_URN, VALUE_MEMBER
+from urbanos.types import JSONObject
+
+Attrs = dict[str, list[JSONObject]]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What an attribute operation did: names updated, and names refused with a reason."""
+
+    entity: JSONObject
+    updated: list[str] = field(default_factory=list)
+    not_updated: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.updated)
+
+
+def _index(instances: list[JSONObject], dataset_id: str | None) -> int | None:
+    for i, inst in enumerate(instances):
+        if inst.get("datasetId") == dataset_id:
+            return i
+    return None
+
+
+def _keep_created(new: JSONObject, old: JSONObject) -> JSONObject:
+    if "createdAt" in old:
+        new["createdAt"] = old["createdAt"]
+    return new
+
+
+def _touch(entity: JSONObject, now: str) -> None:
+    entity["modifiedAt"] = now
+
+
+def append_attrs(entity: JSONObject, attrs: Attrs, now: str, *, no_overwrite: bool) -> Outcome:
+    """Append Entity Attributes (clause 5.6.3): add new, overwrite existing unless told not to."""
+    out = copy.deepcopy(entity)
+    result = Outcome(out)
+    for name, instances in attrs.items():
+        current = out["attrs"].setdefault(name, [])
+        touched = False
+        for inst in instances:
+            i = _index(current, inst.get("datasetId"))
+            if i is None:
+                current.append(inst)
+                touched = True
+            elif no_overwrite:
+                result.not_updated.append((name, "attribute exists and noOverwrite was asked"))
+            else:
+                current[i] = _keep_created(inst, current[i])
+                touched = True
+        if not current:
+            del out["attrs"][name]
+        if touched:
+            result.updated.append(name)
+    if result.changed:
+        _touch(out, now)
+    return result
+
+
+def update_attrs(entity: JSONObject, attrs: Attrs, now: str) -> Outcome:
+    """Update Entity Attributes (clause 5.6.2): replace only instances that exist."""
+    out = copy.deepcopy(entity)
+    result = Outcome(out)
+    for name, instances in attrs.items():
+        current = out["attrs"].get(name)
+        if current is None:
+            result.not_updated.append((name, "attribute does not exist"))
+            continue
+        touched = False
+        for inst in instances:
+            i = _index(current, inst.get("datasetId"))
+            if i is None:
+                result.not_updated.append((name, "no instance with this datasetId"))
+            else:
+                current[i] = _keep_created(inst, current[i])
+                touched = True
+        if touched:
+            result.updated.append(name)
+    if result.changed:
+        _touch(out, now)
+    return result
+
+
+def merge_instance(old: JSONObject, patch: JSONObject, now: str) -> JSONObject | None:
+    """Merge-patch one instance: members replaced, sub-attributes merged, Null deletes."""
+    member = VALUE_MEMBER.get(patch.get("type", ""), "value")
+    if patch.get(member) == NULL_URN:
+        return None
+    new = copy.deepcopy(old)
+    if patch.get("type") and patch["type"] != old.get("type"):
+        for m in VALUE_MEMBER.values():
+            new.pop(m, None)
+    for key, val in patch.items():
+        if key in ("createdAt",):
+            continue
+        if key in CORE_MEMBERS:
+            new[key] = val
+        elif isinstance(val, dict) and _null(val):
+            new.pop(key, None)
+        elif isinstance(old.get(key), dict) and isinstance(val, dict):
+            merged = merge_instance(old[key], val, now)
+            if merged is None:
+                new.pop(key, None)
+            else:
+                new[key] = merged
+        else:
+            new[key] = val
+    new["modifiedAt"] = now
+    return new
+
+
+def _null(inst: JSONObject) -> bool:
+    member = VALUE_MEMBER.get(inst.get("type", ""), "value")
+    return inst.get(member) == NULL_URN
+
+
+def merge_entity(entity: JSONObject, fragment: JSONObject, now: str) -> Outcome:
+    """Merge Entity (clause 5.6.17): attributes merged, NGSI-LD Null deletes."""
+    out = copy.deepcopy(entity)
+    result = Outcome(out)
+    for name, instances in fragment.get("attrs", {}).items():
+        current = out["attrs"].get(name, [])
+        for inst in instances:
+            i = _index(current, inst.get("datasetId"))
+            if i is None:
+                if not _null(inst):
+                    current.append(inst)
+            else:
+                merged = merge_instance(current[i], inst, now)
+                if merged is None:
+                    current.pop(i)
+                else:
+                    current[i] = merged
+        if current:
+            out["attrs"][name] = current
+        else:
+            out["attrs"].pop(name, None)
+        result.updated.append(name)
+    if fragment.get("type"):
+        out["type"] = list(dict.fromkeys(out["type"] + fragment["type"]))
+    if "scope" in fragment:
+        if fragment["scope"] is None:
+            out.pop("scope", None)
+        else:
+            out["scope"] = fragment["scope"]
+    _touch(out, now)
+    return result
+
+
+def replace_entity(entity: JSONObject, new: JSONObject, now: str) -> JSONObject:
+    """Replace Entity (clause 5.6.18): everything but id and createdAt comes from ``new``."""
+    out = copy.deepcopy(new)
+    out["createdAt"] = entity.get("createdAt", now)
+    out["modifiedAt"] = now
+    return out
+
+
+def patch_attr(
+    entity: JSONObject, name: str, instances: list[JSONObject], now: str
+) -> Outcome:
+    """Partial Attribute Update (clause 5.6.4): merge into the existing instance."""
+    out = copy.deepcopy(entity)
+    result = Outcome(out)
+    current = out["attrs"].get(name)
+    if current is None:
+        result.not_updated.append((name, "attribute does not exist"))
+        return result
+    for inst in instances:
+        i = _index(current, inst.get("datasetId"))
+        if i is None:
+            result.not_updated.append((name, "no instance with this datasetId"))
+            continue
+        merged = merge_instance(current[i], inst, now)
+        if merged is None:
+            current.pop(i)
+        else:
+            current[i] = merged
+        if name not in result.updated:
+            result.updated.append(name)
+    if not current:
+        del out["attrs"][name]
+    if result.changed:
+        _touch(out, now)
+    return result
+
+
+def replace_attr(entity: JSONObject, name: str, instances: list[JSONObject], now: str) -> Outcome:
+    """Replace Attribute (clause 5.6.19): the instance with the same datasetId is replaced."""
+    out = copy.deepcopy(entity)
+    result = Outcome(out)
+    current = out["attrs"].get(name)
+    if current is None:
+        result.not_updated.append((name, "attribute does not exist"))
+        return result
+    for inst in instances:
+        i = _index(current, inst.get("datasetId"))
+        if i is None:
+            result.not_updated.append((name, "no instance with this datasetId"))
+        else:
+            current[i] = _keep_created(inst, current[i])
+            if name not in result.updated:
+                result.updated.append(name)
+    if result.changed:
+        _touch(out, now)
+    return result
+
+
+def delete_attr(
+    entity: JSONObject, name: str, now: str, *, dataset_id: str | None = None,
+    delete_all: bool = False,
+) -> JSONObject | None:
+    """Delete Attribute (clause 5.6.5); None when there is nothing to delete."""
+    current = entity["attrs"].get(name)
+    if current is None:
+        return None
+    out = copy.deepcopy(entity)
+    if delete_all:
+        del out["attrs"][name]
+    else:
+        i = _index(current, dataset_id)
+        if i is None:
+            return None
+        out["attrs"][name].pop(i)
+        if not out["attrs"][name]:
+            del out["attrs"][name]
+    _touch(out, now)
+    return out

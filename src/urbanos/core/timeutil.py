@@ -1,0 +1,60 @@
+"""Times as the API shows them: UTC, RFC 3339 with milliseconds and ``Z``."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, time
+
+_DATETIME = re.compile(
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?$"
+)
+
+
+def now_iso() -> str:
+    return format_datetime(datetime.now(UTC))
+
+
+def format_datetime(value: datetime) -> str:
+    value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def parse_datetime(text: object) -> datetime | None:
+    """A timezone-aware datetime for a valid RFC 3339 / ISO 8601 date-time, else None."""
+    if not isinstance(text, str) or not _DATETIME.match(text):
+        return None
+    raw = text[:-1] + "+00:00" if text.endswith("Z") else text
+    frac = re.search(r"\.(\d+)", raw)
+    if frac and len(frac.group(1)) > 6:  # Python keeps microseconds only
+        raw = raw.replace(frac.group(0), "." + frac.group(1)[:6])
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def normalize_datetime(text: str) -> str | None:
+    """The canonical form of a date-time string, or None when it is not one."""
+    parsed = parse_datetime(text)
+    return format_datetime(parsed) if parsed else None
+
+
+def is_date(text: object) -> bool:
+    if not isinstance(text, str):
+        return False
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return len(text) == 10
+
+
+def is_time(text: object) -> bool:
+    if not isinstance(text, str):
+        return False
+    try:
+        time.fromisoformat(text.removesuffix("Z"))
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,132 @@
+"""The NGSI-LD error family.
+
+Every failure the API reports is raised as one of these and rendered once, as
+application/problem+json, by ``urbanos.http.problems``. The tree::
+
+    NgsiLdError (500 InternalError)
+    ├── InvalidRequest          400  malformed request: syntax, parameters, JSON
+    │   └── PayloadTooLarge     413
+    ├── BadRequestData          400  well-formed request carrying invalid data
+    ├── TooComplexQuery         403
+    ├── TooManyResults          403
+    ├── ResourceNotFound        404
+    │   └── NonexistentTenant   404
+    ├── NotAcceptable           406  no representation matches Accept
+    ├── AlreadyExists           409
+    ├── LengthRequired          411
+    ├── UnsupportedMediaType    415
+    ├── OperationNotSupported   422
+    ├── NoMultiTenantSupport    501
+    └── LdContextNotAvailable   503  a remote @context could not be fetched
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_BASE = "https://uri.etsi.org/ngsi-ld/errors/"
+
+
+class NgsiLdError(Exception):
+    """Base of the family; ``type_uri``, ``status`` and ``title`` make the ProblemDetails."""
+
+    status = 500
+    type_uri = _BASE + "InternalError"
+    title = "Internal error"
+
+    def __init__(self, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    def problem(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": self.type_uri,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail or f"{self.title} (HTTP {self.status})",
+        }
+        body.update(self.extra)
+        return body
+
+
+class InvalidRequest(NgsiLdError):
+    status = 400
+    type_uri = _BASE + "InvalidRequest"
+    title = "Invalid request"
+
+
+class PayloadTooLarge(InvalidRequest):
+    status = 413
+    title = "Payload too large"
+
+
+class BadRequestData(NgsiLdError):
+    status = 400
+    type_uri = _BASE + "BadRequestData"
+    title = "Bad request data"
+
+
+class TooComplexQuery(NgsiLdError):
+    status = 403
+    type_uri = _BASE + "TooComplexQuery"
+    title = "Query too complex"
+
+
+class TooManyResults(NgsiLdError):
+    status = 403
+    type_uri = _BASE + "TooManyResults"
+    title = "Too many results"
+
+
+class ResourceNotFound(NgsiLdError):
+    status = 404
+    type_uri = _BASE + "ResourceNotFound"
+    title = "Resource not found"
+
+
+class NonexistentTenant(ResourceNotFound):
+    type_uri = _BASE + "NonexistentTenant"
+    title = "Tenant does not exist"
+
+
+class NotAcceptable(NgsiLdError):
+    status = 406
+    type_uri = _BASE + "InvalidRequest"
+    title = "Not acceptable"
+
+
+class AlreadyExists(NgsiLdError):
+    status = 409
+    type_uri = _BASE + "AlreadyExists"
+    title = "Already exists"
+
+
+class LengthRequired(NgsiLdError):
+    status = 411
+    type_uri = _BASE + "InvalidRequest"
+    title = "Length required"
+
+
+class UnsupportedMediaType(NgsiLdError):
+    status = 415
+    type_uri = _BASE + "InvalidRequest"
+    title = "Unsupported media type"
+
+
+class OperationNotSupported(NgsiLdError):
+    status = 422
+    type_uri = _BASE + "OperationNotSupported"
+    title = "Operation not supported"
+
+
+class NoMultiTenantSupport(NgsiLdError):
+    status = 501
+    type_uri = _BASE + "NoMultiTenantSupport"
+    title = "No multi-tenant support"
+
+
+class LdContextNotAvailable(NgsiLdError):
+    status = 503
+    type_uri = _BASE + "LdContextNotAvailable"
+    title = "@context not available"

@@ -1,0 +1,94 @@
+"""create_app(settings) -> the ASGI app; the lifespan opens the store and wires services."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from urllib.parse import unquote
+
+from starlette.applications import Starlette
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from urbanos.errors import NgsiLdError
+from urbanos.http import metrics
+from urbanos.http.context import Services
+from urbanos.http.problems import handle_ngsi_error, handle_unexpected
+from urbanos.http.routes import ROUTES
+from urbanos.outbound import OutboundPolicy
+from urbanos.services.contexts import ContextService
+from urbanos.services.entities import EntityService
+from urbanos.settings import Settings
+from urbanos.storage.base import EntityStore
+
+log = logging.getLogger("urbanos")
+
+
+def open_store(settings: Settings) -> EntityStore:
+    """The store named by URBANOS_STORE: sqlite:///path.db or memory://."""
+    url = settings.store
+    if url.startswith("sqlite://"):
+        from urbanos.storage.sqlite import SqliteStore
+
+        path = url.removeprefix("sqlite://").removeprefix("/")
+        return SqliteStore(path or "./data/urbanos.db", readers=settings.workers_read)
+    if url.startswith("memory:"):
+        from urbanos.storage.memory import MemoryStore
+
+        return MemoryStore()
+    raise SystemExit(f"URBANOS_STORE: unsupported store URL {url!r}")
+
+
+def create_app(settings: Settings | None = None, store: EntityStore | None = None) -> ASGIApp:
+    settings = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        the_store = store or open_store(settings)
+        await the_store.open()
+        policy = OutboundPolicy.from_strings(settings.outbound_policy, settings.outbound_allow)
+        contexts = ContextService(
+            policy,
+            timeout=settings.context_timeout,
+            max_bytes=settings.context_max_bytes,
+            max_depth=settings.context_max_depth,
+            public_url=settings.base_url,
+        )
+        app.state.services = Services(
+            settings=settings, store=the_store, entities=EntityService(the_store),
+            contexts=contexts,
+        )
+        try:
+            yield
+        finally:
+            await contexts.aclose()
+            await the_store.close()
+
+    app = Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={NgsiLdError: handle_ngsi_error, Exception: handle_unexpected},
+    )
+    app.router.redirect_slashes = False
+    return PathNormalizer(metrics.Instrument(app))
+
+
+class PathNormalizer:
+    """Route on the raw path: ``%2F`` inside an id stays inside its segment, and a trailing
+    slash is ignored, so ``/entities/`` and ``/entities`` are the same resource."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            raw = scope.get("raw_path") or scope["path"].encode()
+            path = raw.decode("latin-1").split("?", 1)[0]
+            if len(path) > 1 and path.endswith("/"):
+                path = path.rstrip("/") or "/"
+            segments = [unquote(s).replace("/", "%2F") for s in path.split("/")]
+            scope = dict(scope)
+            scope["path"] = "/".join(segments)
+            scope["ngsi_start"] = time.perf_counter()
+        await self.app(scope, receive, send)

@@ -1,0 +1,60 @@
+"""Per-request wiring: the services of the app and the caller's tenant, @context and Accept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+
+from urbanos.http.negotiation import (
+    JSON_MT,
+    JSONLD_MT,
+    RequestContext,
+    body_context,
+    choose_accept,
+    parse_link_context,
+    tenant_of,
+)
+from urbanos.types import JSON
+
+if TYPE_CHECKING:
+    from urbanos.services.contexts import ContextService
+    from urbanos.services.entities import EntityService
+    from urbanos.settings import Settings
+    from urbanos.storage.base import EntityStore
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    store: EntityStore
+    entities: EntityService
+    contexts: ContextService
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+async def request_context(
+    request: Request,
+    *,
+    body: JSON = None,
+    ctype: str | None = None,
+    offered: tuple[str, ...] = (JSON_MT, JSONLD_MT),
+) -> RequestContext:
+    """Tenant, @context (Link header or inline) and the response media type, validated."""
+    tenant = tenant_of(request)
+    accept = choose_accept(request.headers.get("accept"), offered)
+    if ctype is None:
+        context = parse_link_context(request.headers.get("link"))
+    else:
+        context = body_context(body, ctype, request.headers.get("link"))
+    terms = await services(request).contexts.term_map(context, tenant=tenant)
+    return RequestContext(tenant=tenant, context=context, terms=terms, accept=accept)
+
+
+def link_url(request: Request, ctx: RequestContext) -> str:
+    """The URL to put in a Link header for the request's @context."""
+    return services(request).contexts.link_url(ctx.context, tenant=ctx.tenant)

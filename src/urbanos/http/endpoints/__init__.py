@@ -1,0 +1,1 @@
+"""One module per resource; each handler's docstring cites its clause of GS CIM 009."""

@@ -1,0 +1,118 @@
+"""/types and /attributes (clauses 5.7.5 - 5.7.10, binding 6.25 - 6.28)."""
+
+from __future__ import annotations
+
+import uuid
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from urbanos.core.entity import check_name
+from urbanos.errors import ResourceNotFound
+from urbanos.http.context import link_url, request_context, services
+from urbanos.http.params import check_params, flag
+from urbanos.http.respond import json_response
+from urbanos.types import JSONObject
+
+
+async def list_types(request: Request) -> Response:
+    """Retrieve Available Entity Types (5.7.5) or their details (5.7.6)."""
+    check_params(request.query_params, {"details", "local"})
+    ctx = await request_context(request)
+    infos = await services(request).entities.types(ctx.tenant)
+    c = ctx.terms.compact
+    data: object
+    if flag(request.query_params, "details"):
+        data = [
+            {
+                "id": i.type,
+                "type": "EntityType",
+                "typeName": c(i.type),
+                "attributeNames": sorted(c(a) for a in i.attributes),
+            }
+            for i in sorted(infos, key=lambda i: i.type)
+        ]
+    else:
+        data = {
+            "id": f"urn:ngsi-ld:EntityTypeList:{uuid.uuid4()}",
+            "type": "EntityTypeList",
+            "typeList": sorted(c(i.type) for i in infos),
+        }
+    return json_response(ctx, data, link_url=link_url(request, ctx))
+
+
+async def retrieve_type(request: Request) -> Response:
+    """Retrieve Entity Type Information (5.7.7)."""
+    check_params(request.query_params, {"local"})
+    name = check_name(request.path_params["type"], "entity type")
+    ctx = await request_context(request)
+    iri = ctx.terms.expand(name)
+    infos = {i.type: i for i in await services(request).entities.types(ctx.tenant)}
+    info = infos.get(iri)
+    if info is None:
+        raise ResourceNotFound(f"no entity of type {name}")
+    c = ctx.terms.compact
+    data: JSONObject = {
+        "id": iri,
+        "type": "EntityTypeInfo",
+        "typeName": c(iri),
+        "entityCount": info.count,
+        "attributeDetails": [
+            {
+                "id": attr,
+                "type": "Attribute",
+                "attributeName": c(attr),
+                "attributeTypes": sorted(kinds),
+            }
+            for attr, kinds in sorted(info.attributes.items())
+        ],
+    }
+    return json_response(ctx, data, link_url=link_url(request, ctx))
+
+
+async def list_attributes(request: Request) -> Response:
+    """Retrieve Available Attributes (5.7.8) or their details (5.7.9)."""
+    check_params(request.query_params, {"details", "local"})
+    ctx = await request_context(request)
+    infos = await services(request).entities.attributes(ctx.tenant)
+    c = ctx.terms.compact
+    data: object
+    if flag(request.query_params, "details"):
+        data = [
+            {
+                "id": i.attr,
+                "type": "Attribute",
+                "attributeName": c(i.attr),
+                "typeNames": sorted(c(t) for t in i.types),
+            }
+            for i in sorted(infos, key=lambda i: i.attr)
+        ]
+    else:
+        data = {
+            "id": f"urn:ngsi-ld:AttributeList:{uuid.uuid4()}",
+            "type": "AttributeList",
+            "attributeList": sorted(c(i.attr) for i in infos),
+        }
+    return json_response(ctx, data, link_url=link_url(request, ctx))
+
+
+async def retrieve_attribute(request: Request) -> Response:
+    """Retrieve Attribute Information (5.7.10)."""
+    check_params(request.query_params, {"local"})
+    name = check_name(request.path_params["attr"])
+    ctx = await request_context(request)
+    iri = ctx.terms.expand(name)
+    infos = {i.attr: i for i in await services(request).entities.attributes(ctx.tenant)}
+    info = infos.get(iri)
+    if info is None:
+        raise ResourceNotFound(f"no entity has the attribute {name}")
+    c = ctx.terms.compact
+    data = {
+        "id": iri,
+        "type": "Attribute",
+        "attributeName": c(iri),
+        "attributeCount": info.count,
+        "attributeTypes": sorted(info.kinds),
+        "typeNames": sorted(c(t) for t in info.types),
+    }
+    return json_response(ctx, data, link_url=link_url(request, ctx))

@@ -1,0 +1,219 @@
+"""Media types, bodies, @context and tenants of a request (clauses 6.3.4 - 6.3.6, 6.3.14).
+
+Endpoints call ``read_body`` and ``request_context`` first, so every precondition
+(Content-Length, Content-Type, size, JSON validity, Link header, NGSILD-Tenant, Accept) is
+checked in one place, in the order the spec gives, before any state is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from urbanos.errors import (
+    BadRequestData,
+    InvalidRequest,
+    LengthRequired,
+    NotAcceptable,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from urbanos.storage.base import DEFAULT_TENANT
+from urbanos.types import JSON, Terms
+
+JSON_MT = "application/json"
+JSONLD_MT = "application/ld+json"
+GEOJSON_MT = "application/geo+json"
+MERGE_PATCH_MT = "application/merge-patch+json"
+CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"
+
+_LINK = re.compile(r'^\s*<([^>]*)>\s*((?:;\s*[A-Za-z]+\s*=\s*(?:"[^"]*"|[^;,\s]*)\s*)*)$')
+_LINK_PARAM = re.compile(r';\s*([A-Za-z]+)\s*=\s*("[^"]*"|[^;,\s]*)')
+_TENANT = re.compile(r"^[A-Za-z0-9_\-.:/@]{1,256}$")
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What every handler needs to know about the caller beyond the path."""
+
+    tenant: str
+    context: JSON  # the request's @context value (URL, object or list), None = core only
+    terms: Terms
+    accept: str
+
+
+def media_type(header: str | None) -> str:
+    return (header or "").split(";", 1)[0].strip().lower()
+
+
+async def read_body(
+    request: Request, max_bytes: int, max_depth: int, *, merge_patch: bool = False
+) -> tuple[JSON, str]:
+    """The parsed JSON body and its media type, after the spec's preconditions."""
+    if "content-length" not in request.headers:
+        raise LengthRequired("Content-Length is required")
+    ctype = media_type(request.headers.get("content-type"))
+    allowed = {JSON_MT, JSONLD_MT} | ({MERGE_PATCH_MT} if merge_patch else set())
+    if ctype not in allowed:
+        raise UnsupportedMediaType(
+            f"Content-Type {ctype or '(none)'} is not supported; use {' or '.join(sorted(allowed))}"
+        )
+    try:
+        declared = int(request.headers["content-length"])
+    except ValueError as exc:
+        raise InvalidRequest("Content-Length is not a number") from exc
+    if declared > max_bytes:
+        raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {max_bytes}")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw.extend(chunk)
+        if len(raw) > max_bytes:
+            raise PayloadTooLarge(f"body exceeds the limit of {max_bytes} bytes")
+    return parse_json(bytes(raw), max_depth), ctype
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise InvalidRequest(f"duplicate key {key!r} in JSON object")
+        out[key] = value
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidRequest(f"{name} is not valid JSON")
+
+
+def parse_json(raw: bytes, max_depth: int) -> JSON:
+    """Strict JSON: no duplicate keys, no NaN/Infinity, nesting at most ``max_depth``."""
+    if not raw.strip():
+        raise InvalidRequest("the request body is empty")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest("the request body is not UTF-8") from exc
+    _check_depth(text, max_depth)
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except InvalidRequest:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from exc
+
+
+def _check_depth(text: str, max_depth: int) -> None:
+    """Reject deep nesting before parsing, so the parser never recurses too far."""
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise InvalidRequest(f"JSON nesting deeper than {max_depth}")
+        elif ch in "]}":
+            depth -= 1
+
+
+def parse_link_context(header: str | None) -> str | None:
+    """The @context URL of a Link header (clause 6.3.5); None when there is none."""
+    if not header:
+        return None
+    found = None
+    for part in _split_links(header):
+        m = _LINK.match(part)
+        if not m:
+            raise BadRequestData(f"malformed Link header: {part.strip()!r}")
+        params = {k.lower(): v.strip('"') for k, v in _LINK_PARAM.findall(m.group(2))}
+        if params.get("rel") == CONTEXT_REL:
+            if found is not None:
+                raise BadRequestData("more than one JSON-LD context Link header")
+            found = m.group(1).strip()
+    if found is not None and not re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://\S+$", found):
+        raise BadRequestData(f"the Link header @context is not a URL: {found!r}")
+    return found
+
+
+def _split_links(header: str) -> Iterable[str]:
+    part, in_angle, in_quote = [], False, False
+    for ch in header:
+        if ch == "<" and not in_quote:
+            in_angle = True
+        elif ch == ">" and not in_quote:
+            in_angle = False
+        elif ch == '"' and not in_angle:
+            in_quote = not in_quote
+        if ch == "," and not in_angle and not in_quote:
+            yield "".join(part)
+            part = []
+        else:
+            part.append(ch)
+    if "".join(part).strip():
+        yield "".join(part)
+
+
+def body_context(body: JSON, ctype: str, link_header: str | None) -> JSON:
+    """The @context that applies to a body (clause 6.3.5): inline for ld+json, else Link."""
+    if ctype == JSONLD_MT:
+        if isinstance(body, list):
+            contexts = [e.get("@context") if isinstance(e, dict) else None for e in body]
+            if any(c is None for c in contexts):
+                raise BadRequestData("every entity of an application/ld+json batch needs @context")
+            return contexts[0] if contexts else None
+        if not isinstance(body, dict) or "@context" not in body:
+            raise BadRequestData("an application/ld+json body must carry an @context")
+        return body["@context"]
+    if isinstance(body, dict) and "@context" in body:
+        raise BadRequestData("an application/json body must not carry @context; use a Link header")
+    if isinstance(body, list) and any(isinstance(e, dict) and "@context" in e for e in body):
+        raise BadRequestData("an application/json body must not carry @context; use a Link header")
+    return parse_link_context(link_header)
+
+
+def tenant_of(request: Request) -> str:
+    raw = request.headers.get("ngsild-tenant")
+    if raw is None or raw == "":
+        return DEFAULT_TENANT
+    if not _TENANT.match(raw):
+        raise BadRequestData(f"invalid NGSILD-Tenant {raw!r}")
+    return raw
+
+
+def choose_accept(header: str | None, offered: tuple[str, ...] = (JSON_MT, JSONLD_MT)) -> str:
+    """The media type to answer with (clause 6.3.4), honouring q-values; 406 when none fits."""
+    if not header or not header.strip():
+        return offered[0]
+    ranges: list[tuple[float, int, str]] = []
+    for pos, item in enumerate(header.split(",")):
+        fields = [f.strip() for f in item.split(";")]
+        mt, q = fields[0].lower(), 1.0
+        for f in fields[1:]:
+            if f.startswith("q="):
+                try:
+                    q = float(f[2:])
+                except ValueError:
+                    q = 0.0
+        if mt:
+            ranges.append((-q, pos, mt))
+    for negq, _, mt in sorted(ranges):
+        if negq == 0:
+            continue
+        if mt in offered:
+            return mt
+        if mt in ("*/*", "application/*"):
+            return offered[0]
+    raise NotAcceptable(f"none of {header!r} can be produced; offered: {', '.join(offered)}")

@@ -1,0 +1,53 @@
+"""Responses with the @context rules of clause 6.3.6: Link header for JSON, inline for JSON-LD."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from urbanos.http.negotiation import CONTEXT_REL, GEOJSON_MT, JSONLD_MT, RequestContext
+from urbanos.types import JSON
+
+
+def link_header(url: str) -> str:
+    return f'<{url}>; rel="{CONTEXT_REL}"; type="application/ld+json"'
+
+
+def json_response(
+    ctx: RequestContext,
+    data: JSON,
+    *,
+    status: int = 200,
+    link_url: str,
+    headers: dict[str, str] | None = None,
+    with_context: bool = True,
+) -> Response:
+    """Body in the negotiated media type; ``@context`` inline or as a Link header."""
+    out_headers: dict[str, str] = dict(headers or {})
+    if ctx.tenant:
+        out_headers["NGSILD-Tenant"] = ctx.tenant
+    context_value: Any = ctx.context if ctx.context is not None else link_url
+    if with_context and ctx.accept == JSONLD_MT:
+        if isinstance(data, list):
+            data = [_with_context(d, context_value) for d in data]
+        elif isinstance(data, dict):
+            data = _with_context(data, context_value)
+    elif with_context and ctx.accept == GEOJSON_MT and isinstance(data, dict):
+        data = _with_context(data, context_value)
+    elif with_context:
+        out_headers["Link"] = link_header(link_url)
+    return Response(
+        orjson.dumps(data), status_code=status, media_type=ctx.accept, headers=out_headers
+    )
+
+
+def _with_context(item: JSON, context_value: Any) -> JSON:
+    if isinstance(item, dict):
+        return {**item, "@context": context_value}
+    return item
+
+
+def empty(status: int = 204, headers: dict[str, str] | None = None) -> Response:
+    return Response(status_code=status, headers=headers)

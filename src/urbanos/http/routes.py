@@ -1,0 +1,46 @@
+"""The route table, and nothing else."""
+
+from __future__ import annotations
+
+from starlette.routing import Route
+
+from urbanos.http.endpoints import batch, discovery, entities, jsonld_contexts, ops
+
+P = "/ngsi-ld/v1"
+E = P + "/entities/{entity_id}"
+
+ROUTES = [
+    Route("/health", ops.health, methods=["GET"]),
+    Route("/metrics", ops.metrics, methods=["GET"]),
+    Route("/openapi.json", ops.openapi, methods=["GET"]),
+    Route("/docs", ops.docs, methods=["GET"]),
+    Route("/version", ops.version, methods=["GET"]),
+    Route(P + "/entities", entities.create_entity, methods=["POST"]),
+    Route(P + "/entities", entities.query_entities, methods=["GET"]),
+    Route(P + "/entities", entities.purge_entities, methods=["DELETE"]),
+    Route(E, entities.retrieve_entity, methods=["GET"]),
+    Route(E, entities.delete_entity, methods=["DELETE"]),
+    Route(E, entities.replace_entity, methods=["PUT"]),
+    Route(E, entities.merge_entity, methods=["PATCH"]),
+    Route(E + "/attrs", entities.append_attrs, methods=["POST"]),
+    Route(E + "/attrs", entities.update_attrs, methods=["PATCH"]),
+    Route(E + "/attrs/{attr_id}", entities.patch_attr, methods=["PATCH"]),
+    Route(E + "/attrs/{attr_id}", entities.replace_attr, methods=["PUT"]),
+    Route(E + "/attrs/{attr_id}", entities.delete_attr, methods=["DELETE"]),
+    Route(P + "/entityOperations/create", batch.batch_create, methods=["POST"]),
+    Route(P + "/entityOperations/upsert", batch.batch_upsert, methods=["POST"]),
+    Route(P + "/entityOperations/update", batch.batch_update, methods=["POST"]),
+    Route(P + "/entityOperations/delete", batch.batch_delete, methods=["POST"]),
+    Route(P + "/entityOperations/merge", batch.batch_merge, methods=["POST"]),
+    Route(P + "/entityOperations/query", batch.query_post, methods=["POST"]),
+    Route(P + "/types", discovery.list_types, methods=["GET"]),
+    Route(P + "/types/{type}", discovery.retrieve_type, methods=["GET"]),
+    Route(P + "/attributes", discovery.list_attributes, methods=["GET"]),
+    Route(P + "/attributes/{attr}", discovery.retrieve_attribute, methods=["GET"]),
+    Route(P + "/jsonldContexts", jsonld_contexts.add_context, methods=["POST"]),
+    Route(P + "/jsonldContexts", jsonld_contexts.list_contexts, methods=["GET"]),
+    Route(P + "/jsonldContexts/{context_id:path}", jsonld_contexts.serve_context,
+          methods=["GET"]),
+    Route(P + "/jsonldContexts/{context_id:path}", jsonld_contexts.delete_context,
+          methods=["DELETE"]),
+]

@@ -1,0 +1,351 @@
+"""The one outbound-URL policy for every URL the broker fetches or sends to.
+
+Remote @contexts, notification endpoints and federated brokers are all URLs chosen by
+clients, so each is a server-side request forgery vector: without a policy a client can
+make the broker read cloud metadata (``http://169.254.169.254/``) or poke services on the
+internal network. Every outbound request goes through :func:`check_url` (scheme and
+literal addresses) and, for host names, through :func:`resolve_checked`, which resolves
+the name and checks *every* address it resolves to.
+
+Address classes:
+
+* always refused, unless covered by an ``allow`` CIDR: link-local (169.254.0.0/16,
+  fe80::/10) and cloud metadata endpoints (fd00:ec2::254, 100.100.100.200,
+  192.0.0.192, 168.63.129.16);
+* refused by the ``strict`` policy as well: unspecified, loopback, private (RFC 1918,
+  fc00::/7), CGNAT (100.64.0.0/10), multicast, documentation, benchmarking and reserved
+  ranges; the ``default`` policy allows them (brokers commonly talk to neighbours on a
+  private network).
+
+Encoded forms are decoded before checking: IPv4 written as one decimal/octal/hex number
+or with fewer than four parts (``http://2852039166/``, ``0xa9fea9fe``), IPv4-mapped and
+-compatible IPv6 (``::ffff:169.254.169.254``), NAT64 (64:ff9b::/96, 64:ff9b:1::/48),
+6to4 (2002::/16) and Teredo (2001::/32) addresses are checked against the IPv4 address
+they embed as well as themselves.
+
+DNS rebinding: checking a name and letting the HTTP client resolve it again leaves a
+window in which the name can start pointing elsewhere. :class:`GuardedTransport` closes
+it for httpx: it resolves once, checks every address, and connects to the checked
+address (the URL host is replaced by the IP, the Host header and the TLS server name
+keep the original name). Clients that cannot pin the address (e.g. other protocols)
+should at least call :func:`resolve_checked` right before connecting; the remaining
+window is then the resolver cache lifetime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import unquote
+
+import httpx
+
+from urbanos.errors import BadRequestData
+
+__all__ = [
+    "DEFAULT_SCHEMES",
+    "GuardedTransport",
+    "IPAddress",
+    "OutboundPolicy",
+    "OutboundRefused",
+    "Resolver",
+    "check_url",
+    "default_resolver",
+    "parse_host_address",
+    "resolve_checked",
+]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: resolves (host, port) to IP address strings
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+DEFAULT_SCHEMES: frozenset[str] = frozenset({"http", "https"})
+_DEFAULT_PORTS = {"http": 80, "https": 443, "mqtt": 1883, "mqtts": 8883}
+
+
+def _nets(*cidrs: str) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(c) for c in cidrs)
+
+
+#: refused by every policy unless explicitly allowed
+_ALWAYS_REFUSED = _nets(
+    "169.254.0.0/16",  # IPv4 link-local, incl. 169.254.169.254 metadata
+    "fe80::/10",  # IPv6 link-local
+    "fd00:ec2::254/128",  # AWS metadata over IPv6
+    "100.100.100.200/32",  # Alibaba Cloud metadata (inside CGNAT, which default allows)
+    "192.0.0.192/32",  # Oracle Cloud legacy metadata
+    "168.63.129.16/32",  # Azure WireServer
+)
+
+#: refused by the strict policy in addition
+_STRICT_REFUSED = _nets(
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "::/128",
+    "::1/128",
+    "100::/64",
+    "2001:2::/48",
+    "2001:10::/28",
+    "2001:20::/28",
+    "2001:db8::/32",
+    "fc00::/7",
+    "fec0::/10",
+    "ff00::/8",
+)
+
+_NAT64 = _nets("64:ff9b::/96", "64:ff9b:1::/48")
+_COMPAT = ipaddress.ip_network("::/96")
+_6TO4 = ipaddress.ip_network("2002::/16")
+_TEREDO = ipaddress.ip_network("2001::/32")
+
+
+class OutboundRefused(BadRequestData):
+    """The outbound policy refused a URL (bad scheme, forbidden address)."""
+
+
+@dataclass(frozen=True)
+class OutboundPolicy:
+    """Which destinations the broker may contact; parsed once from settings."""
+
+    mode: Literal["default", "strict"] = "default"
+    allow: tuple[IPNetwork, ...] = field(default=())
+
+    @classmethod
+    def from_strings(cls, policy: str, allow: str) -> OutboundPolicy:
+        """Parse URBANOS_OUTBOUND_POLICY and URBANOS_OUTBOUND_ALLOW; ValueError if invalid."""
+        mode = (policy or "default").strip().lower()
+        if mode not in ("default", "strict"):
+            raise ValueError(f"outbound policy must be 'default' or 'strict', not {policy!r}")
+        nets: list[IPNetwork] = []
+        for item in re.split(r"[,\s]+", allow or ""):
+            if not item:
+                continue
+            try:
+                nets.append(ipaddress.ip_network(item, strict=False))
+            except ValueError as exc:
+                raise ValueError(f"invalid CIDR in outbound allow-list: {item!r}") from exc
+        return cls(mode="strict" if mode == "strict" else "default", allow=tuple(nets))
+
+    def refusal(self, address: IPAddress) -> str | None:
+        """Why ``address`` is refused, or None when it may be contacted."""
+        address = _unscoped(address)
+        if _within(address, self.allow):
+            return None
+        for a in (address, *_embedded_ipv4(address)):
+            if _within(a, self.allow):
+                continue
+            if _within(a, _ALWAYS_REFUSED):
+                return f"{address} is a link-local or cloud-metadata address"
+            if self.mode == "strict" and _within(a, _STRICT_REFUSED):
+                return f"{address} is a loopback, private or reserved address"
+        return None
+
+
+def _within(address: IPAddress, nets: Iterable[IPNetwork]) -> bool:
+    return any(address.version == n.version and address in n for n in nets)
+
+
+def _unscoped(address: IPAddress) -> IPAddress:
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        return ipaddress.IPv6Address(str(address).split("%", 1)[0])
+    return address
+
+
+def _embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses an IPv6 address carries (mapped, compatible, NAT64, 6to4, Teredo)."""
+    address = _unscoped(address)
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    found: list[ipaddress.IPv4Address] = []
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    elif address in _COMPAT and int(address) > 1:
+        found.append(low32)
+    if any(address in net for net in _NAT64):
+        found.append(low32)
+    if address in _6TO4 and address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address in _TEREDO and address.teredo is not None:
+        found.extend(address.teredo)
+    return found
+
+
+_IPV4_PART = re.compile(r"^(0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*)$")
+
+
+def _parse_ipv4_loose(host: str) -> ipaddress.IPv4Address | None:
+    """inet_aton semantics: 1-4 parts, each decimal, octal (0...) or hex (0x...)."""
+    parts = host.split(".")
+    if not 1 <= len(parts) <= 4 or not all(_IPV4_PART.match(p) for p in parts):
+        return None
+    values = []
+    for p in parts:
+        if p[:2].lower() == "0x":
+            values.append(int(p[2:] or "0", 16))
+        elif len(p) > 1 and p[0] == "0":
+            values.append(int(p, 8))
+        else:
+            values.append(int(p))
+    *head, last = values
+    if any(v > 255 for v in head) or last >= 256 ** (5 - len(values)):
+        return None
+    number = 0
+    for v in head:
+        number = number << 8 | v
+    number = number << (8 * (5 - len(values))) | last
+    return ipaddress.IPv4Address(number)
+
+
+def parse_host_address(host: str) -> IPAddress | None:
+    """The IP address a URL host denotes literally (any encoding), or None for a name."""
+    host = unquote(host).strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host.endswith("."):
+        host = host[:-1]
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    return _parse_ipv4_loose(host)
+
+
+def _parse(url: str | httpx.URL, schemes: Iterable[str]) -> httpx.URL:
+    try:
+        parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise OutboundRefused(f"invalid URL {url!s}: {exc}") from exc
+    if parsed.scheme not in schemes:
+        allowed = ", ".join(sorted(schemes))
+        raise OutboundRefused(f"URL {url!s} has a scheme other than {allowed}")
+    if not parsed.host:
+        raise OutboundRefused(f"URL {url!s} has no host")
+    return parsed
+
+
+def check_url(
+    url: str | httpx.URL, policy: OutboundPolicy, *, schemes: Iterable[str] = DEFAULT_SCHEMES
+) -> None:
+    """Refuse (OutboundRefused) a URL whose scheme or literal address the policy forbids.
+
+    Host names pass here; :func:`resolve_checked` checks what they resolve to.
+    """
+    parsed = _parse(url, frozenset(schemes))
+    address = parse_host_address(parsed.host)
+    if address is not None:
+        reason = policy.refusal(address)
+        if reason:
+            raise OutboundRefused(f"refused to contact {url!s}: {reason}")
+
+
+async def default_resolver(host: str, port: int) -> list[str]:
+    """Resolve with the event loop's getaddrinfo (the OS resolver, run in a thread)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    seen: dict[str, None] = {}
+    for _family, _type, _proto, _canon, sockaddr in infos:
+        seen.setdefault(str(sockaddr[0]), None)
+    return list(seen)
+
+
+async def resolve_checked(
+    url: str | httpx.URL,
+    policy: OutboundPolicy,
+    *,
+    resolver: Resolver | None = None,
+    schemes: Iterable[str] = DEFAULT_SCHEMES,
+) -> list[IPAddress]:
+    """Check ``url`` and return the addresses to connect to, all of them allowed.
+
+    Raises OutboundRefused when any resolved address is forbidden (a name resolving to
+    one public and one internal address is refused: the client may pick either) and
+    OSError when the name does not resolve.
+    """
+    parsed = _parse(url, frozenset(schemes))
+    literal = parse_host_address(parsed.host)
+    if literal is not None:
+        addresses: list[IPAddress] = [literal]
+    else:
+        port = parsed.port or _DEFAULT_PORTS.get(parsed.scheme, 0)
+        raw = await (resolver or default_resolver)(parsed.host, port)
+        if not raw:
+            raise OSError(f"{parsed.host} did not resolve to any address")
+        addresses = []
+        for item in raw:
+            try:
+                addresses.append(ipaddress.ip_address(item))
+            except ValueError as exc:
+                raise OutboundRefused(f"{parsed.host} resolved to {item!r}") from exc
+    for address in addresses:
+        reason = policy.refusal(address)
+        if reason:
+            raise OutboundRefused(f"refused to contact {url!s}: {reason}")
+    return addresses
+
+
+class GuardedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that enforces the policy at send time and pins the address.
+
+    Every request (including each redirect hop the client follows) is checked; the
+    connection goes to the address that was checked, so a DNS answer that changes between
+    check and connect cannot redirect it. OutboundRefused propagates to the caller;
+    resolution failures surface as httpx.ConnectError like any unreachable host.
+    """
+
+    def __init__(
+        self,
+        policy: OutboundPolicy,
+        inner: httpx.AsyncBaseTransport | None = None,
+        *,
+        resolver: Resolver | None = None,
+        schemes: Iterable[str] = DEFAULT_SCHEMES,
+        pin: bool = True,
+    ) -> None:
+        self.policy = policy
+        self.inner = inner if inner is not None else httpx.AsyncHTTPTransport()
+        self.resolver = resolver
+        self.schemes = frozenset(schemes)
+        self.pin = pin
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            addresses = await resolve_checked(
+                request.url, self.policy, resolver=self.resolver, schemes=self.schemes
+            )
+        except OSError as exc:
+            raise httpx.ConnectError(f"cannot resolve {request.url.host}: {exc}", request=request) from exc
+        if not self.pin or parse_host_address(request.url.host) is not None:
+            return await self.inner.handle_async_request(request)
+        address = _unscoped(addresses[0])
+        extensions = dict(request.extensions)
+        if request.url.scheme == "https":
+            extensions.setdefault("sni_hostname", request.url.host)
+        pinned = httpx.Request(
+            request.method,
+            request.url.copy_with(host=str(address)),
+            headers=request.headers,  # keeps Host: <original name>
+            stream=request.stream,
+            extensions=extensions,
+        )
+        return await self.inner.handle_async_request(pinned)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

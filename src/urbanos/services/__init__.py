@@ -1,0 +1,1 @@
+"""Use cases over the stores: what the HTTP layer calls; no Starlette types here."""

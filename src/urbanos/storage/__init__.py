@@ -1,0 +1,1 @@
+"""Stores behind one interface (``base``): memory, SQLite, and later PostgreSQL."""

@@ -1,0 +1,69 @@
+"""The storage interface every backend implements.
+
+Services compute new entity states with ``core.operations`` and hand the stores whole
+documents; stores keep them, index them and select them. A batch of writes is atomic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from urbanos.core.selection import EntityQuery
+from urbanos.types import JSONObject
+
+DEFAULT_TENANT = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One entity write: ``put`` stores the document (insert or replace), ``delete`` removes it."""
+
+    op: Literal["put", "delete"]
+    entity_id: str
+    entity: JSONObject | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    entities: list[JSONObject]
+    total: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TypeInfo:
+    type: str
+    count: int
+    attributes: dict[str, set[str]]  # attribute IRI -> attribute kinds seen
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeInfo:
+    attr: str
+    count: int  # entities that have it
+    kinds: set[str]
+    types: set[str]  # entity types that have it
+
+
+class EntityStore(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool: ...
+
+    async def tenant_exists(self, tenant: str) -> bool: ...
+
+    async def get(self, tenant: str, entity_id: str) -> JSONObject | None: ...
+
+    async def get_many(self, tenant: str, ids: list[str]) -> dict[str, JSONObject]: ...
+
+    async def apply(self, tenant: str, writes: list[Write]) -> None:
+        """Apply all writes in one transaction; creates the tenant on its first write."""
+        ...
+
+    async def query(self, tenant: str, query: EntityQuery) -> Page: ...
+
+    async def types(self, tenant: str) -> list[TypeInfo]: ...
+
+    async def attributes(self, tenant: str) -> list[AttributeInfo]: ...

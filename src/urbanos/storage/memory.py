@@ -1,0 +1,69 @@
+"""The reference store: dicts in memory. Unit tests use it as the fake of the interface."""
+
+from __future__ import annotations
+
+import copy
+
+from urbanos.core.selection import EntityQuery, matches
+from urbanos.storage.base import DEFAULT_TENANT, AttributeInfo, Page, TypeInfo, Write
+from urbanos.types import JSONObject
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._tenants: dict[str, dict[str, JSONObject]] = {DEFAULT_TENANT: {}}
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> bool:
+        return True
+
+    async def tenant_exists(self, tenant: str) -> bool:
+        return tenant in self._tenants
+
+    async def get(self, tenant: str, entity_id: str) -> JSONObject | None:
+        found = self._tenants.get(tenant, {}).get(entity_id)
+        return copy.deepcopy(found) if found is not None else None
+
+    async def get_many(self, tenant: str, ids: list[str]) -> dict[str, JSONObject]:
+        table = self._tenants.get(tenant, {})
+        return {i: copy.deepcopy(table[i]) for i in ids if i in table}
+
+    async def apply(self, tenant: str, writes: list[Write]) -> None:
+        table = self._tenants.setdefault(tenant, {})
+        for w in writes:
+            if w.op == "put":
+                assert w.entity is not None
+                table[w.entity_id] = copy.deepcopy(w.entity)
+            else:
+                table.pop(w.entity_id, None)
+
+    async def query(self, tenant: str, query: EntityQuery) -> Page:
+        selected = [e for e in self._tenants.get(tenant, {}).values() if matches(e, query)]
+        page = selected[query.offset : query.offset + query.limit]
+        return Page([copy.deepcopy(e) for e in page], len(selected) if query.count else None)
+
+    async def types(self, tenant: str) -> list[TypeInfo]:
+        infos: dict[str, TypeInfo] = {}
+        for entity in self._tenants.get(tenant, {}).values():
+            for t in entity.get("type", []):
+                info = infos.setdefault(t, TypeInfo(t, 0, {}))
+                infos[t] = TypeInfo(t, info.count + 1, info.attributes)
+                for name, instances in entity["attrs"].items():
+                    kinds = info.attributes.setdefault(name, set())
+                    kinds.update(i.get("type", "Property") for i in instances)
+        return list(infos.values())
+
+    async def attributes(self, tenant: str) -> list[AttributeInfo]:
+        infos: dict[str, AttributeInfo] = {}
+        for entity in self._tenants.get(tenant, {}).values():
+            for name, instances in entity["attrs"].items():
+                info = infos.get(name) or AttributeInfo(name, 0, set(), set())
+                info.kinds.update(i.get("type", "Property") for i in instances)
+                info.types.update(entity.get("type", []))
+                infos[name] = AttributeInfo(name, info.count + 1, info.kinds, info.types)
+        return list(infos.values())
