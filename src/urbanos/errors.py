@@ -17,7 +17,7 @@ application/problem+json, by ``urbanos.http.problems``. The tree::
     ├── UnsupportedMediaType    415
     ├── OperationNotSupported   422
     ├── NoMultiTenantSupport    501
-    └── LdContextNotAvailable   503  a remote @context could not be fetched
+    └── LdContextNotAvailable   504  a remote @context could not be fetched
 """
 
 from __future__ import annotations
@@ -127,6 +127,6 @@ class NoMultiTenantSupport(NgsiLdError):
 
 
 class LdContextNotAvailable(NgsiLdError):
-    status = 503
+    status = 504
     type_uri = _BASE + "LdContextNotAvailable"
     title = "@context not available"

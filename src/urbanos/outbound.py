@@ -25,11 +25,12 @@ they embed as well as themselves.
 
 DNS rebinding: checking a name and letting the HTTP client resolve it again leaves a
 window in which the name can start pointing elsewhere. :class:`GuardedTransport` closes
-it for httpx: it resolves once, checks every address, and connects to the checked
-address (the URL host is replaced by the IP, the Host header and the TLS server name
-keep the original name). Clients that cannot pin the address (e.g. other protocols)
-should at least call :func:`resolve_checked` right before connecting; the remaining
-window is then the resolver cache lifetime.
+it for httpx: its connections are opened by :class:`PinnedBackend`, which resolves the
+name once, checks every address and connects to a checked one, while the connection
+pool stays keyed by host name (TLS is verified against the name, a connection is never
+shared between names). When a caller injects its own inner transport (tests, proxies)
+the check runs at send time and that transport resolves again: the window remains, as
+it does for other protocols that only call :func:`resolve_checked` before connecting.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import unquote
 
+import httpcore
 import httpx
 
 from urbanos.errors import BadRequestData
@@ -53,6 +55,7 @@ __all__ = [
     "IPAddress",
     "OutboundPolicy",
     "OutboundRefused",
+    "PinnedBackend",
     "Resolver",
     "check_url",
     "default_resolver",
@@ -266,6 +269,29 @@ async def default_resolver(host: str, port: int) -> list[str]:
     return list(seen)
 
 
+async def _checked_addresses(
+    host: str, port: int, policy: OutboundPolicy, resolver: Resolver | None
+) -> list[IPAddress]:
+    literal = parse_host_address(host)
+    if literal is not None:
+        addresses: list[IPAddress] = [literal]
+    else:
+        raw = await (resolver or default_resolver)(host, port)
+        if not raw:
+            raise OSError(f"{host} did not resolve to any address")
+        addresses = []
+        for item in raw:
+            try:
+                addresses.append(ipaddress.ip_address(item))
+            except ValueError as exc:
+                raise OutboundRefused(f"{host} resolved to {item!r}") from exc
+    for address in addresses:
+        reason = policy.refusal(address)
+        if reason:
+            raise OutboundRefused(f"refused to contact {host}: {reason}")
+    return addresses
+
+
 async def resolve_checked(
     url: str | httpx.URL,
     policy: OutboundPolicy,
@@ -280,34 +306,88 @@ async def resolve_checked(
     OSError when the name does not resolve.
     """
     parsed = _parse(url, frozenset(schemes))
-    literal = parse_host_address(parsed.host)
-    if literal is not None:
-        addresses: list[IPAddress] = [literal]
-    else:
-        port = parsed.port or _DEFAULT_PORTS.get(parsed.scheme, 0)
-        raw = await (resolver or default_resolver)(parsed.host, port)
-        if not raw:
-            raise OSError(f"{parsed.host} did not resolve to any address")
-        addresses = []
-        for item in raw:
+    port = parsed.port or _DEFAULT_PORTS.get(parsed.scheme, 0)
+    try:
+        return await _checked_addresses(parsed.host, port, policy, resolver)
+    except OutboundRefused as exc:
+        raise OutboundRefused(f"refused to contact {url!s}: {exc.detail}") from exc
+
+
+class PinnedBackend(httpcore.AsyncNetworkBackend):
+    """Opens TCP connections only to checked addresses of the requested host."""
+
+    def __init__(
+        self,
+        policy: OutboundPolicy,
+        *,
+        resolver: Resolver | None = None,
+        inner: httpcore.AsyncNetworkBackend | None = None,
+    ) -> None:
+        self.policy = policy
+        self.resolver = resolver
+        self.inner = inner if inner is not None else httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            addresses = await _checked_addresses(host, port, self.policy, self.resolver)
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+        for address in addresses:  # every one was checked: try them in resolver order
             try:
-                addresses.append(ipaddress.ip_address(item))
-            except ValueError as exc:
-                raise OutboundRefused(f"{parsed.host} resolved to {item!r}") from exc
-    for address in addresses:
-        reason = policy.refusal(address)
-        if reason:
-            raise OutboundRefused(f"refused to contact {url!s}: {reason}")
-    return addresses
+                return await self.inner.connect_tcp(
+                    str(_unscoped(address)),
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise OutboundRefused("unix sockets are not outbound destinations")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
+class _PinnedHTTPTransport(httpx.AsyncHTTPTransport):
+    """httpx's own transport, its connection pool opening sockets via PinnedBackend."""
+
+    def __init__(self, backend: PinnedBackend) -> None:
+        super().__init__()
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=100,
+            max_keepalive_connections=20,
+            keepalive_expiry=5.0,
+            network_backend=backend,
+        )
 
 
 class GuardedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport that enforces the policy at send time and pins the address.
+    """An httpx transport enforcing the policy on every request, redirects included.
 
-    Every request (including each redirect hop the client follows) is checked; the
-    connection goes to the address that was checked, so a DNS answer that changes between
-    check and connect cannot redirect it. OutboundRefused propagates to the caller;
-    resolution failures surface as httpx.ConnectError like any unreachable host.
+    By default it sends through httpx's transport with a :class:`PinnedBackend`, so the
+    connection goes to the address that was checked. With an injected ``inner``
+    transport, URLs are checked (and names resolved) at send time instead.
+    OutboundRefused propagates to the caller; an unresolvable name is an
+    httpx.ConnectError like any unreachable host.
     """
 
     def __init__(
@@ -317,35 +397,25 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         *,
         resolver: Resolver | None = None,
         schemes: Iterable[str] = DEFAULT_SCHEMES,
-        pin: bool = True,
     ) -> None:
         self.policy = policy
-        self.inner = inner if inner is not None else httpx.AsyncHTTPTransport()
         self.resolver = resolver
         self.schemes = frozenset(schemes)
-        self.pin = pin
+        self.pinned = inner is None
+        self.inner = inner or _PinnedHTTPTransport(PinnedBackend(policy, resolver=resolver))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            addresses = await resolve_checked(
-                request.url, self.policy, resolver=self.resolver, schemes=self.schemes
-            )
-        except OSError as exc:
-            raise httpx.ConnectError(f"cannot resolve {request.url.host}: {exc}", request=request) from exc
-        if not self.pin or parse_host_address(request.url.host) is not None:
-            return await self.inner.handle_async_request(request)
-        address = _unscoped(addresses[0])
-        extensions = dict(request.extensions)
-        if request.url.scheme == "https":
-            extensions.setdefault("sni_hostname", request.url.host)
-        pinned = httpx.Request(
-            request.method,
-            request.url.copy_with(host=str(address)),
-            headers=request.headers,  # keeps Host: <original name>
-            stream=request.stream,
-            extensions=extensions,
-        )
-        return await self.inner.handle_async_request(pinned)
+        if self.pinned:
+            check_url(request.url, self.policy, schemes=self.schemes)  # names: at connect
+        else:
+            try:
+                await resolve_checked(
+                    request.url, self.policy, resolver=self.resolver, schemes=self.schemes
+                )
+            except OSError as exc:
+                message = f"cannot resolve {request.url.host}: {exc}"
+                raise httpx.ConnectError(message, request=request) from exc
+        return await self.inner.handle_async_request(request)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

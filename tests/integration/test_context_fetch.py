@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -216,6 +217,9 @@ async def test_expired_entries_are_refetched(server: ContextServer) -> None:
         server.down = True  # origin gone: the stale copy keeps requests working
         try:
             assert (await svc.term_map(url)).expand("speed") == EX + "v3/speed"
+            count = server.hits["/versioned.jsonld"]
+            assert (await svc.term_map(url)).expand("speed") == EX + "v3/speed"
+            assert server.hits["/versioned.jsonld"] == count  # not retried at once
         finally:
             server.down = False
 
@@ -342,6 +346,7 @@ async def test_implicitly_created_contexts(service: ContextService, server: Cont
     assert url == service.link_url(list(context))  # one entry per distinct @context
     assert service.link_url(server.url("/ctx.jsonld")) == server.url("/ctx.jsonld")
     assert service.link_url(None) == CORE_CONTEXT_URL
+    assert service.link_url([server.url("/ctx.jsonld")]) == server.url("/ctx.jsonld")
     [details] = await service.list(details=True, kind="ImplicitlyCreated")
     assert details["URL"] == url and details["kind"] == "ImplicitlyCreated"
     assert await service.get(details["localId"]) == {"@context": context}
@@ -373,11 +378,31 @@ async def test_tenants_are_isolated(service: ContextService) -> None:
 async def test_concurrent_requests_share_one_download(
     service: ContextService, server: ContextServer
 ) -> None:
-    import asyncio
+    def slowish() -> tuple[int, Any, dict[str, str]]:
+        time.sleep(0.2)
+        return 200, {"@context": {}}, {}
 
-    server.routes["/shared.jsonld"] = lambda: (time.sleep(0.2), (200, {"@context": {}}, {}))[1]
+    server.routes["/shared.jsonld"] = slowish
     results = await asyncio.gather(
         *(service.term_map([server.url("/shared.jsonld"), {"n": f"urn:n:{i}"}]) for i in range(5))
     )
     assert len({id(r) for r in results}) == 5
     assert server.hits["/shared.jsonld"] == 1
+
+
+async def test_connections_go_to_the_checked_address(server: ContextServer) -> None:
+    """The name resolves only through the injected resolver: connecting proves pinning."""
+    calls: list[str] = []
+
+    async def resolver(host: str, port: int) -> list[str]:
+        calls.append(host)
+        return ["127.0.0.1"] if host == "contexts.test" else []
+
+    url = server.url("/ctx.jsonld").replace("127.0.0.1", "contexts.test")
+    async with ContextService(OutboundPolicy(), resolver=resolver) as svc:
+        assert (await svc.term_map(url)).expand("speed") == EX + "speed"
+    assert calls == ["contexts.test"]
+    strict = OutboundPolicy.from_strings("strict", "")
+    async with ContextService(strict, resolver=resolver) as svc:
+        with pytest.raises(LdContextNotAvailable, match="loopback"):
+            await svc.term_map(url)

@@ -220,7 +220,7 @@ def test_remote_urls() -> None:
         None,
         "http://a.example/1",
     ]
-    assert remote_urls(context) == ["http://a.example/1", "http://a.example/2", "http://a.example/3"]
+    assert remote_urls(context) == [f"http://a.example/{i}" for i in (1, 2, 3)]
     assert remote_urls({"@context": ["http://a.example/4"]}) == ["http://a.example/4"]
     assert remote_urls(None) == []
     with pytest.raises(BadRequestData):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
+from typing import Any
 
+import httpcore
 import httpx
 import pytest
 
@@ -12,6 +15,7 @@ from urbanos.outbound import (
     GuardedTransport,
     OutboundPolicy,
     OutboundRefused,
+    PinnedBackend,
     check_url,
     parse_host_address,
     resolve_checked,
@@ -156,20 +160,24 @@ def test_check_url_accepts_and_extra_schemes() -> None:
     check_url("mqtt://broker.example:1883/t", DEFAULT, schemes={"mqtt", "mqtts"})
 
 
-def fake_resolver(table: dict[str, list[str]]):  # type: ignore[no-untyped-def]
-    calls: list[tuple[str, int]] = []
+class FakeResolver:
+    """Answers from a table and records what it was asked."""
 
-    async def resolve(host: str, port: int) -> list[str]:
-        calls.append((host, port))
-        return table.get(host, [])
+    def __init__(self, table: dict[str, list[str]]) -> None:
+        self.table = table
+        self.calls: list[tuple[str, int]] = []
 
-    resolve.calls = calls  # type: ignore[attr-defined]
-    return resolve
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.calls.append((host, port))
+        return self.table.get(host, [])
 
 
 async def test_every_resolved_address_is_checked() -> None:
-    resolver = fake_resolver(
-        {"mixed.example": ["93.184.216.34", "10.0.0.1"], "meta.example": ["8.8.8.8", "169.254.169.254"]}
+    resolver = FakeResolver(
+        {
+            "mixed.example": ["93.184.216.34", "10.0.0.1"],
+            "meta.example": ["8.8.8.8", "169.254.169.254"],
+        }
     )
     assert await resolve_checked("http://mixed.example/", DEFAULT, resolver=resolver)
     with pytest.raises(OutboundRefused, match="10.0.0.1"):
@@ -183,7 +191,7 @@ async def test_every_resolved_address_is_checked() -> None:
 
 
 async def test_literal_addresses_are_not_resolved() -> None:
-    resolver = fake_resolver({})
+    resolver = FakeResolver({})
     addresses = await resolve_checked("http://127.0.0.1:9/", DEFAULT, resolver=resolver)
     assert addresses == [ipaddress.ip_address("127.0.0.1")]
     assert resolver.calls == []
@@ -196,44 +204,72 @@ async def test_default_resolver_resolves_localhost() -> None:
         await resolve_checked("http://localhost:1/", STRICT)
 
 
-async def test_guarded_transport_pins_the_checked_address() -> None:
-    seen: list[httpx.Request] = []
+class RecordingBackend(httpcore.AsyncNetworkBackend):
+    """Stands in for the socket layer: records where connections go."""
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json={"ok": True})
+    def __init__(self, refuse: Iterable[str] = ()) -> None:
+        self.connects: list[tuple[str, int]] = []
+        self.refuse = set(refuse)
 
-    resolver = fake_resolver({"ctx.example": ["93.184.216.34"], "evil.example": ["127.0.0.1"]})
-    transport = GuardedTransport(STRICT, httpx.MockTransport(handler), resolver=resolver)
-    async with httpx.AsyncClient(transport=transport) as client:
-        response = await client.get("https://ctx.example:8443/a.jsonld?x=1")
-        assert response.json() == {"ok": True}
-        assert response.request.url.host == "ctx.example"
-        pinned = seen[-1]
-        assert pinned.url == httpx.URL("https://93.184.216.34:8443/a.jsonld?x=1")
-        assert pinned.headers["host"] == "ctx.example:8443"
-        assert pinned.extensions["sni_hostname"] == "ctx.example"
-
-        with pytest.raises(OutboundRefused):
-            await client.get("http://evil.example/")
-        with pytest.raises(OutboundRefused):
-            await client.get("http://2130706433/")  # 127.0.0.1 as a number
-        with pytest.raises(httpx.ConnectError):
-            await client.get("http://unknown.example/")
-        assert len(seen) == 1
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        self.connects.append((host, port))
+        if host in self.refuse:
+            raise httpcore.ConnectError(f"{host} refused")
+        return httpcore.AsyncMockStream([b"HTTP/1.1 204 No Content\r\n\r\n"])
 
 
-async def test_guarded_transport_without_pinning() -> None:
+async def test_pinned_backend_connects_to_a_checked_address() -> None:
+    resolver = FakeResolver(
+        {"ctx.example": ["2001:db8::1", "93.184.216.34"], "evil.example": ["127.0.0.1"]}
+    )
+    inner = RecordingBackend(refuse={"2001:db8::1"})
+    backend = PinnedBackend(DEFAULT, resolver=resolver, inner=inner)
+    await backend.connect_tcp("ctx.example", 443)
+    assert inner.connects == [("2001:db8::1", 443), ("93.184.216.34", 443)]  # next address
+    strict = PinnedBackend(STRICT, resolver=resolver, inner=inner)
+    with pytest.raises(OutboundRefused):
+        await strict.connect_tcp("evil.example", 80)
+    with pytest.raises(OutboundRefused):
+        await strict.connect_tcp("ctx.example", 80)  # one address is documentation space
+    with pytest.raises(OutboundRefused):
+        await backend.connect_tcp("2852039166", 80)
+    with pytest.raises(httpcore.ConnectError):
+        await backend.connect_tcp("unknown.example", 80)
+    assert len(inner.connects) == 2
+
+
+async def test_guarded_transport_checks_every_request() -> None:
     seen: list[httpx.URL] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request.url)
-        return httpx.Response(204)
+        return httpx.Response(200, json={"ok": True})
 
-    resolver = fake_resolver({"ctx.example": ["93.184.216.34"]})
-    transport = GuardedTransport(
-        DEFAULT, httpx.MockTransport(handler), resolver=resolver, pin=False
-    )
+    resolver = FakeResolver({"ctx.example": ["93.184.216.34"], "evil.example": ["127.0.0.1"]})
+    transport = GuardedTransport(STRICT, httpx.MockTransport(handler), resolver=resolver)
     async with httpx.AsyncClient(transport=transport) as client:
-        await client.get("http://ctx.example/x")
-    assert seen == [httpx.URL("http://ctx.example/x")]
+        assert (await client.get("https://ctx.example:8443/a.jsonld")).json() == {"ok": True}
+        with pytest.raises(OutboundRefused):
+            await client.get("http://evil.example/")
+        with pytest.raises(OutboundRefused):
+            await client.get("http://2130706433/")  # 127.0.0.1 as a number
+        with pytest.raises(OutboundRefused):
+            await client.get("ftp://ctx.example/")
+        with pytest.raises(httpx.ConnectError):
+            await client.get("http://unknown.example/")
+    assert seen == [httpx.URL("https://ctx.example:8443/a.jsonld")]
+
+
+async def test_guarded_transport_refuses_before_connecting() -> None:
+    transport = GuardedTransport(STRICT)
+    async with httpx.AsyncClient(transport=transport) as client:
+        for url in ("http://127.0.0.1:9/", "http://[::ffff:7f00:1]:9/", "http://0x7f000001:9/"):
+            with pytest.raises(OutboundRefused):
+                await client.get(url)

@@ -263,7 +263,8 @@ def _collect(value: Any, found: dict[str, None], *, top: bool) -> None:
         if isinstance(imported, str):
             found.setdefault(imported, None)
         for key, definition in value.items():
-            if isinstance(definition, dict) and "@context" in definition and not key.startswith("@"):
+            scoped = isinstance(definition, dict) and "@context" in definition
+            if scoped and not key.startswith("@"):
                 _collect(definition["@context"], found, top=False)
     else:
         raise _bad(f"a @context must be a URL, an object or an array, not {_kind(value)}")
@@ -390,7 +391,10 @@ def _only_core(context: Any) -> bool:
     if isinstance(context, str):
         return is_core_context_url(context)
     if isinstance(context, list):
-        return all(_only_core(item) for item in context if item is not None)
+        return all(
+            item is None or (isinstance(item, str) and is_core_context_url(item))
+            for item in context
+        )
     return False
 
 

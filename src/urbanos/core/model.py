@@ -85,3 +85,18 @@ GEO_ATTRIBUTES = frozenset({LOCATION, OBSERVATION_SPACE, OPERATION_SPACE})
 
 #: the NGSI-LD Null of merge-patch semantics
 NULL_URN = "urn:ngsi-ld:null"
+
+
+def is_null(instance: dict[str, object]) -> bool:
+    """Whether an instance is the NGSI-LD Null of its kind (clause 4.5.x), i.e. a deletion."""
+    member = VALUE_MEMBER.get(str(instance.get("type", "Property")), "value")
+    value = instance.get(member)
+    if value == NULL_URN:
+        return True
+    if member == "languageMap":
+        return isinstance(value, dict) and value.get("@none") == NULL_URN
+    if member in ("valueList", "objectList"):
+        return isinstance(value, list) and len(value) == 1 and (
+            value[0] == NULL_URN or (isinstance(value[0], dict) and value[0].get("object") == NULL_URN)
+        )
+    return False

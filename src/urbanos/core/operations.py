@@ -9,7 +9,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from urbanos.core.model import CORE_MEMBERS, NULL_URN, VALUE_MEMBER
+from urbanos.core.model import CORE_MEMBERS, VALUE_MEMBER, is_null
+from urbanos.errors import BadRequestData
 from urbanos.types import JSONObject
 
 Attrs = dict[str, list[JSONObject]]
@@ -45,60 +46,91 @@ def _touch(entity: JSONObject, now: str) -> None:
     entity["modifiedAt"] = now
 
 
-def append_attrs(entity: JSONObject, attrs: Attrs, now: str, *, no_overwrite: bool) -> Outcome:
-    """Append Entity Attributes (clause 5.6.3): add new, overwrite existing unless told not to."""
+def _put_instances(
+    out: JSONObject, name: str, instances: list[JSONObject], result: Outcome, *,
+    overwrite: bool,
+) -> None:
+    """Add or replace instances by datasetId; an NGSI-LD Null instance deletes its match."""
+    current = out["attrs"].setdefault(name, [])
+    touched = False
+    for inst in instances:
+        i = _index(current, inst.get("datasetId"))
+        if is_null(inst):
+            if i is None:
+                result.not_updated.append((name, "nothing to delete"))
+            else:
+                current.pop(i)
+                touched = True
+        elif i is None:
+            current.append(inst)
+            touched = True
+        elif not overwrite:
+            result.not_updated.append((name, "attribute exists and noOverwrite was asked"))
+        else:
+            current[i] = _keep_created(inst, current[i])
+            touched = True
+    if not current:
+        del out["attrs"][name]
+    if touched:
+        result.updated.append(name)
+
+
+def _add_types(out: JSONObject, types: list[str] | None) -> bool:
+    if not types:
+        return False
+    merged = list(dict.fromkeys(out.get("type", []) + types))
+    changed = merged != out.get("type")
+    out["type"] = merged
+    return changed
+
+
+def append_attrs(
+    entity: JSONObject, attrs: Attrs, now: str, *, no_overwrite: bool,
+    types: list[str] | None = None, scope: list[str] | None = None,
+) -> Outcome:
+    """Append Entity Attributes (clause 5.6.3): add new, overwrite existing unless told not to.
+
+    Types are added to the entity's; a scope replaces the entity's, or joins it under
+    noOverwrite (clause 4.18).
+    """
     out = copy.deepcopy(entity)
     result = Outcome(out)
     for name, instances in attrs.items():
-        current = out["attrs"].setdefault(name, [])
-        touched = False
-        for inst in instances:
-            i = _index(current, inst.get("datasetId"))
-            if i is None:
-                current.append(inst)
-                touched = True
-            elif no_overwrite:
-                result.not_updated.append((name, "attribute exists and noOverwrite was asked"))
-            else:
-                current[i] = _keep_created(inst, current[i])
-                touched = True
-        if not current:
-            del out["attrs"][name]
-        if touched:
-            result.updated.append(name)
-    if result.changed:
+        _put_instances(out, name, instances, result, overwrite=not no_overwrite)
+    changed = _add_types(out, types)
+    if scope is not None:
+        out["scope"] = list(dict.fromkeys(out.get("scope", []) + scope)) if no_overwrite else scope
+        result.updated.append("scope")
+    if result.changed or changed:
         _touch(out, now)
     return result
 
 
-def update_attrs(entity: JSONObject, attrs: Attrs, now: str) -> Outcome:
-    """Update Entity Attributes (clause 5.6.2): replace only instances that exist."""
+def update_attrs(
+    entity: JSONObject, attrs: Attrs, now: str, *, types: list[str] | None = None,
+    scope: list[str] | None = None,
+) -> Outcome:
+    """Update Entity Attributes (clause 5.6.2, 5.5.8): attributes replaced whole, new ones
+    and new datasetIds added, NGSI-LD Null deletes; a scope only replaces an existing one."""
     out = copy.deepcopy(entity)
     result = Outcome(out)
     for name, instances in attrs.items():
-        current = out["attrs"].get(name)
-        if current is None:
-            result.not_updated.append((name, "attribute does not exist"))
-            continue
-        touched = False
-        for inst in instances:
-            i = _index(current, inst.get("datasetId"))
-            if i is None:
-                result.not_updated.append((name, "no instance with this datasetId"))
-            else:
-                current[i] = _keep_created(inst, current[i])
-                touched = True
-        if touched:
-            result.updated.append(name)
-    if result.changed:
+        _put_instances(out, name, instances, result, overwrite=True)
+    changed = _add_types(out, types)
+    if scope is not None:
+        if "scope" in out:
+            out["scope"] = scope
+            result.updated.append("scope")
+        else:
+            result.not_updated.append(("scope", "the entity has no scope to update"))
+    if result.changed or changed:
         _touch(out, now)
     return result
 
 
 def merge_instance(old: JSONObject, patch: JSONObject, now: str) -> JSONObject | None:
     """Merge-patch one instance: members replaced, sub-attributes merged, Null deletes."""
-    member = VALUE_MEMBER.get(patch.get("type", ""), "value")
-    if patch.get(member) == NULL_URN:
+    if is_null(patch):
         return None
     new = copy.deepcopy(old)
     if patch.get("type") and patch["type"] != old.get("type"):
@@ -109,7 +141,7 @@ def merge_instance(old: JSONObject, patch: JSONObject, now: str) -> JSONObject |
             continue
         if key in CORE_MEMBERS:
             new[key] = val
-        elif isinstance(val, dict) and _null(val):
+        elif isinstance(val, dict) and is_null(val):
             new.pop(key, None)
         elif isinstance(old.get(key), dict) and isinstance(val, dict):
             merged = merge_instance(old[key], val, now)
@@ -123,11 +155,6 @@ def merge_instance(old: JSONObject, patch: JSONObject, now: str) -> JSONObject |
     return new
 
 
-def _null(inst: JSONObject) -> bool:
-    member = VALUE_MEMBER.get(inst.get("type", ""), "value")
-    return inst.get(member) == NULL_URN
-
-
 def merge_entity(entity: JSONObject, fragment: JSONObject, now: str) -> Outcome:
     """Merge Entity (clause 5.6.17): attributes merged, NGSI-LD Null deletes."""
     out = copy.deepcopy(entity)
@@ -137,7 +164,7 @@ def merge_entity(entity: JSONObject, fragment: JSONObject, now: str) -> Outcome:
         for inst in instances:
             i = _index(current, inst.get("datasetId"))
             if i is None:
-                if not _null(inst):
+                if not is_null(inst):
                     current.append(inst)
             else:
                 merged = merge_instance(current[i], inst, now)
@@ -184,6 +211,10 @@ def patch_attr(
         if i is None:
             result.not_updated.append((name, "no instance with this datasetId"))
             continue
+        if inst.get("type") and not is_null(inst) and inst["type"] != current[i].get("type"):
+            raise BadRequestData(
+                f"attribute {name} is a {current[i].get('type')}, not a {inst['type']}"
+            )
         merged = merge_instance(current[i], inst, now)
         if merged is None:
             current.pop(i)
@@ -223,7 +254,17 @@ def delete_attr(
     entity: JSONObject, name: str, now: str, *, dataset_id: str | None = None,
     delete_all: bool = False,
 ) -> JSONObject | None:
-    """Delete Attribute (clause 5.6.5); None when there is nothing to delete."""
+    """Delete Attribute (clause 5.6.5); None when there is nothing to delete.
+
+    ``scope`` is deletable like an attribute (clause 4.18).
+    """
+    if name == "scope":
+        if "scope" not in entity:
+            return None
+        out = copy.deepcopy(entity)
+        del out["scope"]
+        _touch(out, now)
+        return out
     current = entity["attrs"].get(name)
     if current is None:
         return None
@@ -238,4 +279,19 @@ def delete_attr(
         if not out["attrs"][name]:
             del out["attrs"][name]
     _touch(out, now)
+    return out
+
+
+def trim_attrs(
+    entity: JSONObject, now: str, *, keep: frozenset[str] | None = None,
+    drop: frozenset[str] | None = None,
+) -> JSONObject:
+    """The entity with only the ``keep`` attributes, or without the ``drop`` ones (5.6.21)."""
+    out = copy.deepcopy(entity)
+    names = list(out["attrs"])
+    for name in names:
+        if (keep is not None and name not in keep) or (drop is not None and name in drop):
+            del out["attrs"][name]
+    if len(out["attrs"]) != len(names):
+        _touch(out, now)
     return out

@@ -35,6 +35,7 @@ CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"
 _LINK = re.compile(r'^\s*<([^>]*)>\s*((?:;\s*[A-Za-z]+\s*=\s*(?:"[^"]*"|[^;,\s]*)\s*)*)$')
 _LINK_PARAM = re.compile(r';\s*([A-Za-z]+)\s*=\s*("[^"]*"|[^;,\s]*)')
 _TENANT = re.compile(r"^[A-Za-z0-9_\-.:/@]{1,256}$")
+_QVALUE = re.compile(r"^(0(\.\d{0,3})?|1(\.0{0,3})?)$")
 
 
 @dataclass(slots=True)
@@ -45,6 +46,7 @@ class RequestContext:
     context: JSON  # the request's @context value (URL, object or list), None = core only
     terms: Terms
     accept: str
+    prefer_json_body: bool = False  # Prefer: body=json (clause 6.3.6), for GeoJSON answers
 
 
 def media_type(header: str | None) -> str:
@@ -54,11 +56,17 @@ def media_type(header: str | None) -> str:
 async def read_body(
     request: Request, max_bytes: int, max_depth: int, *, merge_patch: bool = False
 ) -> tuple[JSON, str]:
-    """The parsed JSON body and its media type, after the spec's preconditions."""
+    """The parsed JSON body and its media type, after the spec's preconditions.
+
+    Every PATCH also accepts application/merge-patch+json (clause 6.3.4), which the
+    caller then reads like application/json: the @context comes from the Link header.
+    """
     if "content-length" not in request.headers:
         raise LengthRequired("Content-Length is required")
     ctype = media_type(request.headers.get("content-type"))
-    allowed = {JSON_MT, JSONLD_MT} | ({MERGE_PATCH_MT} if merge_patch else set())
+    allowed = {JSON_MT, JSONLD_MT}
+    if merge_patch or request.method == "PATCH":
+        allowed.add(MERGE_PATCH_MT)
     if ctype not in allowed:
         raise UnsupportedMediaType(
             f"Content-Type {ctype or '(none)'} is not supported; use {' or '.join(sorted(allowed))}"
@@ -184,6 +192,12 @@ def body_context(body: JSON, ctype: str, link_header: str | None) -> JSON:
     return parse_link_context(link_header)
 
 
+def echo_tenant(request: Request) -> str | None:
+    """The NGSILD-Tenant to repeat on a response (clause 6.3.14): the request's, if valid."""
+    raw = request.headers.get("ngsild-tenant")
+    return raw if raw and _TENANT.match(raw) else None
+
+
 def tenant_of(request: Request) -> str:
     raw = request.headers.get("ngsild-tenant")
     if raw is None or raw == "":
@@ -193,27 +207,90 @@ def tenant_of(request: Request) -> str:
     return raw
 
 
-def choose_accept(header: str | None, offered: tuple[str, ...] = (JSON_MT, JSONLD_MT)) -> str:
-    """The media type to answer with (clause 6.3.4), honouring q-values; 406 when none fits."""
-    if not header or not header.strip():
-        return offered[0]
-    ranges: list[tuple[float, int, str]] = []
-    for pos, item in enumerate(header.split(",")):
-        fields = [f.strip() for f in item.split(";")]
-        mt, q = fields[0].lower(), 1.0
-        for f in fields[1:]:
-            if f.startswith("q="):
-                try:
-                    q = float(f[2:])
-                except ValueError:
-                    q = 0.0
-        if mt:
-            ranges.append((-q, pos, mt))
-    for negq, _, mt in sorted(ranges):
-        if negq == 0:
+def _split_unquoted(header: str, sep: str) -> list[str]:
+    """``header`` split on ``sep`` outside double-quoted strings."""
+    parts, part, quoted = [], [], False
+    for ch in header:
+        if ch == '"':
+            quoted = not quoted
+        if ch == sep and not quoted:
+            parts.append("".join(part))
+            part = []
+        else:
+            part.append(ch)
+    parts.append("".join(part))
+    return parts
+
+
+def _media_ranges(header: str) -> list[tuple[str, str, float]]:
+    """(type, subtype, weight) for each well-formed range of an Accept header.
+
+    A weight that is not an RFC 9110 qvalue is ignored (the range keeps weight 1) rather
+    than guessed at; a range that is not ``type/subtype`` is skipped.
+    """
+    ranges: list[tuple[str, str, float]] = []
+    for item in _split_unquoted(header, ","):
+        fields = _split_unquoted(item, ";")
+        mtype, _, subtype = fields[0].strip().lower().partition("/")
+        if not mtype or not subtype or "/" in subtype or (mtype == "*" and subtype != "*"):
             continue
-        if mt in offered:
-            return mt
-        if mt in ("*/*", "application/*"):
-            return offered[0]
-    raise NotAcceptable(f"none of {header!r} can be produced; offered: {', '.join(offered)}")
+        weight = 1.0
+        for field in fields[1:]:
+            name, _, value = field.partition("=")
+            if name.strip().lower() == "q":
+                if _QVALUE.match(value.strip()):
+                    weight = float(value)
+                break  # parameters after q are accept-extensions, not media type parameters
+        ranges.append((mtype, subtype, weight))
+    return ranges
+
+
+def _weight(offer: str, ranges: list[tuple[str, str, float]]) -> float:
+    """The weight of ``offer``: that of the most specific range matching it (RFC 9110 5.3.2)."""
+    mtype, _, subtype = offer.partition("/")
+    best, specificity = 0.0, 0
+    for rtype, rsub, weight in ranges:
+        if (rtype, rsub) == (mtype, subtype):
+            level = 3
+        elif rtype == mtype and rsub == "*":
+            level = 2
+        elif rtype == "*":
+            level = 1
+        else:
+            continue
+        if level > specificity or (level == specificity and weight > best):
+            best, specificity = weight, level
+    return best
+
+
+def choose_accept(header: str | None, offered: tuple[str, ...] = (JSON_MT, JSONLD_MT)) -> str:
+    """The media type to answer with (clause 6.3.4); 406 when the Accept header allows none.
+
+    ``offered`` is in the order of the clause's list (JSON, JSON-LD, GeoJSON): weights decide
+    first, and among equal weights the earlier entry of the list wins, whatever order the
+    client wrote. No Accept header (or an empty one) means JSON.
+    """
+    if header is None or not header.strip():
+        return offered[0]
+    ranges = _media_ranges(header)
+    weights = [_weight(mt, ranges) for mt in offered]
+    best = max(weights)
+    if best <= 0:
+        raise NotAcceptable(
+            f"the Accept header {header!r} allows none of {', '.join(offered)}"
+        )
+    return offered[weights.index(best)]
+
+
+def prefers_json_body(header: str | None) -> bool:
+    """True when a Prefer header (IETF RFC 7240) asks for ``body=json`` (clause 6.3.6).
+
+    With GeoJSON this moves the @context from the body to a Link header.
+    """
+    if not header:
+        return False
+    for preference in _split_unquoted(header, ","):
+        name, _, value = _split_unquoted(preference, ";")[0].partition("=")
+        if name.strip().lower() == "body" and value.strip().strip('"').lower() == "json":
+            return True
+    return False

@@ -1,31 +1,75 @@
-"""NgsiLdError -> application/problem+json (clause 5.5.2), the one place errors are rendered."""
+"""Errors -> ProblemDetails responses (clause 5.5.2, binding 6.3.2): the one place they are rendered.
+
+Every error answer carries ``type``, ``title``, ``status`` and ``detail``, except the bare 411
+that clause 6.3.4 asks for. Errors raised by the router itself (no such path, method not
+allowed) are rendered the same way, so a client never sees a plain-text error. A valid
+NGSILD-Tenant header is echoed on errors too (clause 6.3.14).
+"""
 
 from __future__ import annotations
 
 import logging
 
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from urbanos.errors import LengthRequired, NgsiLdError
+from urbanos.errors import InvalidRequest, LengthRequired, NgsiLdError, ResourceNotFound
+from urbanos.http.negotiation import echo_tenant
 
 log = logging.getLogger("urbanos.http")
 
+PROBLEM_MT = "application/json"
 
-def problem_response(exc: NgsiLdError) -> Response:
+
+def problem_response(exc: NgsiLdError, headers: dict[str, str] | None = None) -> Response:
     if isinstance(exc, LengthRequired):  # clause 6.3.4: just the status, no body
-        return Response(status_code=411)
+        return Response(status_code=411, headers=headers)
     return Response(
-        orjson.dumps(exc.problem()), status_code=exc.status, media_type="application/json"
+        orjson.dumps(exc.problem()), status_code=exc.status, media_type=PROBLEM_MT,
+        headers=headers,
     )
+
+
+def _tenant_headers(request: Request) -> dict[str, str]:
+    tenant = echo_tenant(request)
+    return {"NGSILD-Tenant": tenant} if tenant else {}
 
 
 async def handle_ngsi_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, NgsiLdError)
-    return problem_response(exc)
+    return problem_response(exc, _tenant_headers(request))
+
+
+class _RoutingError(InvalidRequest):
+    """A router-level client error (405 and the like), with the router's status."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = {405: "Method not allowed"}.get(status, self.title)
+
+
+async def handle_http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own HTTPException (unknown path, method not allowed) as ProblemDetails."""
+    assert isinstance(exc, HTTPException)
+    path = request.url.path
+    error: NgsiLdError
+    if exc.status_code == 404:
+        error = ResourceNotFound(f"there is no resource at {path}")
+    elif exc.status_code == 405:
+        error = _RoutingError(405, f"{request.method} is not supported on {path}")
+    elif 400 <= exc.status_code < 500:
+        error = _RoutingError(exc.status_code, str(exc.detail))
+    else:
+        error = NgsiLdError(str(exc.detail))
+    headers = dict(exc.headers or {}) | _tenant_headers(request)
+    return problem_response(error, headers)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem_response(NgsiLdError("an unexpected error occurred; it has been logged"))
+    return problem_response(
+        NgsiLdError("an unexpected error occurred; it has been logged"), _tenant_headers(request)
+    )

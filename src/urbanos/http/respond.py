@@ -24,17 +24,22 @@ def json_response(
     headers: dict[str, str] | None = None,
     with_context: bool = True,
 ) -> Response:
-    """Body in the negotiated media type; ``@context`` inline or as a Link header."""
+    """Body in the negotiated media type; ``@context`` inline or as a Link header.
+
+    JSON-LD carries the @context in the body (in every element of an array); GeoJSON does
+    too unless the request said ``Prefer: body=json``; plain JSON gets a Link header.
+    """
     out_headers: dict[str, str] = dict(headers or {})
     if ctx.tenant:
         out_headers["NGSILD-Tenant"] = ctx.tenant
     context_value: Any = ctx.context if ctx.context is not None else link_url
+    geo_inline = ctx.accept == GEOJSON_MT and not ctx.prefer_json_body
     if with_context and ctx.accept == JSONLD_MT:
         if isinstance(data, list):
             data = [_with_context(d, context_value) for d in data]
         elif isinstance(data, dict):
             data = _with_context(data, context_value)
-    elif with_context and ctx.accept == GEOJSON_MT and isinstance(data, dict):
+    elif with_context and geo_inline and isinstance(data, dict):
         data = _with_context(data, context_value)
     elif with_context:
         out_headers["Link"] = link_header(link_url)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from urbanos.http.endpoints import batch, discovery, entities, jsonld_contexts, ops
+from urbanos.http.endpoints import (
+    batch,
+    discovery,
+    entities,
+    entity_reads,
+    jsonld_contexts,
+    ops,
+)
 
 P = "/ngsi-ld/v1"
 E = P + "/entities/{entity_id}"
@@ -16,9 +23,9 @@ ROUTES = [
     Route("/docs", ops.docs, methods=["GET"]),
     Route("/version", ops.version, methods=["GET"]),
     Route(P + "/entities", entities.create_entity, methods=["POST"]),
-    Route(P + "/entities", entities.query_entities, methods=["GET"]),
+    Route(P + "/entities", entity_reads.query_entities, methods=["GET"]),
     Route(P + "/entities", entities.purge_entities, methods=["DELETE"]),
-    Route(E, entities.retrieve_entity, methods=["GET"]),
+    Route(E, entity_reads.retrieve_entity, methods=["GET"]),
     Route(E, entities.delete_entity, methods=["DELETE"]),
     Route(E, entities.replace_entity, methods=["PUT"]),
     Route(E, entities.merge_entity, methods=["PATCH"]),
@@ -32,7 +39,7 @@ ROUTES = [
     Route(P + "/entityOperations/update", batch.batch_update, methods=["POST"]),
     Route(P + "/entityOperations/delete", batch.batch_delete, methods=["POST"]),
     Route(P + "/entityOperations/merge", batch.batch_merge, methods=["POST"]),
-    Route(P + "/entityOperations/query", batch.query_post, methods=["POST"]),
+    Route(P + "/entityOperations/query", entity_reads.query_post, methods=["POST"]),
     Route(P + "/types", discovery.list_types, methods=["GET"]),
     Route(P + "/types/{type}", discovery.retrieve_type, methods=["GET"]),
     Route(P + "/attributes", discovery.list_attributes, methods=["GET"]),

@@ -10,7 +10,8 @@ binding's 6.29-6.30 define the registry:
 * Cached: downloaded by the broker; listed and described, never served (422), deletable
   and reloadable. They expire after the response's ``Cache-Control: max-age`` or
   ``cache_ttl``; an expired entry is re-fetched on next use and, if the origin is then
-  unreachable, the stale copy keeps being used rather than failing requests.
+  unreachable, the stale copy keeps being used (retried a minute later) rather than
+  failing requests.
 * ImplicitlyCreated: made by the broker when it needs a URL for a @context that is not
   one URL (a Link header for an inline/array context, a subscription's jsonldContext);
   deduplicated by content.
@@ -211,7 +212,9 @@ class ContextService:
         self.max_cached = max_cached
         self.cache_ttl = cache_ttl
         self.public_url = public_url.rstrip("/")
-        self.registry: ContextRegistry = registry if registry is not None else MemoryContextRegistry()
+        self.registry: ContextRegistry = (
+            registry if registry is not None else MemoryContextRegistry()
+        )
         self.started_at = self._now()
         self._client = httpx.AsyncClient(
             transport=GuardedTransport(policy, transport, resolver=resolver),
@@ -313,9 +316,12 @@ class ContextService:
         try:
             document, ttl = await self._fetch_shared(url)
         except LdContextNotAvailable:
-            if entry is not None:
-                return entry  # stale beats failing every request while the origin is down
-            raise
+            if entry is None:
+                raise
+            # stale beats failing every request while the origin is down; retry later
+            stale = replace(entry, expires_at=now + timedelta(seconds=_MIN_TTL))
+            self.registry.put(tenant, stale)
+            return stale
         fresh = ContextEntry(
             local_id=entry.local_id if entry else self._new_id(),
             kind="Cached",
@@ -430,10 +436,12 @@ class ContextService:
     def link_url(self, context: Any, *, tenant: str | None = None) -> str:
         """A URL a client can fetch ``context`` from, for Link headers and jsonldContext.
 
-        A single URL is itself; no context is the core; anything else is stored as an
-        ImplicitlyCreated entry (one per distinct value and tenant).
+        A single URL (or a one-URL array) is itself; no context is the core; anything
+        else is stored as an ImplicitlyCreated entry (one per distinct value and tenant).
         """
-        if context is None:
+        if isinstance(context, list) and len(context) == 1 and isinstance(context[0], str):
+            context = context[0]
+        if context is None or context == []:
             return CORE_CONTEXT_URL
         if isinstance(context, str):
             return context
@@ -528,9 +536,9 @@ class ContextService:
         except BadRequestData as exc:
             raise _unavailable(entry.url, f"the new document is invalid: {exc.detail}") from exc
         now = self._now()
+        expires = now + timedelta(seconds=ttl)
         self.registry.put(
-            tenant,
-            replace(entry, document=document, created_at=now, expires_at=now + timedelta(seconds=ttl)),
+            tenant, replace(entry, document=document, created_at=now, expires_at=expires)
         )
         self._forget(tenant)
 

@@ -13,9 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from urbanos.core import operations as ops
+from urbanos.core.query.ast import TypeExpr
+from urbanos.core.query.evaluate import matches_type
 from urbanos.core.selection import EntityQuery
 from urbanos.core.timeutil import now_iso
-from urbanos.errors import AlreadyExists, NgsiLdError, NonexistentTenant, ResourceNotFound
+from urbanos.errors import (
+    AlreadyExists,
+    BadRequestData,
+    NgsiLdError,
+    NonexistentTenant,
+    ResourceNotFound,
+)
 from urbanos.storage.base import AttributeInfo, EntityStore, Page, TypeInfo, Write
 from urbanos.types import JSONObject
 
@@ -66,9 +74,11 @@ class EntityService:
                 raise AlreadyExists(f"entity {entity['id']} already exists")
             await self.store.apply(tenant, [Write("put", entity["id"], entity)])
 
-    async def delete(self, tenant: str, entity_id: str) -> None:
+    async def delete(
+        self, tenant: str, entity_id: str, *, type_gate: TypeExpr | None = None
+    ) -> None:
         async with self._locks[tenant]:
-            await self.retrieve(tenant, entity_id)
+            await self._target(tenant, entity_id, type_gate)
             await self.store.apply(tenant, [Write("delete", entity_id)])
 
     async def replace(self, tenant: str, entity_id: str, new: JSONObject) -> None:
@@ -83,34 +93,45 @@ class EntityService:
             result = ops.merge_entity(old, fragment, self.clock())
             await self.store.apply(tenant, [Write("put", entity_id, result.entity)])
 
+    async def _target(
+        self, tenant: str, entity_id: str, type_gate: TypeExpr | None
+    ) -> JSONObject:
+        """The entity a write aims at; a ``type`` selector that it fails means 404."""
+        entity = await self.retrieve(tenant, entity_id)
+        if type_gate is not None and not matches_type(type_gate, entity.get("type", [])):
+            raise ResourceNotFound(f"entity {entity_id} is not of the requested type")
+        return entity
+
     async def append(
         self, tenant: str, entity_id: str, attrs: ops.Attrs, *, no_overwrite: bool,
-        entity_type: list[str] | None = None,
+        types: list[str] | None = None, scope: list[str] | None = None,
+        type_gate: TypeExpr | None = None,
     ) -> ops.Outcome:
         async with self._locks[tenant]:
-            old = await self.retrieve(tenant, entity_id)
-            result = ops.append_attrs(old, attrs, self.clock(), no_overwrite=no_overwrite)
-            if entity_type:
-                merged = list(dict.fromkeys(old["type"] + entity_type))
-                if merged != old["type"]:
-                    result.entity["type"] = merged
-                    result.entity["modifiedAt"] = self.clock()
+            old = await self._target(tenant, entity_id, type_gate)
+            result = ops.append_attrs(
+                old, attrs, self.clock(), no_overwrite=no_overwrite, types=types, scope=scope
+            )
             await self.store.apply(tenant, [Write("put", entity_id, result.entity)])
             return result
 
-    async def update(self, tenant: str, entity_id: str, attrs: ops.Attrs) -> ops.Outcome:
+    async def update(
+        self, tenant: str, entity_id: str, attrs: ops.Attrs, *,
+        types: list[str] | None = None, scope: list[str] | None = None,
+        type_gate: TypeExpr | None = None,
+    ) -> ops.Outcome:
         async with self._locks[tenant]:
-            old = await self.retrieve(tenant, entity_id)
-            result = ops.update_attrs(old, attrs, self.clock())
-            if result.changed:
-                await self.store.apply(tenant, [Write("put", entity_id, result.entity)])
+            old = await self._target(tenant, entity_id, type_gate)
+            result = ops.update_attrs(old, attrs, self.clock(), types=types, scope=scope)
+            await self.store.apply(tenant, [Write("put", entity_id, result.entity)])
             return result
 
     async def patch_attr(
-        self, tenant: str, entity_id: str, name: str, instances: list[JSONObject]
+        self, tenant: str, entity_id: str, name: str, instances: list[JSONObject], *,
+        type_gate: TypeExpr | None = None,
     ) -> None:
         async with self._locks[tenant]:
-            old = await self.retrieve(tenant, entity_id)
+            old = await self._target(tenant, entity_id, type_gate)
             result = ops.patch_attr(old, name, instances, self.clock())
             if not result.changed:
                 raise ResourceNotFound(f"attribute {name} not found in {entity_id}")
@@ -128,10 +149,10 @@ class EntityService:
 
     async def delete_attr(
         self, tenant: str, entity_id: str, name: str, *, dataset_id: str | None,
-        delete_all: bool,
+        delete_all: bool, type_gate: TypeExpr | None = None,
     ) -> None:
         async with self._locks[tenant]:
-            old = await self.retrieve(tenant, entity_id)
+            old = await self._target(tenant, entity_id, type_gate)
             out = ops.delete_attr(
                 old, name, self.clock(), dataset_id=dataset_id, delete_all=delete_all
             )
@@ -139,19 +160,34 @@ class EntityService:
                 raise ResourceNotFound(f"attribute {name} not found in {entity_id}")
             await self.store.apply(tenant, [Write("put", entity_id, out)])
 
-    async def purge(self, tenant: str, query: EntityQuery, chunk: int = 1000) -> int:
-        """Delete every entity the query selects (clause 5.6.21); returns how many."""
+    async def purge(
+        self, tenant: str, query: EntityQuery, *, keep: frozenset[str] | None = None,
+        drop: frozenset[str] | None = None, chunk: int = 1000,
+    ) -> int:
+        """Purge Entities (clause 5.6.21): delete what the query selects, or with ``keep`` /
+        ``drop`` only trim their attributes; returns how many entities were touched."""
         await self.check_tenant(tenant)
-        removed = 0
+        touched = 0
+        offset = 0
+        trim = keep is not None or drop is not None
         async with self._locks[tenant]:
             while True:
-                page = await self.store.query(tenant, replace(query, limit=chunk, offset=0))
-                if not page.entities:
-                    return removed
-                await self.store.apply(
-                    tenant, [Write("delete", e["id"]) for e in page.entities]
+                page = await self.store.query(
+                    tenant, replace(query, limit=chunk, offset=offset, count=False)
                 )
-                removed += len(page.entities)
+                if not page.entities:
+                    return touched
+                if trim:
+                    now = self.clock()
+                    writes = [
+                        Write("put", e["id"], ops.trim_attrs(e, now, keep=keep, drop=drop))
+                        for e in page.entities
+                    ]
+                    offset += len(page.entities)
+                else:
+                    writes = [Write("delete", e["id"]) for e in page.entities]
+                await self.store.apply(tenant, writes)
+                touched += len(page.entities)
 
     # -- batches (clause 5.6.7 - 5.6.10, 5.6.20) ------------------------------------------
     async def batch_create(self, tenant: str, entities: list[JSONObject]) -> BatchResult:
@@ -215,11 +251,18 @@ class EntityService:
                 if old is None:
                     result.errors.append((eid, ResourceNotFound(f"entity {eid} not found")))
                     continue
-                out = ops.append_attrs(old, entity["attrs"], now, no_overwrite=no_overwrite)
-                if entity.get("type"):
-                    out.entity["type"] = list(dict.fromkeys(old["type"] + entity["type"]))
+                out = ops.append_attrs(
+                    old, entity["attrs"], now, no_overwrite=no_overwrite,
+                    types=entity.get("type"), scope=entity.get("scope"),
+                )
                 current[eid] = out.entity
-                result.success.append(eid)
+                if out.not_updated:
+                    names = ", ".join(sorted({n for n, _ in out.not_updated}))
+                    result.errors.append(
+                        (eid, BadRequestData(f"attributes not overwritten: {names}"))
+                    )
+                else:
+                    result.success.append(eid)
             if current:
                 await self.store.apply(tenant, [Write("put", k, v) for k, v in current.items()])
         return result

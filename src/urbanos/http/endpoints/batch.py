@@ -12,17 +12,22 @@ from starlette.responses import Response
 from urbanos.core.entity import check_entity_id, expand_entity
 from urbanos.core.timeutil import now_iso
 from urbanos.errors import BadRequestData, NgsiLdError
-from urbanos.http.context import link_url, request_context, services
-from urbanos.http.endpoints.entities import ENTITY_OFFER, render_page
-from urbanos.http.negotiation import JSON_MT, JSONLD_MT, RequestContext, read_body
-from urbanos.http.params import check_params, options, paging, render_options
-from urbanos.http.query_body import query_from_body
+from urbanos.http.context import request_context, services
+from urbanos.http.negotiation import (
+    JSON_MT,
+    JSONLD_MT,
+    RequestContext,
+    parse_link_context,
+    read_body,
+)
+from urbanos.http.params import check_params, options
 from urbanos.http.respond import empty, json_response
 from urbanos.services.entities import BatchResult
 from urbanos.types import JSON, JSONObject
 
 
 async def _batch_body(request: Request) -> tuple[list[JSON], RequestContext, str]:
+    """The batch array; whole-request errors here, per-entity errors later (clause 6.3.5)."""
     s = services(request).settings
     body, ctype = await read_body(request, s.max_body_bytes, s.max_json_depth)
     if not isinstance(body, list):
@@ -31,7 +36,11 @@ async def _batch_body(request: Request) -> tuple[list[JSON], RequestContext, str
         raise BadRequestData("a batch operation needs at least one entry")
     if len(body) > s.max_batch:
         raise BadRequestData(f"a batch may hold at most {s.max_batch} entries")
-    ctx = await request_context(request, body=body, ctype=ctype)
+    if not all(isinstance(item, dict) for item in body):
+        raise BadRequestData("every entry of a batch must be a JSON object")
+    if ctype == JSONLD_MT and parse_link_context(request.headers.get("link")) is not None:
+        raise BadRequestData("an application/ld+json request must not carry a JSON-LD Link header")
+    ctx = await request_context(request)
     return body, ctx, ctype
 
 
@@ -45,16 +54,18 @@ async def _expand_all(
     now = now_iso()
     contexts = services(request).contexts
     for item in items:
-        raw_id = item.get("id") if isinstance(item, dict) else None
+        assert isinstance(item, dict)
+        raw_id = item.get("id")
         try:
             terms = ctx.terms
-            if ctype == JSONLD_MT and isinstance(item, dict):
-                terms = await contexts.term_map(item.get("@context"), tenant=ctx.tenant)
-            body = {k: v for k, v in item.items() if k != "@context"} if isinstance(
-                item, dict) else item
-            good.append(
-                expand_entity(body, terms, now, require_type=require_type, merge=merge)
-            )
+            if ctype == JSONLD_MT:
+                if "@context" not in item:
+                    raise BadRequestData("an application/ld+json entity needs an @context")
+                terms = await contexts.term_map(item["@context"], tenant=ctx.tenant)
+            elif "@context" in item:
+                raise BadRequestData("an application/json entity must not carry @context")
+            body = {k: v for k, v in item.items() if k != "@context"}
+            good.append(expand_entity(body, terms, now, require_type=require_type, merge=merge))
         except NgsiLdError as exc:
             result.errors.append((raw_id if isinstance(raw_id, str) else None, exc))
     return good, result
@@ -166,24 +177,3 @@ async def batch_delete(request: Request) -> Response:
     done = await services(request).entities.batch_delete(ctx.tenant, ids) if ids else BatchResult()
     result = _merge(invalid, done)
     return _multi(ctx, result) if result.errors else empty(204, _headers(ctx))
-
-
-async def query_post(request: Request) -> Response:
-    """Query Entities via POST (clause 5.7.2, binding 6.23): the Query data type in the body."""
-    params = request.query_params
-    check_params(params, {"limit", "offset", "count", "options", "format", "local", "lang"})
-    s = services(request).settings
-    body, ctype = await read_body(request, s.max_body_bytes, s.max_json_depth)
-    ctx = await request_context(request, body=body, ctype=ctype, offered=ENTITY_OFFER)
-    opts = render_options(params, ctx.terms)
-    limit, offset, count = paging(params, s)
-    query, attr_filter = query_from_body(body, ctx.terms, limit=limit, offset=offset,
-                                         count=count)
-    if attr_filter is not None:
-        from dataclasses import replace
-
-        opts = replace(opts, attrs=attr_filter)
-    page = await services(request).entities.query(ctx.tenant, query)
-    headers = {"NGSILD-Results-Count": str(page.total)} if page.total is not None else {}
-    data = render_page(ctx, page.entities, opts)
-    return json_response(ctx, data, link_url=link_url(request, ctx), headers=headers)

@@ -1,8 +1,12 @@
-"""/entities and /entities/{entityId}[/attrs[/{attrId}]] (clauses 6.4 - 6.7)."""
+"""Writing entities: /entities and /entities/{entityId}[/attrs[/{attrId}]] (clauses 6.4 - 6.7).
+
+Reads live in ``entity_reads``. Every handler validates the whole request (path, query,
+body, @context) before the service is called, so a bad request never changes state.
+"""
 
 from __future__ import annotations
 
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -10,33 +14,33 @@ from starlette.responses import Response
 from urbanos.core.entity import (
     check_entity_id,
     check_name,
+    check_scopes,
     expand_attribute,
     expand_attributes,
     expand_entity,
+    expand_types,
+    is_uri,
 )
-from urbanos.core.render import RenderOptions, render_entity, render_feature
+from urbanos.core.model import NGSI_LD
+from urbanos.core.query.ast import TypeExpr
+from urbanos.core.query.evaluate import attribute_names
+from urbanos.core.query.parse import parse_type_expr
+from urbanos.core.selection import EntityQuery
 from urbanos.core.timeutil import now_iso
 from urbanos.errors import BadRequestData
-from urbanos.http.context import link_url, request_context, services
-from urbanos.http.negotiation import GEOJSON_MT, JSON_MT, JSONLD_MT, RequestContext, read_body
-from urbanos.http.params import (
-    QUERY_PARAMS,
-    RENDER_PARAMS,
-    check_params,
-    entity_query,
-    flag,
-    options,
-    render_options,
-)
-from urbanos.http.respond import empty, json_response, link_header
-from urbanos.storage.base import Page
-from urbanos.types import JSON, JSONObject
-
-ENTITY_OFFER = (JSON_MT, JSONLD_MT, GEOJSON_MT)
+from urbanos.http.context import request_context, services
+from urbanos.http.negotiation import JSON_MT, RequestContext, read_body
+from urbanos.http.params import check_params, entity_query, flag, names, options
+from urbanos.http.respond import empty, json_response
+from urbanos.types import JSON, JSONObject, Terms
 
 
 def _path_id(request: Request) -> str:
     return check_entity_id(request.path_params["entity_id"].replace("%2F", "/"))
+
+
+def _path_attr(request: Request) -> str:
+    return check_name(request.path_params["attr_id"].replace("%2F", "/"))
 
 
 async def _body(request: Request, *, merge_patch: bool = False) -> tuple[JSON, RequestContext]:
@@ -54,87 +58,61 @@ def _tenant_headers(ctx: RequestContext) -> dict[str, str]:
     return {"NGSILD-Tenant": ctx.tenant} if ctx.tenant else {}
 
 
-def _strip_context(body: JSON) -> JSONObject:
+def _object(body: JSON) -> JSONObject:
+    """The body without its @context; it must be a JSON object."""
     if not isinstance(body, dict):
         raise BadRequestData("the body must be a JSON object")
     return {k: v for k, v in body.items() if k != "@context"}
 
 
-def render_page(ctx: RequestContext, entities: list[JSONObject], opts: RenderOptions) -> JSON:
-    if ctx.accept == GEOJSON_MT:
-        return {
-            "type": "FeatureCollection",
-            "features": [render_feature(e, ctx.terms, opts) for e in entities],
-        }
-    return [render_entity(e, ctx.terms, opts) for e in entities]
+def _type_gate(request: Request, terms: Terms) -> TypeExpr | None:
+    """The ``type`` selector that a write on one entity may carry (clause 5.6.x, v1.9)."""
+    raw = request.query_params.get("type")
+    return parse_type_expr(raw, terms.expand) if raw else None
+
+
+def _update_result(
+    ctx: RequestContext, updated: list[str], not_updated: list[tuple[str, str]]
+) -> JSONObject:
+    """UpdateResult (clause 5.2.18); names are the expanded IRIs, as the suite expects."""
+    return {
+        "updated": list(updated),
+        "notUpdated": [{"attributeName": n, "reason": reason} for n, reason in not_updated],
+    }
+
+
+def _multi_status(ctx: RequestContext, body: JSONObject) -> Response:
+    plain = RequestContext(ctx.tenant, ctx.context, ctx.terms, JSON_MT)
+    return json_response(plain, body, status=207, link_url="", with_context=False)
+
+
+def _fragment(
+    body: JSON, entity_id: str, ctx: RequestContext
+) -> tuple[dict[str, list[JSONObject]], list[str] | None, list[str] | None]:
+    """An attribute fragment: its attributes, the types it adds and the scope it sets."""
+    fragment = _object(body)
+    if "id" in fragment and fragment["id"] != entity_id:
+        raise BadRequestData("the id in the payload does not match the id in the URL")
+    fragment.pop("id", None)
+    raw_type = fragment.pop("type", None)
+    types = expand_types(raw_type, ctx.terms) if raw_type is not None else None
+    raw_scope = fragment.pop("scope", None)
+    scope = check_scopes(raw_scope) if raw_scope is not None else None
+    if not fragment and types is None and scope is None:
+        raise BadRequestData("the fragment holds no attribute")
+    attrs = expand_attributes(fragment, ctx.terms, now_iso(), merge=True)
+    return attrs, types, scope
 
 
 async def create_entity(request: Request) -> Response:
     """Create Entity (clause 5.6.1, binding 6.4.3.1): 201 with Location."""
     check_params(request.query_params, {"local"})
     body, ctx = await _body(request)
-    entity = expand_entity(body, ctx.terms, now_iso())
+    entity = expand_entity(_object(body) if isinstance(body, dict) else body, ctx.terms,
+                           now_iso())
     await services(request).entities.create(ctx.tenant, entity)
     headers = {"Location": f"/ngsi-ld/v1/entities/{quote(entity['id'], safe=':')}"}
     return empty(201, headers | _tenant_headers(ctx))
-
-
-async def query_entities(request: Request) -> Response:
-    """Query Entities (clause 5.7.2, binding 6.4.3.2), with paging Links and a count."""
-    params = request.query_params
-    check_params(params, QUERY_PARAMS)
-    ctx = await request_context(request, offered=ENTITY_OFFER)
-    svc = services(request)
-    opts = render_options(params, ctx.terms)
-    query = entity_query(params, ctx.terms, svc.settings)
-    page = await svc.entities.query(ctx.tenant, query)
-    headers = _paging_headers(request, page, query.limit, query.offset)
-    if page.total is not None:
-        headers["NGSILD-Results-Count"] = str(page.total)
-    data = render_page(ctx, page.entities, opts)
-    return _respond_with_links(request, ctx, data, headers)
-
-
-def _respond_with_links(
-    request: Request, ctx: RequestContext, data: JSON, headers: dict[str, str]
-) -> Response:
-    paging = headers.pop("Link", None)
-    response = json_response(ctx, data, link_url=link_url(request, ctx), headers=headers)
-    if paging:
-        existing = response.headers.get("Link")
-        response.headers["Link"] = f"{existing}, {paging}" if existing else paging
-    return response
-
-
-def _paging_headers(request: Request, page: Page, limit: int, offset: int) -> dict[str, str]:
-    links = []
-    base = dict(request.query_params)
-    if offset > 0:
-        prev = {**base, "offset": str(max(0, offset - limit)), "limit": str(limit)}
-        links.append(f'<{request.url.path}?{urlencode(prev)}>; rel="prev"')
-    more = len(page.entities) == limit and limit > 0
-    if page.total is not None:
-        more = offset + limit < page.total
-    if more:
-        nxt = {**base, "offset": str(offset + limit), "limit": str(limit)}
-        links.append(f'<{request.url.path}?{urlencode(nxt)}>; rel="next"')
-    return {"Link": ", ".join(links)} if links else {}
-
-
-async def retrieve_entity(request: Request) -> Response:
-    """Retrieve Entity (clause 5.7.1, binding 6.5.3.1)."""
-    params = request.query_params
-    check_params(params, RENDER_PARAMS | {"type", "local", "datasetId", "join", "joinLevel",
-                                          "containedBy", "entityMap", "expandValues", "via"})
-    entity_id = _path_id(request)
-    ctx = await request_context(request, offered=ENTITY_OFFER)
-    opts = render_options(params, ctx.terms)
-    entity = await services(request).entities.retrieve(ctx.tenant, entity_id)
-    if ctx.accept == GEOJSON_MT:
-        data = render_feature(entity, ctx.terms, opts)
-    else:
-        data = render_entity(entity, ctx.terms, opts)
-    return json_response(ctx, data, link_url=link_url(request, ctx))
 
 
 async def delete_entity(request: Request) -> Response:
@@ -142,7 +120,9 @@ async def delete_entity(request: Request) -> Response:
     check_params(request.query_params, {"type", "local"})
     entity_id = _path_id(request)
     ctx = await request_context(request)
-    await services(request).entities.delete(ctx.tenant, entity_id)
+    await services(request).entities.delete(
+        ctx.tenant, entity_id, type_gate=_type_gate(request, ctx.terms)
+    )
     return empty(204, _tenant_headers(ctx))
 
 
@@ -151,7 +131,7 @@ async def replace_entity(request: Request) -> Response:
     check_params(request.query_params, {"local"})
     entity_id = _path_id(request)
     body, ctx = await _body(request)
-    new = expand_entity(_strip_context(body), ctx.terms, now_iso(), entity_id=entity_id)
+    new = expand_entity(_object(body), ctx.terms, now_iso(), entity_id=entity_id)
     await services(request).entities.replace(ctx.tenant, entity_id, new)
     return empty(204, _tenant_headers(ctx))
 
@@ -162,101 +142,75 @@ async def merge_entity(request: Request) -> Response:
     entity_id = _path_id(request)
     body, ctx = await _body(request, merge_patch=True)
     fragment = expand_entity(
-        _strip_context(body), ctx.terms, now_iso(), entity_id=entity_id, require_type=False,
-        merge=True,
+        _object(body), ctx.terms, now_iso(), entity_id=entity_id, require_type=False, merge=True
     )
     await services(request).entities.merge(ctx.tenant, entity_id, fragment)
     return empty(204, _tenant_headers(ctx))
 
 
-def _update_result(ctx: RequestContext, outcome_updated: list[str],
-                   not_updated: list[tuple[str, str]]) -> JSONObject:
-    return {
-        "updated": [ctx.terms.compact(n) for n in outcome_updated],
-        "notUpdated": [
-            {"attributeName": ctx.terms.compact(n), "reason": reason} for n, reason in not_updated
-        ],
-    }
-
-
 async def append_attrs(request: Request) -> Response:
     """Append Entity Attributes (clause 5.6.3, binding 6.6.3.1): 204, or 207 with notUpdated."""
     params = request.query_params
-    check_params(params, {"options", "local"})
+    check_params(params, {"options", "local", "type"})
     no_overwrite = "noOverwrite" in options(params, {"noOverwrite"})
     entity_id = _path_id(request)
     body, ctx = await _body(request)
-    fragment = _strip_context(body)
-    if "id" in fragment and fragment["id"] != entity_id:
-        raise BadRequestData("the id in the payload does not match the id in the URL")
-    raw_type = fragment.pop("type", None)
-    fragment.pop("id", None)
-    types = None
-    if raw_type is not None:
-        from urbanos.core.entity import expand_types
-
-        types = expand_types(raw_type, ctx.terms)
-    attrs = expand_attributes(fragment, ctx.terms, now_iso())
+    attrs, types, scope = _fragment(body, entity_id, ctx)
     outcome = await services(request).entities.append(
-        ctx.tenant, entity_id, attrs, no_overwrite=no_overwrite, entity_type=types
+        ctx.tenant, entity_id, attrs, no_overwrite=no_overwrite, types=types, scope=scope,
+        type_gate=_type_gate(request, ctx.terms),
     )
     if outcome.not_updated:
-        return json_response(
-            _plain(ctx), _update_result(ctx, outcome.updated, outcome.not_updated), status=207,
-            link_url="", with_context=False,
-        )
+        return _multi_status(ctx, _update_result(ctx, outcome.updated, outcome.not_updated))
     return empty(204, _tenant_headers(ctx))
-
-
-def _plain(ctx: RequestContext) -> RequestContext:
-    return RequestContext(ctx.tenant, ctx.context, ctx.terms, JSON_MT)
 
 
 async def update_attrs(request: Request) -> Response:
-    """Update Entity Attributes (clause 5.6.2, binding 6.6.3.2)."""
-    check_params(request.query_params, {"local"})
+    """Update Entity Attributes (clause 5.6.2, binding 6.6.3.2): 204, or 207 with notUpdated."""
+    check_params(request.query_params, {"local", "type"})
     entity_id = _path_id(request)
     body, ctx = await _body(request)
-    fragment = _strip_context(body)
-    fragment.pop("id", None)
-    fragment.pop("type", None)
-    attrs = expand_attributes(fragment, ctx.terms, now_iso())
-    outcome = await services(request).entities.update(ctx.tenant, entity_id, attrs)
+    attrs, types, scope = _fragment(body, entity_id, ctx)
+    outcome = await services(request).entities.update(
+        ctx.tenant, entity_id, attrs, types=types, scope=scope,
+        type_gate=_type_gate(request, ctx.terms),
+    )
     if outcome.not_updated:
-        return json_response(
-            _plain(ctx), _update_result(ctx, outcome.updated, outcome.not_updated), status=207,
-            link_url="", with_context=False,
-        )
+        return _multi_status(ctx, _update_result(ctx, outcome.updated, outcome.not_updated))
     return empty(204, _tenant_headers(ctx))
 
 
-async def _attr_body(request: Request) -> tuple[str, str, list[JSONObject], RequestContext]:
+async def patch_attr(request: Request) -> Response:
+    """Partial Attribute Update (clause 5.6.4, binding 6.7.3.1): merge into one attribute."""
+    check_params(request.query_params, {"local", "type"})
     entity_id = _path_id(request)
-    name = check_name(request.path_params["attr_id"])
+    name = _path_attr(request)
+    if name == "scope":
+        raise BadRequestData("scope is not an attribute and cannot be partially updated")
     body, ctx = await _body(request)
-    raw = _strip_context(body) if isinstance(body, dict) else body
+    raw = _object(body)
+    if not raw:
+        raise BadRequestData("the attribute fragment is empty")
+    if raw.get("datasetId") == "urn:ngsi-ld:null":
+        raise BadRequestData("a datasetId cannot be deleted with NGSI-LD Null")
     iri = ctx.terms.expand(name)
     instances = expand_attribute(iri, raw, ctx.terms, now_iso(), merge=True)
-    return entity_id, iri, instances, ctx
-
-
-async def patch_attr(request: Request) -> Response:
-    """Partial Attribute Update (clause 5.6.4, binding 6.7.3.1)."""
-    check_params(request.query_params, {"local"})
-    entity_id, iri, instances, ctx = await _attr_body(request)
-    await services(request).entities.patch_attr(ctx.tenant, entity_id, iri, instances)
+    await services(request).entities.patch_attr(
+        ctx.tenant, entity_id, iri, instances, type_gate=_type_gate(request, ctx.terms)
+    )
     return empty(204, _tenant_headers(ctx))
 
 
 async def replace_attr(request: Request) -> Response:
     """Replace Attribute (clause 5.6.19, binding 6.7.3.3)."""
-    check_params(request.query_params, {"local"})
+    check_params(request.query_params, {"local", "type"})
     entity_id = _path_id(request)
-    name = check_name(request.path_params["attr_id"])
+    name = _path_attr(request)
+    if name == "scope":
+        raise BadRequestData("scope is not an attribute and cannot be replaced here")
     body, ctx = await _body(request)
-    raw = _strip_context(body)
     iri = ctx.terms.expand(name)
-    instances = expand_attribute(iri, raw, ctx.terms, now_iso())
+    instances = expand_attribute(iri, _object(body), ctx.terms, now_iso())
     await services(request).entities.replace_attr(ctx.tenant, entity_id, iri, instances)
     return empty(204, _tenant_headers(ctx))
 
@@ -264,35 +218,52 @@ async def replace_attr(request: Request) -> Response:
 async def delete_attr(request: Request) -> Response:
     """Delete Attribute (clause 5.6.5, binding 6.7.3.2), by datasetId or all instances."""
     params = request.query_params
-    check_params(params, {"datasetId", "deleteAll", "local"})
+    check_params(params, {"datasetId", "deleteAll", "local", "type"})
     entity_id = _path_id(request)
-    name = check_name(request.path_params["attr_id"])
+    name = _path_attr(request)
     dataset_id = params.get("datasetId")
-    if dataset_id is not None:
-        from urbanos.core.entity import is_uri
-
-        if not is_uri(dataset_id):
-            raise BadRequestData("datasetId must be a URI")
+    if dataset_id is not None and not is_uri(dataset_id):
+        raise BadRequestData("datasetId must be a URI")
+    delete_all = flag(params, "deleteAll")
     ctx = await request_context(request)
+    iri = "scope" if name == "scope" else ctx.terms.expand(name)
     await services(request).entities.delete_attr(
-        ctx.tenant, entity_id, ctx.terms.expand(name), dataset_id=dataset_id,
-        delete_all=flag(params, "deleteAll"),
+        ctx.tenant, entity_id, iri, dataset_id=dataset_id, delete_all=delete_all,
+        type_gate=_type_gate(request, ctx.terms),
     )
     return empty(204, _tenant_headers(ctx))
+
+
+_SYSTEM = frozenset({"createdAt", "modifiedAt", "deletedAt", NGSI_LD + "createdAt",
+                     NGSI_LD + "modifiedAt", NGSI_LD + "deletedAt"})
+
+
+def _purge_qualifies(query: EntityQuery, local: bool) -> bool:
+    """The filters that make a purge narrow enough (clause 5.6.21.4); ids alone are not."""
+    if local or query.types is not None or query.geo is not None:
+        return True
+    if query.attrs is not None and query.attrs - _SYSTEM:
+        return True
+    return query.q is not None and bool(attribute_names(query.q) - _SYSTEM)
 
 
 async def purge_entities(request: Request) -> Response:
     """Purge Entities (clause 5.6.21, binding 6.4.3.3): delete what a query selects."""
     params = request.query_params
     check_params(params, {"type", "id", "idPattern", "q", "scopeQ", "attrs", "georel",
-                          "geometry", "coordinates", "geoproperty", "local"})
-    if "type" not in params:
-        raise BadRequestData("purging entities needs a type")
+                          "geometry", "coordinates", "geoproperty", "local", "keep", "drop"})
+    if "keep" in params and "drop" in params:
+        raise BadRequestData("keep and drop cannot be used together")
+    if "{" in params.get("attrs", "") or "{" in params.get("q", ""):
+        raise BadRequestData("purging cannot follow relationships to linked entities")
     ctx = await request_context(request)
     svc = services(request)
-    query = entity_query(params, ctx.terms, svc.settings)
-    await svc.entities.purge(ctx.tenant, query)
+    query = entity_query(params, ctx.terms, svc.settings, require_filter=False)
+    if not _purge_qualifies(query, flag(params, "local")):
+        raise BadRequestData(
+            "purging needs a type, a non-system attribute in attrs or q, a geo-query or local=true"
+        )
+    keep = names(params["keep"], ctx.terms) if "keep" in params else None
+    drop = names(params["drop"], ctx.terms) if "drop" in params else None
+    await svc.entities.purge(ctx.tenant, query, keep=keep, drop=drop)
     return empty(204, _tenant_headers(ctx))
-
-
-__all__ = ["link_header"]
