@@ -1,0 +1,1 @@
+"""Load scenarios for the broker; `make bench` runs them (see __main__)."""
