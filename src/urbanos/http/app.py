@@ -9,35 +9,22 @@ from collections.abc import AsyncIterator
 from urllib.parse import unquote
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from urbanos.errors import NgsiLdError
 from urbanos.http import metrics
 from urbanos.http.context import Services
-from urbanos.http.problems import handle_ngsi_error, handle_unexpected
+from urbanos.http.problems import handle_http_error, handle_ngsi_error, handle_unexpected
 from urbanos.http.routes import ROUTES
 from urbanos.outbound import OutboundPolicy
 from urbanos.services.contexts import ContextService
 from urbanos.services.entities import EntityService
 from urbanos.settings import Settings
+from urbanos.storage import open_store
 from urbanos.storage.base import EntityStore
 
 log = logging.getLogger("urbanos")
-
-
-def open_store(settings: Settings) -> EntityStore:
-    """The store named by URBANOS_STORE: sqlite:///path.db or memory://."""
-    url = settings.store
-    if url.startswith("sqlite://"):
-        from urbanos.storage.sqlite import SqliteStore
-
-        path = url.removeprefix("sqlite://").removeprefix("/")
-        return SqliteStore(path or "./data/urbanos.db", readers=settings.workers_read)
-    if url.startswith("memory:"):
-        from urbanos.storage.memory import MemoryStore
-
-        return MemoryStore()
-    raise SystemExit(f"URBANOS_STORE: unsupported store URL {url!r}")
 
 
 def create_app(settings: Settings | None = None, store: EntityStore | None = None) -> ASGIApp:
@@ -45,7 +32,8 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        the_store = store or open_store(settings)
+        app.state.started = time.monotonic()  # for contextSourceUptime (clause 5.2.40)
+        the_store = store or open_store(settings.store, readers=settings.workers_read)
         await the_store.open()
         policy = OutboundPolicy.from_strings(settings.outbound_policy, settings.outbound_allow)
         contexts = ContextService(
@@ -68,7 +56,11 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
     app = Starlette(
         routes=ROUTES,
         lifespan=lifespan,
-        exception_handlers={NgsiLdError: handle_ngsi_error, Exception: handle_unexpected},
+        exception_handlers={
+            NgsiLdError: handle_ngsi_error,
+            HTTPException: handle_http_error,
+            Exception: handle_unexpected,
+        },
     )
     app.router.redirect_slashes = False
     return PathNormalizer(metrics.Instrument(app))
