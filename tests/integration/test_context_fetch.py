@@ -51,6 +51,10 @@ class ContextServer:
             "/invalid.jsonld": lambda: (200, b"{not json", {}),
             "/array.jsonld": lambda: (200, [1, 2], {}),
             "/bad-def.jsonld": lambda: (200, {"@context": {"speed": {"@id": 5}}}, {}),
+            "/scoped.jsonld": lambda: (
+                200, {"@context": {"T": {"@id": EX + "T", "@context": {"a": EX + "a"}}}}, {}
+            ),
+            "/imports-scoped.jsonld": lambda: (200, {"@context": ["scoped.jsonld"]}, {}),
             "/cycle-a.jsonld": lambda: (200, {"@context": "cycle-b.jsonld"}, {}),
             "/cycle-b.jsonld": lambda: (200, {"@context": ["cycle-a.jsonld"]}, {}),
             "/short-lived.jsonld": lambda: (
@@ -135,6 +139,31 @@ async def test_fetch_then_cache_hit(service: ContextService, server: ContextServ
     assert details["kind"] == "Cached" and details["URL"] == url
     assert details["numberOfHits"] == 3
     assert details["createdAt"].endswith("Z") and "expiresAt" in details
+
+
+async def test_hits_count_uses_and_lookups(
+    service: ContextService, server: ContextServer
+) -> None:
+    """A details answer reports the hits before its own lookup, then counts it."""
+    url = server.url("/ctx.jsonld")
+    await service.term_map(url)  # the download is the first use
+    first = await service.get(url, details=True)
+    assert first["numberOfHits"] == 1 and "lastUsage" in first
+    await service.term_map(url)
+    assert (await service.get(url, details=True))["numberOfHits"] == 3
+    assert (await service.list(details=True, kind="Cached"))[1]["numberOfHits"] == 4
+
+
+async def test_scoped_contexts_are_refused_where_used(
+    service: ContextService, server: ContextServer
+) -> None:
+    for path in ("/scoped.jsonld", "/imports-scoped.jsonld"):
+        with pytest.raises(BadRequestData, match="scoped"):
+            await service.term_map(server.url(path))
+    # hosting one is plain JSON-LD (clause 5.13.2.4); using it is refused (5.5.7)
+    local_id = await service.add({"@context": {"T": {"@id": EX + "T", "@context": {}}}})
+    with pytest.raises(BadRequestData, match="scoped"):
+        await service.term_map(service.url(local_id))
 
 
 async def test_nested_context_urls(service: ContextService, server: ContextServer) -> None:
@@ -244,7 +273,8 @@ async def test_hosted_contexts(service: ContextService, server: ContextServer) -
     # the broker's own URL is resolved locally, never fetched
     terms = await service.term_map(details["URL"])
     assert terms.expand("A1") == "urn:a:A1"
-    assert (await service.get(local_id, details=True))["numberOfHits"] == 2
+    # served body, the details lookup above, this use: the details report 3 of them
+    assert (await service.get(local_id, details=True))["numberOfHits"] == 3
     with pytest.raises(BadRequestData):
         await service.delete(local_id, reload=True)
     await service.delete(local_id)
@@ -350,6 +380,8 @@ async def test_implicitly_created_contexts(service: ContextService, server: Cont
     [details] = await service.list(details=True, kind="ImplicitlyCreated")
     assert details["URL"] == url and details["kind"] == "ImplicitlyCreated"
     assert await service.get(details["localId"]) == {"@context": context}
+    service.link_url(context)  # handing out the URL again is not a hit
+    assert (await service.get(details["localId"], details=True))["numberOfHits"] == 1
     terms = await service.term_map(url)
     assert terms.expand("Vehicle") == EX + "Vehicle" and terms.expand("speed") == EX + "speed"
     with pytest.raises(BadRequestData):

@@ -13,6 +13,7 @@ from urbanos.core.jsonld import (
     core_context_document,
     core_term_map,
     is_core_context_url,
+    refuse_scoped_contexts,
     remote_urls,
     validate_context,
 )
@@ -211,6 +212,37 @@ def test_invalid_contexts(context: Any, documents: dict[str, object], message: s
     with pytest.raises(BadRequestData) as info:
         build_term_map(context, documents)
     assert message.lower() in info.value.detail.lower()
+
+
+SCOPED = {"Vehicle": {"@id": "https://example.org/Vehicle", "@context": {"speed": "ex:s"}}}
+
+
+@pytest.mark.parametrize(
+    ("context", "documents"),
+    [
+        ([SCOPED], {}),
+        ({"@context": SCOPED}, {}),
+        ({"T": {"@id": "ex:T", "@type": "@id", "@context": "http://a.example/s"}},
+         {"http://a.example/s": {"@context": {}}}),
+        ("http://a.example/c", {"http://a.example/c": {"@context": [SCOPED]}}),
+        ({"@import": "http://a.example/c"}, {"http://a.example/c": {"@context": SCOPED}}),
+        ("http://a.example/c",
+         {"http://a.example/c": {"@context": "http://a.example/d"},
+          "http://a.example/d": {"@context": SCOPED}}),
+    ],
+)
+def test_scoped_contexts_are_refused(context: Any, documents: dict[str, object]) -> None:
+    """Clause 5.5.7: inline or fetched, nested or imported, a scoped context is a 400."""
+    with pytest.raises(BadRequestData, match="scoped"):
+        build_term_map(context, documents)
+
+
+def test_scoped_contexts_are_valid_json_ld() -> None:
+    """Add @context checks JSON-LD validity only; keyword and plain terms stay usable."""
+    validate_context([SCOPED])
+    refuse_scoped_contexts([SCOPED["Vehicle"]["@context"], "http://a.example/c"])
+    terms = build_term_map({"@version": 1.1, "T": {"@id": "ex:T", "@type": "@id"}}, {})
+    assert terms.expand("T") == "ex:T"
 
 
 def test_remote_urls() -> None:

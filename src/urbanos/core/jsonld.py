@@ -21,9 +21,11 @@ context *follows* the protected core (pyld does), so we process:
 3. the core context's own definitions last, overriding every term they define, and its
    ``@vocab`` (user ``@vocab`` is therefore superseded, as it is with core-last JSON-LD).
 
-Scoped contexts inside user term definitions are processed for validity but ignored:
-the map is flat (attribute names, types and vocab values are expanded with the top-level
-definitions only), so they cannot reshape NGSI-LD elements. Reverse terms are ignored too.
+Scoped contexts (a term definition carrying its own ``@context``) are refused with
+BadRequestData wherever they appear in a user context, inline or in a fetched document:
+clause 5.5.7 bans them because they could redefine core terms or reshape NGSI-LD
+elements. Only expansion enforces this; :func:`validate_context` (Add @context) checks
+plain JSON-LD validity, as clause 5.13.2.4 asks. Reverse terms are ignored: the map is flat.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ __all__ = [
     "core_context_document",
     "core_term_map",
     "is_core_context_url",
+    "refuse_scoped_contexts",
     "remote_urls",
     "validate_context",
 ]
@@ -284,8 +287,35 @@ class _Missing(Exception):
         self.url = url
 
 
+def refuse_scoped_contexts(context: Any, where: str = "") -> None:
+    """Refuse a user @context holding a scoped context (clause 5.5.7): BadRequestData.
+
+    Only ``context`` itself is inspected; :func:`build_term_map` applies it to every
+    document too. Callers that fetch may call it first, to refuse before downloading.
+    """
+    items = context if isinstance(context, list) else [context]
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        if "@context" in item:
+            refuse_scoped_contexts(item["@context"], where)
+            continue
+        for term, definition in item.items():
+            if isinstance(definition, dict) and "@context" in definition:
+                if not term.startswith("@"):
+                    raise _bad(
+                        f"term {term!r}{where} defines a scoped @context, which NGSI-LD "
+                        "does not allow in user contexts (clause 5.5.7)"
+                    )
+
+
 class _Loader:
-    """pyld document loader over pre-fetched documents; never touches the network."""
+    """pyld document loader over pre-fetched documents; never touches the network.
+
+    ``lenient`` answers unknown URLs with an empty context (syntax checks only);
+    otherwise they raise LdContextNotAvailable and every document served is checked for
+    scoped contexts, which is how the rule reaches nested and imported documents.
+    """
 
     def __init__(self, documents: Mapping[str, object], *, lenient: bool) -> None:
         self.documents = documents
@@ -302,6 +332,8 @@ class _Loader:
             raise _Missing(url)
         if not isinstance(document, dict):
             raise _bad(f"the document at {url} is not a JSON object")
+        if not self.lenient and not is_core_context_url(url):
+            refuse_scoped_contexts(document.get("@context"), f" (in {url})")
         # pyld rewrites relative URLs inside what it loads: hand it a copy
         return {"contextUrl": None, "documentUrl": url, "document": copy.deepcopy(document)}
 
@@ -410,12 +442,13 @@ def build_term_map(context: Any, documents: Mapping[str, object]) -> TermMap:
     ``documents`` must hold every remote document reachable from ``context`` (parsed
     JSON, keyed by URL); core context URLs are answered from the built-in copy. A URL
     missing from ``documents`` raises LdContextNotAvailable; anything that is not a
-    valid JSON-LD context raises BadRequestData.
+    valid JSON-LD context, or holds a scoped context, raises BadRequestData.
     """
     if _only_core(context):
         base = core_term_map()
         return base if context is None else base.rebind(context)
     _check_urls(remote_urls(context))
+    refuse_scoped_contexts(context)
     start, core, vocab = _core_state()
     loader = _Loader(documents, lenient=False)
     active = _process(copy.deepcopy(start), context, loader, len(documents) + 16)

@@ -16,8 +16,11 @@ binding's 6.29-6.30 define the registry:
   one URL (a Link header for an inline/array context, a subscription's jsonldContext);
   deduplicated by content.
 
-``numberOfHits`` counts the requests that used an entry (Add does not count, neither do
-details lookups; serving a hosted body does). The core @context is listed as a built-in
+``numberOfHits`` counts the times an entry was found in the registry (clause 5.13.3.5):
+every request whose @context used it (a download counts as the first use) and every
+Serve @context lookup, body or details. A details answer describes the entry as it was
+found, so it reports the count before its own lookup is added; Add, List and handing
+out an ImplicitlyCreated URL again do not count. ``lastUsage`` moves with it. The core @context is listed as a built-in
 Cached entry: it cannot be deleted (BadRequestData); ``reload=true`` on it is a no-op,
 since it is never downloaded. Entries are per tenant (NGSILD-Tenant), like every other
 resource; the fetch of a URL is shared between tenants.
@@ -35,7 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import httpx
 import orjson
@@ -48,6 +51,7 @@ from urbanos.core.jsonld import (
     core_context_document,
     core_term_map,
     is_core_context_url,
+    refuse_scoped_contexts,
     remote_urls,
     validate_context,
 )
@@ -271,6 +275,7 @@ class ContextService:
         documents: dict[str, object] = {}
         ids: list[str] = []
         expires: datetime | None = None
+        refuse_scoped_contexts(context)  # refused anyway: do not fetch what it names
         level = [u for u in remote_urls(context) if not is_core_context_url(u)]
         for url in level:
             if not urlsplit(url).scheme:
@@ -294,6 +299,7 @@ class ContextService:
                 entry = result
                 documents[url] = entry.document
                 ids.append(entry.local_id)
+                refuse_scoped_contexts(entry.document.get("@context"), f" (in {url})")
                 if entry.expires_at is not None and (expires is None or entry.expires_at < expires):
                     expires = entry.expires_at
                 for ref in remote_urls(entry.document.get("@context")):
@@ -431,7 +437,12 @@ class ContextService:
 
     def url(self, local_id: str) -> str:
         """The URL serving a Hosted/ImplicitlyCreated entry (relative without public_url)."""
-        return f"{self.public_url}{CONTEXTS_PATH}/{local_id}"
+        return f"{self.public_url}{self.path(local_id)}"
+
+    @staticmethod
+    def path(local_id: str) -> str:
+        """The broker-relative path of an entry, for Location headers (like /entities)."""
+        return f"{CONTEXTS_PATH}/{quote(local_id, safe=':')}"
 
     def link_url(self, context: Any, *, tenant: str | None = None) -> str:
         """A URL a client can fetch ``context`` from, for Link headers and jsonldContext.
@@ -497,7 +508,9 @@ class ContextService:
         if entry is None:
             raise ResourceNotFound(f"No @context {id_or_url}")
         if details:
-            return self._details(entry)
+            described = self._details(entry)  # as found: this lookup is counted after
+            self.registry.touch(t, [entry.local_id], self._now())
+            return described
         if entry.kind == "Cached":
             raise OperationNotSupported(
                 f"@context {id_or_url} is a Cached copy; only its details can be served"

@@ -5,12 +5,14 @@ from __future__ import annotations
 from urllib.parse import unquote
 
 import orjson
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
+from urbanos.errors import BadRequestData
 from urbanos.http.context import services
 from urbanos.http.negotiation import JSON_MT, choose_accept, read_body, tenant_of
-from urbanos.http.params import check_params, flag
+from urbanos.http.params import check_params
 from urbanos.http.respond import empty
 
 
@@ -18,14 +20,33 @@ def _json(data: object, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type=JSON_MT)
 
 
+def _flag(params: QueryParams, name: str) -> bool:
+    """``details``/``reload``: a known parameter with a value other than true/false is
+    input the operation cannot use, so BadRequestData rather than InvalidRequest."""
+    raw = params.get(name)
+    if raw is None:
+        return False
+    if raw not in ("true", "false"):
+        raise BadRequestData(f"{name} must be true or false, not {raw!r}")
+    return raw == "true"
+
+
+def _context_id(request: Request) -> str:
+    return unquote(request.path_params["context_id"].replace("%2F", "/"))
+
+
 async def add_context(request: Request) -> Response:
-    """Add @context (clause 5.13.2): 201 with the Location of the hosted copy."""
+    """Add @context (clause 5.13.2): 201 with the Location of the hosted copy.
+
+    The Location is broker-relative, as for every other created resource; the absolute
+    URL to use as a @context is the ``URL`` member of the entry's details.
+    """
     check_params(request.query_params, set())
     s = services(request).settings
     body, _ = await read_body(request, s.max_body_bytes, s.max_json_depth)
-    tenant = tenant_of(request)
-    local_id = await services(request).contexts.add(body, tenant=tenant)
-    return empty(201, {"Location": services(request).contexts.url(local_id)})
+    contexts = services(request).contexts
+    local_id = await contexts.add(body, tenant=tenant_of(request))
+    return empty(201, {"Location": contexts.path(local_id)})
 
 
 async def list_contexts(request: Request) -> Response:
@@ -34,7 +55,7 @@ async def list_contexts(request: Request) -> Response:
     check_params(params, {"details", "kind"})
     choose_accept(request.headers.get("accept"), (JSON_MT, "application/ld+json"))
     data = await services(request).contexts.list(
-        details=flag(params, "details"), kind=params.get("kind"), tenant=tenant_of(request)
+        details=_flag(params, "details"), kind=params.get("kind"), tenant=tenant_of(request)
     )
     return _json(data)
 
@@ -44,9 +65,8 @@ async def serve_context(request: Request) -> Response:
     params = request.query_params
     check_params(params, {"details"})
     choose_accept(request.headers.get("accept"), (JSON_MT, "application/ld+json"))
-    context_id = unquote(request.path_params["context_id"].replace("%2F", "/"))
     data = await services(request).contexts.get(
-        context_id, details=flag(params, "details"), tenant=tenant_of(request)
+        _context_id(request), details=_flag(params, "details"), tenant=tenant_of(request)
     )
     return _json(data)
 
@@ -55,8 +75,7 @@ async def delete_context(request: Request) -> Response:
     """Delete and Reload @context (clause 5.13.5)."""
     params = request.query_params
     check_params(params, {"reload"})
-    context_id = unquote(request.path_params["context_id"].replace("%2F", "/"))
     await services(request).contexts.delete(
-        context_id, reload=flag(params, "reload"), tenant=tenant_of(request)
+        _context_id(request), reload=_flag(params, "reload"), tenant=tenant_of(request)
     )
     return empty(204)
