@@ -24,7 +24,8 @@ other key is a sub-attribute under its expanded IRI, whose value is one instance
 
 Property and GeoProperty values and JsonProperty ``json`` are kept verbatim (keys inside
 values are never expanded); ``vocab`` values and ``objectType`` are expanded IRIs;
-Relationship ``object`` is a URI string or a list of them.
+Relationship ``object`` is a URI string or a list of them; ListRelationship ``objectList``
+is a list of ``{"object": uri}``.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ CORE_MEMBERS = frozenset(
         "objectList", "observedAt", "unitCode", "datasetId", "createdAt", "modifiedAt",
         "deletedAt", "instanceId", "lang", "previousValue", "previousObject",
         "previousLanguageMap", "previousVocab", "previousJson", "previousValueList",
-        "previousObjectList", "entity",
+        "previousObjectList", "entity", "valueType", "entityIdSealed", "entityTypeSealed",
     }
 )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from urbanos.core.model import CORE_MEMBERS, VALUE_MEMBER, is_null
+from urbanos.core.model import CORE_MEMBERS, NULL_URN, VALUE_MEMBER, is_null
 from urbanos.errors import BadRequestData
 from urbanos.types import JSONObject
 
@@ -128,8 +128,29 @@ def update_attrs(
     return result
 
 
-def merge_instance(old: JSONObject, patch: JSONObject, now: str) -> JSONObject | None:
-    """Merge-patch one instance: members replaced, sub-attributes merged, Null deletes."""
+def _merge_value(old: object, patch: object) -> object:
+    """JSON merge-patch (RFC 7396) inside a compound value; the NGSI-LD Null deletes a key."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(old) if isinstance(old, dict) else {}
+    for key, val in patch.items():
+        if val == NULL_URN:
+            out.pop(key, None)
+        else:
+            out[key] = _merge_value(out.get(key), val)
+    return out
+
+
+def _has_value(inst: JSONObject) -> bool:
+    return VALUE_MEMBER.get(inst.get("type", "Property"), "value") in inst
+
+
+def merge_instance(
+    old: JSONObject, patch: JSONObject, now: str, *, merge_values: bool = False
+) -> JSONObject | None:
+    """Merge one instance: members replaced (a Null member removed), sub-attributes merged,
+    a Null instance deletes it. ``merge_values`` merges JSON object values key by key, as
+    Merge Entity does (clause 5.6.17); partial updates replace values whole (5.6.4)."""
     if is_null(patch):
         return None
     new = copy.deepcopy(old)
@@ -137,9 +158,16 @@ def merge_instance(old: JSONObject, patch: JSONObject, now: str) -> JSONObject |
         for m in VALUE_MEMBER.values():
             new.pop(m, None)
     for key, val in patch.items():
-        if key in ("createdAt",):
+        if key == "createdAt":
             continue
-        if key in CORE_MEMBERS:
+        if val == NULL_URN and key not in ("type", "value", "object"):
+            new.pop(key, None)
+        elif (
+            key == "value" and merge_values and new.get("type") == "Property"
+            and isinstance(val, dict) and isinstance(old.get("value"), dict)
+        ):
+            new[key] = _merge_value(old["value"], val)
+        elif key in CORE_MEMBERS:
             new[key] = val
         elif isinstance(val, dict) and is_null(val):
             new.pop(key, None)
@@ -164,10 +192,12 @@ def merge_entity(entity: JSONObject, fragment: JSONObject, now: str) -> Outcome:
         for inst in instances:
             i = _index(current, inst.get("datasetId"))
             if i is None:
-                if not is_null(inst):
+                if not is_null(inst) and _has_value(inst):
+                    if isinstance(inst.get("value"), dict):
+                        inst["value"] = _merge_value(None, inst["value"])
                     current.append(inst)
             else:
-                merged = merge_instance(current[i], inst, now)
+                merged = merge_instance(current[i], inst, now, merge_values=True)
                 if merged is None:
                     current.pop(i)
                 else:

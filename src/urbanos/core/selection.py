@@ -12,27 +12,39 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from urbanos.core.query.evaluate import matches_q, matches_scope, matches_type, regex_problem
+from urbanos.core.query.ast import And, Not, Or
+from urbanos.core.query.evaluate import (
+    EntityResolver,
+    matches_q,
+    matches_scope,
+    matches_type,
+    regex_problem,
+)
 from urbanos.errors import BadRequestData
 from urbanos.types import JSONObject
 
 if TYPE_CHECKING:
     from urbanos.core.geo import GeoQuery
+    from urbanos.core.ordering import Ordering
     from urbanos.core.query.ast import QExpr, ScopeExpr, TypeExpr
 
 
 @dataclass(frozen=True, slots=True)
 class EntitySelector:
-    """One entry of a Query's ``entities`` (clause 5.2.33): id, idPattern and type together."""
+    """One entry of a Query's ``entities`` (clause 5.2.33): id, idPattern and type together.
 
-    id: str | None = None
+    ``ids`` takes precedence over ``id_pattern``: with both, the pattern is not applied.
+    """
+
+    ids: tuple[str, ...] | None = None
     id_pattern: str | None = None
     types: TypeExpr | None = None
 
     def matches(self, entity: JSONObject) -> bool:
-        if self.id is not None and entity["id"] != self.id:
-            return False
-        if self.id_pattern is not None and not compile_id_pattern(self.id_pattern).search(
+        if self.ids is not None:
+            if entity["id"] not in self.ids:
+                return False
+        elif self.id_pattern is not None and not compile_id_pattern(self.id_pattern).search(
             entity["id"]
         ):
             return False
@@ -50,6 +62,7 @@ class EntityQuery:
     geo: GeoQuery | None = None
     lang: str | None = None
     selectors: tuple[EntitySelector, ...] | None = None  # any of them must match
+    order: Ordering | None = None
     limit: int = 20
     offset: int = 0
     count: bool = False
@@ -86,10 +99,38 @@ def simple_type_set(expr: TypeExpr) -> frozenset[str] | None:
     return None
 
 
-def matches(entity: JSONObject, query: EntityQuery) -> bool:
-    if query.ids is not None and entity["id"] not in query.ids:
-        return False
-    if query.id_pattern is not None and not compile_id_pattern(query.id_pattern).search(
+def linked_steps(expr: QExpr) -> list[frozenset[str]]:
+    """The Relationship names a query follows at each hop (``[{a}, {b}]`` for ``a{b{c}}``).
+
+    Stores use it to fetch the linked entities of a batch of candidates level by level
+    before evaluating ``q``, instead of one lookup per relationship.
+    """
+    if isinstance(expr, And | Or):
+        levels: list[set[str]] = []
+        for child in expr.children:
+            for i, names in enumerate(linked_steps(child)):
+                if i == len(levels):
+                    levels.append(set())
+                levels[i] |= names
+        return [frozenset(level) for level in levels]
+    if isinstance(expr, Not):
+        return linked_steps(expr.child)
+    out: list[frozenset[str]] = []
+    path = expr.path
+    while path.linked is not None:
+        out.append(frozenset({path.attr}))
+        path = path.linked.path
+    return out
+
+
+def matches(
+    entity: JSONObject, query: EntityQuery, linked: EntityResolver | None = None
+) -> bool:
+    """Whether a stored entity is selected; ``linked`` resolves ``attr{...}`` q terms."""
+    if query.ids is not None:
+        if entity["id"] not in query.ids:
+            return False
+    elif query.id_pattern is not None and not compile_id_pattern(query.id_pattern).search(
         entity["id"]
     ):
         return False
@@ -101,7 +142,7 @@ def matches(entity: JSONObject, query: EntityQuery) -> bool:
         return False
     if query.scope_q is not None and not matches_scope(query.scope_q, entity.get("scope")):
         return False
-    if query.q is not None and not matches_q(query.q, entity, lang=query.lang):
+    if query.q is not None and not matches_q(query.q, entity, lang=query.lang, linked=linked):
         return False
     if query.geo is not None:
         instances = entity["attrs"].get(query.geo.geoproperty)

@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime, time
 _DATETIME = re.compile(
     r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?$"
 )
+#: the DateTime of clause 4.6.3: seconds present, UTC written as a trailing "Z", no offset
+_UTC_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
 
 
 def now_iso() -> str:
@@ -20,7 +22,11 @@ def format_datetime(value: datetime) -> str:
 
 
 def parse_datetime(text: object) -> datetime | None:
-    """A timezone-aware datetime for a valid RFC 3339 / ISO 8601 date-time, else None."""
+    """A timezone-aware datetime for a valid RFC 3339 / ISO 8601 date-time, else None.
+
+    Lenient (offsets, no seconds): for reading parameters; payload members use
+    ``parse_utc_datetime``.
+    """
     if not isinstance(text, str) or not _DATETIME.match(text):
         return None
     raw = text[:-1] + "+00:00" if text.endswith("Z") else text
@@ -32,6 +38,17 @@ def parse_datetime(text: object) -> datetime | None:
     except ValueError:
         return None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def parse_utc_datetime(text: object) -> datetime | None:
+    """Like ``parse_datetime`` but only for the form payloads must use (clause 4.6.3).
+
+    Stored timestamps are compared as strings, so an offset form would sort wrongly; the
+    spec rules it out rather than have brokers convert it.
+    """
+    if not isinstance(text, str) or not _UTC_DATETIME.match(text):
+        return None
+    return parse_datetime(text)
 
 
 def normalize_datetime(text: str) -> str | None:

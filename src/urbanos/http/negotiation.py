@@ -75,6 +75,8 @@ async def read_body(
         declared = int(request.headers["content-length"])
     except ValueError as exc:
         raise InvalidRequest("Content-Length is not a number") from exc
+    if declared < 0:
+        raise InvalidRequest("Content-Length is negative")
     if declared > max_bytes:
         raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {max_bytes}")
     raw = bytearray()
@@ -157,7 +159,8 @@ def parse_link_context(header: str | None) -> str | None:
 
 
 def _split_links(header: str) -> Iterable[str]:
-    part, in_angle, in_quote = [], False, False
+    part: list[str] = []
+    in_angle = in_quote = False
     for ch in header:
         if ch == "<" and not in_quote:
             in_angle = True
@@ -175,8 +178,17 @@ def _split_links(header: str) -> Iterable[str]:
 
 
 def body_context(body: JSON, ctype: str, link_header: str | None) -> JSON:
-    """The @context that applies to a body (clause 6.3.5): inline for ld+json, else Link."""
+    """The @context that applies to a body (clause 6.3.5): inline for ld+json, else Link.
+
+    The two ways exclude each other: a JSON-LD Link header with an application/ld+json
+    body is BadRequestData, as is an @context member in an application/json body.
+    """
     if ctype == JSONLD_MT:
+        if parse_link_context(link_header) is not None:
+            raise BadRequestData(
+                "an application/ld+json request carries its @context in the body, "
+                "not in a Link header"
+            )
         if isinstance(body, list):
             contexts = [e.get("@context") if isinstance(e, dict) else None for e in body]
             if any(c is None for c in contexts):
@@ -209,7 +221,9 @@ def tenant_of(request: Request) -> str:
 
 def _split_unquoted(header: str, sep: str) -> list[str]:
     """``header`` split on ``sep`` outside double-quoted strings."""
-    parts, part, quoted = [], [], False
+    parts: list[str] = []
+    part: list[str] = []
+    quoted = False
     for ch in header:
         if ch == '"':
             quoted = not quoted
@@ -276,9 +290,8 @@ def choose_accept(header: str | None, offered: tuple[str, ...] = (JSON_MT, JSONL
     weights = [_weight(mt, ranges) for mt in offered]
     best = max(weights)
     if best <= 0:
-        raise NotAcceptable(
-            f"the Accept header {header!r} allows none of {', '.join(offered)}"
-        )
+        shown = header if len(header) <= 200 else header[:200] + "..."
+        raise NotAcceptable(f"the Accept header {shown!r} allows none of {', '.join(offered)}")
     return offered[weights.index(best)]
 
 

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.routing import Route
 
 from urbanos.http.endpoints import (
     batch,
     discovery,
     entities,
+    entity_maps,
     entity_reads,
+    info,
     jsonld_contexts,
     ops,
 )
 
+
+class SegmentConvertor(StringConvertor):
+    """One path segment, possibly empty: ``/entities//attrs`` reaches its handler, which
+    rejects the empty id as BadRequestData instead of the router answering 404."""
+
+    regex = "[^/]*"
+
+
+register_url_convertor("segment", SegmentConvertor())
+
 P = "/ngsi-ld/v1"
-E = P + "/entities/{entity_id}"
+E = P + "/entities/{entity_id:segment}"
 
 ROUTES = [
     Route("/health", ops.health, methods=["GET"]),
@@ -31,9 +44,9 @@ ROUTES = [
     Route(E, entities.merge_entity, methods=["PATCH"]),
     Route(E + "/attrs", entities.append_attrs, methods=["POST"]),
     Route(E + "/attrs", entities.update_attrs, methods=["PATCH"]),
-    Route(E + "/attrs/{attr_id}", entities.patch_attr, methods=["PATCH"]),
-    Route(E + "/attrs/{attr_id}", entities.replace_attr, methods=["PUT"]),
-    Route(E + "/attrs/{attr_id}", entities.delete_attr, methods=["DELETE"]),
+    Route(E + "/attrs/{attr_id:segment}", entities.patch_attr, methods=["PATCH"]),
+    Route(E + "/attrs/{attr_id:segment}", entities.replace_attr, methods=["PUT"]),
+    Route(E + "/attrs/{attr_id:segment}", entities.delete_attr, methods=["DELETE"]),
     Route(P + "/entityOperations/create", batch.batch_create, methods=["POST"]),
     Route(P + "/entityOperations/upsert", batch.batch_upsert, methods=["POST"]),
     Route(P + "/entityOperations/update", batch.batch_update, methods=["POST"]),
@@ -44,10 +57,13 @@ ROUTES = [
     Route(P + "/types/{type}", discovery.retrieve_type, methods=["GET"]),
     Route(P + "/attributes", discovery.list_attributes, methods=["GET"]),
     Route(P + "/attributes/{attr}", discovery.retrieve_attribute, methods=["GET"]),
+    Route(P + "/info/sourceIdentity", info.source_identity, methods=["GET"]),
     Route(P + "/jsonldContexts", jsonld_contexts.add_context, methods=["POST"]),
     Route(P + "/jsonldContexts", jsonld_contexts.list_contexts, methods=["GET"]),
     Route(P + "/jsonldContexts/{context_id:path}", jsonld_contexts.serve_context,
           methods=["GET"]),
     Route(P + "/jsonldContexts/{context_id:path}", jsonld_contexts.delete_context,
           methods=["DELETE"]),
+    Route(P + "/entityMaps/{map_id}", entity_maps.retrieve_entity_map, methods=["GET"]),
+    Route(P + "/entityMaps/{map_id}", entity_maps.delete_entity_map, methods=["DELETE"]),
 ]

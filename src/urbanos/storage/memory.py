@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+from urbanos.core.ordering import sort_entities
 from urbanos.core.selection import EntityQuery, matches
 from urbanos.storage.base import DEFAULT_TENANT, AttributeInfo, Page, TypeInfo, Write
 from urbanos.types import JSONObject
@@ -43,7 +44,10 @@ class MemoryStore:
                 table.pop(w.entity_id, None)
 
     async def query(self, tenant: str, query: EntityQuery) -> Page:
-        selected = [e for e in self._tenants.get(tenant, {}).values() if matches(e, query)]
+        table = self._tenants.get(tenant, {})
+        selected = [e for e in table.values() if matches(e, query, table.get)]
+        if query.order is not None:
+            selected = sort_entities(selected, query.order, query.lang)
         page = selected[query.offset : query.offset + query.limit]
         return Page([copy.deepcopy(e) for e in page], len(selected) if query.count else None)
 

@@ -19,7 +19,10 @@ from typing import Any, TypeVar
 import orjson
 
 from urbanos.core import geo
-from urbanos.core.selection import EntityQuery, matches, simple_type_set
+from urbanos.core.ordering import sort_entities
+from urbanos.core.query import EntityResolver
+from urbanos.core.render import relationship_targets
+from urbanos.core.selection import EntityQuery, linked_steps, matches, simple_type_set
 from urbanos.storage.base import DEFAULT_TENANT, AttributeInfo, Page, TypeInfo, Write
 from urbanos.types import JSONObject
 
@@ -131,18 +134,7 @@ class SqliteStore:
         return await self._read(run)
 
     async def get_many(self, tenant: str, ids: list[str]) -> dict[str, JSONObject]:
-        def run(conn: sqlite3.Connection) -> dict[str, JSONObject]:
-            found: dict[str, JSONObject] = {}
-            for chunk in _chunks(list(dict.fromkeys(ids)), 500):
-                marks = ",".join("?" * len(chunk))
-                for eid, doc in conn.execute(
-                    f"SELECT id, doc FROM entities WHERE tenant = ? AND id IN ({marks})",
-                    (tenant, *chunk),
-                ):
-                    found[eid] = orjson.loads(doc)
-            return found
-
-        return await self._read(run)
+        return await self._read(lambda conn: _get_many(conn, tenant, ids))
 
     async def apply(self, tenant: str, writes: list[Write]) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -215,6 +207,18 @@ class SqliteStore:
 def _chunks(items: list[T], size: int) -> Iterable[list[T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def _get_many(conn: sqlite3.Connection, tenant: str, ids: Iterable[str]) -> dict[str, JSONObject]:
+    found: dict[str, JSONObject] = {}
+    for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+        marks = ",".join("?" * len(chunk))
+        for eid, doc in conn.execute(
+            f"SELECT id, doc FROM entities WHERE tenant = ? AND id IN ({marks})",
+            (tenant, *chunk),
+        ):
+            found[eid] = orjson.loads(doc)
+    return found
 
 
 def _put(conn: sqlite3.Connection, tenant: str, entity: JSONObject) -> None:
@@ -307,7 +311,7 @@ def _query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Page:
             )
             params.extend([tenant, query.geo.geoproperty, maxx, minx, maxy, miny])
     sql_where = " AND ".join(where)
-    if exact:
+    if exact and query.order is None:
         rows = conn.execute(
             f"SELECT doc FROM entities e WHERE {sql_where} ORDER BY e.pk LIMIT ? OFFSET ?",
             (*params, query.limit, query.offset),
@@ -318,17 +322,45 @@ def _query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Page:
                 f"SELECT count(*) FROM entities e WHERE {sql_where}", params
             ).fetchone()[0]
         return Page([orjson.loads(r[0]) for r in rows], total)
+    steps = linked_steps(query.q) if query.q is not None else []
+    cursor = conn.execute(f"SELECT doc FROM entities e WHERE {sql_where} ORDER BY e.pk", params)
     selected: list[JSONObject] = []
     seen = 0
-    for (doc,) in conn.execute(
-        f"SELECT doc FROM entities e WHERE {sql_where} ORDER BY e.pk", params
-    ):
-        entity = orjson.loads(doc)
-        if not matches(entity, query):
-            continue
-        if query.offset <= seen < query.offset + query.limit:
-            selected.append(entity)
-        seen += 1
-        if not query.count and seen >= query.offset + query.limit:
-            break
+    while rows := cursor.fetchmany(256):
+        batch = [orjson.loads(doc) for (doc,) in rows]
+        resolver = _prefetch_linked(conn, tenant, batch, steps) if steps else None
+        for entity in batch:
+            if not matches(entity, query, resolver):
+                continue
+            if query.order is not None:
+                selected.append(entity)
+                continue
+            if query.offset <= seen < query.offset + query.limit:
+                selected.append(entity)
+            seen += 1
+            if not query.count and seen >= query.offset + query.limit:
+                return Page(selected, None)
+    if query.order is not None:
+        ordered = sort_entities(selected, query.order, query.lang)
+        page = ordered[query.offset : query.offset + query.limit]
+        return Page(page, len(ordered) if query.count else None)
     return Page(selected, seen if query.count else None)
+
+
+def _prefetch_linked(
+    conn: sqlite3.Connection, tenant: str, batch: list[JSONObject], steps: list[frozenset[str]]
+) -> EntityResolver:
+    """The entities a batch's linked q terms reach, fetched one query per hop."""
+    cache: dict[str, JSONObject] = {}
+    frontier = batch
+    for names in steps:
+        targets = {
+            target
+            for entity in frontier
+            for name in names
+            for inst in entity["attrs"].get(name, ())
+            for target in relationship_targets(inst)
+        }
+        cache.update(_get_many(conn, tenant, [t for t in targets if t not in cache]))
+        frontier = [cache[t] for t in targets if t in cache]
+    return cache.get

@@ -15,6 +15,15 @@ from urbanos.http.respond import json_response
 from urbanos.types import JSONObject
 
 
+def _path_name(request: Request, key: str, what: str) -> str:
+    """A type or attribute name from the path: a term, or a full IRI sent percent-encoded.
+
+    The app keeps an encoded ``/`` as ``%2F`` so it cannot split a segment; here it is
+    restored, so ``https%3A%2F%2Fexample.org%2FBuilding`` names the IRI it encodes.
+    """
+    return check_name(request.path_params[key].replace("%2F", "/"), what)
+
+
 async def list_types(request: Request) -> Response:
     """Retrieve Available Entity Types (5.7.5) or their details (5.7.6)."""
     check_params(request.query_params, {"details", "local"})
@@ -44,7 +53,7 @@ async def list_types(request: Request) -> Response:
 async def retrieve_type(request: Request) -> Response:
     """Retrieve Entity Type Information (5.7.7)."""
     check_params(request.query_params, {"local"})
-    name = check_name(request.path_params["type"], "entity type")
+    name = _path_name(request, "type", "entity type")
     ctx = await request_context(request)
     iri = ctx.terms.expand(name)
     infos = {i.type: i for i in await services(request).entities.types(ctx.tenant)}
@@ -99,7 +108,7 @@ async def list_attributes(request: Request) -> Response:
 async def retrieve_attribute(request: Request) -> Response:
     """Retrieve Attribute Information (5.7.10)."""
     check_params(request.query_params, {"local"})
-    name = check_name(request.path_params["attr"])
+    name = _path_name(request, "attr", "attribute name")
     ctx = await request_context(request)
     iri = ctx.terms.expand(name)
     infos = {i.attr: i for i in await services(request).entities.attributes(ctx.tenant)}

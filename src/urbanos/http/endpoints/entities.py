@@ -27,9 +27,16 @@ from urbanos.core.query.evaluate import attribute_names
 from urbanos.core.query.parse import parse_type_expr
 from urbanos.core.selection import EntityQuery
 from urbanos.core.timeutil import now_iso
+from urbanos.core.validation import merge_patch_nulls
 from urbanos.errors import BadRequestData
 from urbanos.http.context import request_context, services
-from urbanos.http.negotiation import JSON_MT, RequestContext, read_body
+from urbanos.http.negotiation import (
+    JSON_MT,
+    MERGE_PATCH_MT,
+    RequestContext,
+    media_type,
+    read_body,
+)
 from urbanos.http.params import check_params, entity_query, flag, names, options
 from urbanos.http.respond import empty, json_response
 from urbanos.types import JSON, JSONObject, Terms
@@ -140,7 +147,10 @@ async def merge_entity(request: Request) -> Response:
     """Merge Entity (clause 5.6.17, binding 6.5.3.4): merge-patch with NGSI-LD Null."""
     check_params(request.query_params, {"local", "observedAt", "format", "options", "lang"})
     entity_id = _path_id(request)
+    is_patch = media_type(request.headers.get("content-type")) == MERGE_PATCH_MT
     body, ctx = await _body(request, merge_patch=True)
+    if is_patch:
+        body = merge_patch_nulls(body)
     fragment = expand_entity(
         _object(body), ctx.terms, now_iso(), entity_id=entity_id, require_type=False, merge=True
     )

@@ -2,39 +2,100 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
-from urllib.parse import urlencode
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from urbanos.core.render import RenderOptions, render_entity, render_feature
+from urbanos.core.query.evaluate import matches_type
+from urbanos.core.query.parse import parse_type_expr
+from urbanos.core.render import (
+    RenderOptions,
+    flat_members,
+    needs_legacy_rewrite,
+    render_entity,
+    render_feature,
+    visible_attributes,
+)
+from urbanos.errors import ResourceNotFound
 from urbanos.http.context import link_url, request_context, services
 from urbanos.http.endpoints.entities import _path_id
+from urbanos.http.endpoints.entity_maps import HEADER, map_location, reference_id, registry
 from urbanos.http.negotiation import GEOJSON_MT, JSON_MT, JSONLD_MT, RequestContext, read_body
 from urbanos.http.params import (
     QUERY_PARAMS,
     RENDER_PARAMS,
+    build_render_options,
     check_params,
     entity_query,
+    flag,
+    options,
     paging,
     render_options,
 )
 from urbanos.http.query_body import query_from_body
 from urbanos.http.respond import json_response
+from urbanos.services.linked import fetch_linked
 from urbanos.storage.base import Page
 from urbanos.types import JSON, JSONObject
 
 ENTITY_OFFER = (JSON_MT, JSONLD_MT, GEOJSON_MT)
+_PREFER_VERSION = re.compile(r"(?:^|[,;\s])ngsi-ld\s*=\s*\"?(\d+)\.(\d+)\"?")
+_RETRIEVE_PARAMS = RENDER_PARAMS | {"type", "local", "containedBy", "entityMap", "expandValues",
+                                    "via"}
+_POST_PARAMS = {"limit", "offset", "count", "options", "format", "local", "lang"}
 
 
-def render_page(ctx: RequestContext, entities: list[JSONObject], opts: RenderOptions) -> JSON:
+def render_page(
+    ctx: RequestContext, entities: list[JSONObject], opts: RenderOptions,
+    linked: dict[str, JSONObject],
+) -> JSON:
+    """A page of entities in the negotiated shape; entities projected down to nothing drop."""
+    if opts.join == "flat":
+        members = flat_members(entities, opts, linked)
+        if ctx.accept == GEOJSON_MT:
+            features = [render_feature(e, ctx.terms, o) for e, o in members]
+            return {"type": "FeatureCollection", "features": features}
+        shown = [render_entity(e, ctx.terms, o) for e, o in members]
+        return [b for b in shown if b]
     if ctx.accept == GEOJSON_MT:
         return {
             "type": "FeatureCollection",
-            "features": [render_feature(e, ctx.terms, opts) for e in entities],
+            "features": [render_feature(e, ctx.terms, opts, linked) for e in entities],
         }
-    return [render_entity(e, ctx.terms, opts) for e in entities]
+    rendered = [render_entity(e, ctx.terms, opts, linked) for e in entities]
+    return [r for r in rendered if r]
+
+
+def _prefer(request: Request, opts: RenderOptions) -> tuple[RenderOptions, str | None]:
+    """``Prefer: ngsi-ld=X.Y`` (clause 4.3.6.8): reformat for consumers older than 1.8."""
+    match = _PREFER_VERSION.search(request.headers.get("prefer", ""))
+    if match is None:
+        return opts, None
+    major, minor = int(match.group(1)), int(match.group(2))
+    return replace(opts, legacy=(major, minor) < (1, 8)), f"ngsi-ld={major}.{minor}"
+
+
+def _version_headers(
+    applied: str | None, opts: RenderOptions, entities: list[JSONObject]
+) -> tuple[int, dict[str, str]]:
+    if applied is None:
+        return 200, {}
+    altered = opts.legacy and any(needs_legacy_rewrite(e) for e in entities)
+    return (203 if altered else 200), {"Preference-Applied": applied}
+
+
+def _entity_map(request: Request, tenant: str, ids: list[str]) -> dict[str, str]:
+    """The NGSILD-EntityMap header (clause 5.7.1.4): echo a live map, else make a new one."""
+    ref = request.headers.get(HEADER)
+    if ref is None and not flag(request.query_params, "entityMap"):
+        return {}
+    maps = registry(request)
+    if ref is not None and maps.get(tenant, reference_id(ref)) is not None:
+        return {HEADER: ref}
+    return {HEADER: map_location(request, maps.create(tenant, ids).id)}
 
 
 async def query_entities(request: Request) -> Response:
@@ -43,72 +104,121 @@ async def query_entities(request: Request) -> Response:
     check_params(params, QUERY_PARAMS)
     ctx = await request_context(request, offered=ENTITY_OFFER)
     svc = services(request)
-    opts = render_options(params, ctx.terms)
+    opts = render_options(params, ctx.terms, geojson=ctx.accept == GEOJSON_MT)
+    opts, applied = _prefer(request, opts)
     query = entity_query(params, ctx.terms, svc.settings)
     page = await svc.entities.query(ctx.tenant, query)
-    headers = _paging_headers(request, page, query.limit, query.offset)
+    linked = await fetch_linked(svc.store, ctx.tenant, page.entities, opts)
+    status, headers = _version_headers(applied, opts, page.entities)
+    headers.update(_entity_map(request, ctx.tenant, [e["id"] for e in page.entities]))
+    headers.update(_paging_headers(request, ctx, page, query.limit, query.offset))
     if page.total is not None:
         headers["NGSILD-Results-Count"] = str(page.total)
-    data = render_page(ctx, page.entities, opts)
-    return _respond_with_links(request, ctx, data, headers)
+    data = render_page(ctx, page.entities, opts, linked)
+    return _respond_with_links(request, ctx, data, headers, status)
 
 
 def _respond_with_links(
-    request: Request, ctx: RequestContext, data: JSON, headers: dict[str, str]
+    request: Request, ctx: RequestContext, data: JSON, headers: dict[str, str], status: int = 200
 ) -> Response:
     paging = headers.pop("Link", None)
-    response = json_response(ctx, data, link_url=link_url(request, ctx), headers=headers)
+    response = json_response(
+        ctx, data, status=status, link_url=link_url(request, ctx), headers=headers
+    )
     if paging:
         existing = response.headers.get("Link")
         response.headers["Link"] = f"{existing}, {paging}" if existing else paging
     return response
 
 
-def _paging_headers(request: Request, page: Page, limit: int, offset: int) -> dict[str, str]:
+def _page_link(request: Request, ctx: RequestContext, offset: int, limit: int, rel: str) -> str:
+    """One paging link (clause 6.3.13): the same query, parameters in name order."""
+    params = {**dict(request.query_params), "offset": str(offset), "limit": str(limit)}
+    query = "&".join(
+        f"{quote(k, safe='')}={quote(v, safe=':/@!$*()')}" for k, v in sorted(params.items())
+    )
+    return f'<{request.url.path}?{query}>; rel="{rel}"; type="{ctx.accept}"'
+
+
+def _paging_headers(
+    request: Request, ctx: RequestContext, page: Page, limit: int, offset: int
+) -> dict[str, str]:
+    if limit == 0:
+        return {}
     links = []
-    base = dict(request.query_params)
     if offset > 0:
-        prev = {**base, "offset": str(max(0, offset - limit)), "limit": str(limit)}
-        links.append(f'<{request.url.path}?{urlencode(prev)}>; rel="prev"')
-    more = len(page.entities) == limit and limit > 0
+        links.append(_page_link(request, ctx, max(0, offset - limit), limit, "prev"))
+    more = len(page.entities) == limit
     if page.total is not None:
         more = offset + limit < page.total
     if more:
-        nxt = {**base, "offset": str(offset + limit), "limit": str(limit)}
-        links.append(f'<{request.url.path}?{urlencode(nxt)}>; rel="next"')
+        links.append(_page_link(request, ctx, offset + limit, limit, "next"))
     return {"Link": ", ".join(links)} if links else {}
 
 
 async def retrieve_entity(request: Request) -> Response:
-    """Retrieve Entity (clause 5.7.1, binding 6.5.3.1)."""
+    """Retrieve Entity (clause 5.7.1, binding 6.5.3.1).
+
+    404 when the entity is unknown, is not of the ``type`` asked for, has none of the
+    ``attrs`` asked for, or when ``pick``/``omit`` leave nothing of it (clause 5.7.1.4).
+    """
     params = request.query_params
-    check_params(params, RENDER_PARAMS | {"type", "local", "datasetId", "join", "joinLevel",
-                                          "containedBy", "entityMap", "expandValues", "via"})
+    check_params(params, _RETRIEVE_PARAMS)
     entity_id = _path_id(request)
     ctx = await request_context(request, offered=ENTITY_OFFER)
-    opts = render_options(params, ctx.terms)
-    entity = await services(request).entities.retrieve(ctx.tenant, entity_id)
-    if ctx.accept == GEOJSON_MT:
-        data = render_feature(entity, ctx.terms, opts)
+    svc = services(request)
+    opts = render_options(params, ctx.terms, geojson=ctx.accept == GEOJSON_MT)
+    opts, applied = _prefer(request, opts)
+    types = parse_type_expr(params["type"], ctx.terms.expand) if "type" in params else None
+    flag(params, "local")
+    entity = await svc.entities.retrieve(ctx.tenant, entity_id)
+    if types is not None and not matches_type(types, entity.get("type", [])):
+        raise ResourceNotFound(f"entity {entity_id} is not of type {params['type']}")
+    if opts.attrs is not None and not any(True for _ in visible_attributes(entity, opts)):
+        raise ResourceNotFound(f"entity {entity_id} has none of the attributes asked for")
+    if not render_entity(entity, ctx.terms, replace(opts, join=None)):
+        raise ResourceNotFound(f"nothing of entity {entity_id} is left after pick/omit")
+    linked = await fetch_linked(svc.store, ctx.tenant, [entity], opts)
+    data: JSON
+    if opts.join == "flat" and len(linked) > 1:
+        data = render_page(ctx, [entity], opts, linked)
+    elif ctx.accept == GEOJSON_MT:
+        data = render_feature(entity, ctx.terms, opts, linked)
     else:
-        data = render_entity(entity, ctx.terms, opts)
-    return json_response(ctx, data, link_url=link_url(request, ctx))
+        data = render_entity(entity, ctx.terms, opts, linked)
+    status, headers = _version_headers(applied, opts, [entity])
+    headers.update(_entity_map(request, ctx.tenant, [entity_id]))
+    return json_response(
+        ctx, data, status=status, link_url=link_url(request, ctx), headers=headers
+    )
 
 
 async def query_post(request: Request) -> Response:
     """Query Entities via POST (clause 5.7.2, binding 6.23): the Query data type in the body."""
     params = request.query_params
-    check_params(params, {"limit", "offset", "count", "options", "format", "local", "lang"})
+    check_params(params, _POST_PARAMS)
     s = services(request).settings
     body, ctype = await read_body(request, s.max_body_bytes, s.max_json_depth)
     ctx = await request_context(request, body=body, ctype=ctype, offered=ENTITY_OFFER)
-    opts = render_options(params, ctx.terms)
+    svc = services(request)
+    base = render_options(params, ctx.terms, geojson=ctx.accept == GEOJSON_MT)
     limit, offset, count = paging(params, s)
-    query, attr_filter = query_from_body(body, ctx.terms, limit=limit, offset=offset,
-                                         count=count)
-    if attr_filter is not None:
-        opts = replace(opts, attrs=attr_filter)
-    page = await services(request).entities.query(ctx.tenant, query)
-    headers = {"NGSILD-Results-Count": str(page.total)} if page.total is not None else {}
-    data = render_page(ctx, page.entities, opts)
-    return json_response(ctx, data, link_url=link_url(request, ctx), headers=headers)
+    asked = query_from_body(body, ctx.terms, limit=limit, offset=offset, count=count,
+                            local=flag(params, "local"))
+    opts = build_render_options(
+        ctx.terms, fmt=base.fmt, sys_attrs=base.sys_attrs, pick=asked.pick, omit=asked.omit,
+        attrs=asked.attrs, lang=asked.lang or params.get("lang"),
+        geometry_property=asked.geometry_property, geojson=ctx.accept == GEOJSON_MT,
+        join=asked.join, datasets=asked.datasets,
+    )
+    opts, applied = _prefer(request, opts)
+    options(params, {"keyValues", "simplified", "concise", "normalized", "sysAttrs"})
+    page = await svc.entities.query(ctx.tenant, asked.query)
+    linked = await fetch_linked(svc.store, ctx.tenant, page.entities, opts)
+    status, headers = _version_headers(applied, opts, page.entities)
+    if page.total is not None:
+        headers["NGSILD-Results-Count"] = str(page.total)
+    data = render_page(ctx, page.entities, opts, linked)
+    return json_response(
+        ctx, data, status=status, link_url=link_url(request, ctx), headers=headers
+    )
