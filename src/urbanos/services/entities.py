@@ -1,14 +1,13 @@
 """Entity operations (clauses 5.6 and 5.7) over a store.
 
-Endpoints hand in entities already expanded to the stored form; this module decides what
-the new state is (``core.operations``), writes it, and raises the spec's errors. Writes to
-one tenant are serialised by a lock so that read-modify-write never loses an update.
+Endpoints hand in entities already expanded to the stored form. Each write here is a
+*plan*: a pure function from the current documents to the writes and the result, built
+from ``core.operations`` and run by the store inside one transaction (``modify``). So
+read-modify-write never loses an update, on one node or many, and no lock is held here.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -27,6 +26,8 @@ from urbanos.errors import (
 from urbanos.storage.base import AttributeInfo, EntityStore, Page, TypeInfo, Write
 from urbanos.types import JSONObject
 
+Current = dict[str, JSONObject]
+
 
 @dataclass(slots=True)
 class BatchResult:
@@ -37,11 +38,24 @@ class BatchResult:
     created: list[str] = field(default_factory=list)
 
 
+def _existing(current: Current, entity_id: str, type_gate: TypeExpr | None = None) -> JSONObject:
+    """The entity a write aims at; missing, or failing a ``type`` selector, is a 404."""
+    entity = current.get(entity_id)
+    if entity is None:
+        raise ResourceNotFound(f"entity {entity_id} not found")
+    if type_gate is not None and not matches_type(type_gate, entity.get("type", [])):
+        raise ResourceNotFound(f"entity {entity_id} is not of the requested type")
+    return entity
+
+
+def _put(old: JSONObject | None, new: JSONObject) -> Write:
+    return Write("put", new["id"], new, before=old)
+
+
 class EntityService:
     def __init__(self, store: EntityStore, clock: Callable[[], str] = now_iso) -> None:
         self.store = store
         self.clock = clock
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     # -- reads -----------------------------------------------------------------------------
     async def check_tenant(self, tenant: str) -> None:
@@ -69,96 +83,103 @@ class EntityService:
 
     # -- single-entity writes --------------------------------------------------------------
     async def create(self, tenant: str, entity: JSONObject) -> None:
-        async with self._locks[tenant]:
-            if await self.store.get(tenant, entity["id"]) is not None:
+        """Create Entity (5.6.1); 409 when the id is taken."""
+
+        def plan(current: Current) -> tuple[list[Write], None]:
+            if entity["id"] in current:
                 raise AlreadyExists(f"entity {entity['id']} already exists")
-            await self.store.apply(tenant, [Write("put", entity["id"], entity)])
+            return [_put(None, entity)], None
+
+        await self.store.modify(tenant, [entity["id"]], plan)
 
     async def delete(
         self, tenant: str, entity_id: str, *, type_gate: TypeExpr | None = None
     ) -> None:
-        async with self._locks[tenant]:
-            await self._target(tenant, entity_id, type_gate)
-            await self.store.apply(tenant, [Write("delete", entity_id)])
+        def plan(current: Current) -> tuple[list[Write], None]:
+            old = _existing(current, entity_id, type_gate)
+            return [Write("delete", entity_id, before=old)], None
+
+        await self.store.modify(tenant, [entity_id], plan)
 
     async def replace(self, tenant: str, entity_id: str, new: JSONObject) -> None:
-        async with self._locks[tenant]:
-            old = await self.retrieve(tenant, entity_id)
-            out = ops.replace_entity(old, new, self.clock())
-            await self.store.apply(tenant, [Write("put", entity_id, out)])
+        def plan(current: Current) -> tuple[list[Write], None]:
+            old = _existing(current, entity_id)
+            return [_put(old, ops.replace_entity(old, new, self.clock()))], None
+
+        await self.store.modify(tenant, [entity_id], plan)
 
     async def merge(self, tenant: str, entity_id: str, fragment: JSONObject) -> None:
-        async with self._locks[tenant]:
-            old = await self.retrieve(tenant, entity_id)
-            result = ops.merge_entity(old, fragment, self.clock())
-            await self.store.apply(tenant, [Write("put", entity_id, result.entity)])
+        def plan(current: Current) -> tuple[list[Write], None]:
+            old = _existing(current, entity_id)
+            return [_put(old, ops.merge_entity(old, fragment, self.clock()).entity)], None
 
-    async def _target(
-        self, tenant: str, entity_id: str, type_gate: TypeExpr | None
-    ) -> JSONObject:
-        """The entity a write aims at; a ``type`` selector that it fails means 404."""
-        entity = await self.retrieve(tenant, entity_id)
-        if type_gate is not None and not matches_type(type_gate, entity.get("type", [])):
-            raise ResourceNotFound(f"entity {entity_id} is not of the requested type")
-        return entity
+        await self.store.modify(tenant, [entity_id], plan)
 
     async def append(
         self, tenant: str, entity_id: str, attrs: ops.Attrs, *, no_overwrite: bool,
         types: list[str] | None = None, scope: list[str] | None = None,
         type_gate: TypeExpr | None = None,
     ) -> ops.Outcome:
-        async with self._locks[tenant]:
-            old = await self._target(tenant, entity_id, type_gate)
+        def plan(current: Current) -> tuple[list[Write], ops.Outcome]:
+            old = _existing(current, entity_id, type_gate)
             result = ops.append_attrs(
                 old, attrs, self.clock(), no_overwrite=no_overwrite, types=types, scope=scope
             )
-            await self.store.apply(tenant, [Write("put", entity_id, result.entity)])
-            return result
+            return [_put(old, result.entity)], result
+
+        return await self.store.modify(tenant, [entity_id], plan)
 
     async def update(
         self, tenant: str, entity_id: str, attrs: ops.Attrs, *,
         types: list[str] | None = None, scope: list[str] | None = None,
         type_gate: TypeExpr | None = None,
     ) -> ops.Outcome:
-        async with self._locks[tenant]:
-            old = await self._target(tenant, entity_id, type_gate)
+        def plan(current: Current) -> tuple[list[Write], ops.Outcome]:
+            old = _existing(current, entity_id, type_gate)
             result = ops.update_attrs(old, attrs, self.clock(), types=types, scope=scope)
-            await self.store.apply(tenant, [Write("put", entity_id, result.entity)])
-            return result
+            return [_put(old, result.entity)], result
+
+        return await self.store.modify(tenant, [entity_id], plan)
 
     async def patch_attr(
         self, tenant: str, entity_id: str, name: str, instances: list[JSONObject], *,
         type_gate: TypeExpr | None = None,
     ) -> None:
-        async with self._locks[tenant]:
-            old = await self._target(tenant, entity_id, type_gate)
+        def plan(current: Current) -> tuple[list[Write], None]:
+            old = _existing(current, entity_id, type_gate)
             result = ops.patch_attr(old, name, instances, self.clock())
             if not result.changed:
                 raise ResourceNotFound(f"attribute {name} not found in {entity_id}")
-            await self.store.apply(tenant, [Write("put", entity_id, result.entity)])
+            return [_put(old, result.entity)], None
+
+        await self.store.modify(tenant, [entity_id], plan)
 
     async def replace_attr(
         self, tenant: str, entity_id: str, name: str, instances: list[JSONObject]
     ) -> None:
-        async with self._locks[tenant]:
-            old = await self.retrieve(tenant, entity_id)
+        def plan(current: Current) -> tuple[list[Write], None]:
+            old = _existing(current, entity_id)
             result = ops.replace_attr(old, name, instances, self.clock())
             if not result.changed:
                 raise ResourceNotFound(f"attribute {name} not found in {entity_id}")
-            await self.store.apply(tenant, [Write("put", entity_id, result.entity)])
+            return [_put(old, result.entity)], None
+
+        await self.store.modify(tenant, [entity_id], plan)
 
     async def delete_attr(
         self, tenant: str, entity_id: str, name: str, *, dataset_id: str | None,
         delete_all: bool, type_gate: TypeExpr | None = None,
     ) -> None:
-        async with self._locks[tenant]:
-            old = await self._target(tenant, entity_id, type_gate)
+        def plan(current: Current) -> tuple[list[Write], None]:
+            old = _existing(current, entity_id, type_gate)
             out = ops.delete_attr(
                 old, name, self.clock(), dataset_id=dataset_id, delete_all=delete_all
             )
             if out is None:
                 raise ResourceNotFound(f"attribute {name} not found in {entity_id}")
-            await self.store.apply(tenant, [Write("put", entity_id, out)])
+            return [_put(old, out)], None
+
+        await self.store.modify(tenant, [entity_id], plan)
 
     async def purge(
         self, tenant: str, query: EntityQuery, *, keep: frozenset[str] | None = None,
@@ -167,87 +188,84 @@ class EntityService:
         """Purge Entities (clause 5.6.21): delete what the query selects, or with ``keep`` /
         ``drop`` only trim their attributes; returns how many entities were touched."""
         await self.check_tenant(tenant)
-        touched = 0
-        offset = 0
         trim = keep is not None or drop is not None
-        async with self._locks[tenant]:
-            while True:
-                page = await self.store.query(
-                    tenant, replace(query, limit=chunk, offset=offset, count=False)
-                )
-                if not page.entities:
-                    return touched
+        touched = offset = 0
+        while True:
+            page = await self.store.query(
+                tenant, replace(query, limit=chunk, offset=offset, count=False, order=None)
+            )
+            if not page.entities:
+                return touched
+            ids = [e["id"] for e in page.entities]
+
+            def plan(current: Current) -> tuple[list[Write], None]:
+                now = self.clock()
                 if trim:
-                    now = self.clock()
-                    writes = [
-                        Write("put", e["id"], ops.trim_attrs(e, now, keep=keep, drop=drop))
-                        for e in page.entities
-                    ]
-                    offset += len(page.entities)
-                else:
-                    writes = [Write("delete", e["id"]) for e in page.entities]
-                await self.store.apply(tenant, writes)
-                touched += len(page.entities)
+                    return [_put(e, ops.trim_attrs(e, now, keep=keep, drop=drop))
+                            for e in current.values()], None
+                return [Write("delete", e["id"], before=e) for e in current.values()], None
+
+            await self.store.modify(tenant, ids, plan)
+            touched += len(ids)
+            if trim:
+                offset += len(ids)
 
     # -- batches (clause 5.6.7 - 5.6.10, 5.6.20) ------------------------------------------
     async def batch_create(self, tenant: str, entities: list[JSONObject]) -> BatchResult:
-        result = BatchResult()
-        async with self._locks[tenant]:
-            existing = await self.store.get_many(tenant, [e["id"] for e in entities])
+        def plan(current: Current) -> tuple[list[Write], BatchResult]:
+            result = BatchResult()
             writes: list[Write] = []
-            seen: set[str] = set()
             for entity in entities:
                 eid = entity["id"]
-                if eid in existing or eid in seen:
+                if eid in current:
                     result.errors.append((eid, AlreadyExists(f"entity {eid} already exists")))
                     continue
-                seen.add(eid)
-                writes.append(Write("put", eid, entity))
+                current[eid] = entity
+                writes.append(_put(None, entity))
                 result.success.append(eid)
-            if writes:
-                await self.store.apply(tenant, writes)
-        result.created = list(result.success)
-        return result
+            result.created = list(result.success)
+            return writes, result
+
+        return await self.store.modify(tenant, [e["id"] for e in entities], plan)
 
     async def batch_upsert(
         self, tenant: str, entities: list[JSONObject], *, replace: bool
     ) -> BatchResult:
-        result = BatchResult()
-        async with self._locks[tenant]:
-            existing = await self.store.get_many(tenant, [e["id"] for e in entities])
-            current: dict[str, JSONObject] = {}
+        def plan(current: Current) -> tuple[list[Write], BatchResult]:
+            result = BatchResult()
+            before = dict(current)
             now = self.clock()
             for entity in entities:
                 eid = entity["id"]
-                old = current.get(eid) or existing.get(eid)
+                old = current.get(eid)
                 if old is None:
                     current[eid] = entity
                     result.created.append(eid)
                 elif replace:
                     current[eid] = ops.replace_entity(old, entity, now)
                 else:
-                    out = ops.append_attrs(old, entity["attrs"], now, no_overwrite=False).entity
-                    out["type"] = list(dict.fromkeys(old["type"] + entity.get("type", [])))
-                    if "scope" in entity:
-                        out["scope"] = entity["scope"]
-                    current[eid] = out
+                    current[eid] = ops.append_attrs(
+                        old, entity["attrs"], now, no_overwrite=False,
+                        types=entity.get("type"), scope=entity.get("scope"),
+                    ).entity
                 if eid not in result.success:
                     result.success.append(eid)
-            if current:
-                await self.store.apply(tenant, [Write("put", k, v) for k, v in current.items()])
-        return result
+            writes = [_put(before.get(eid), current[eid]) for eid in result.success]
+            return writes, result
+
+        return await self.store.modify(tenant, [e["id"] for e in entities], plan)
 
     async def batch_update(
         self, tenant: str, entities: list[JSONObject], *, no_overwrite: bool
     ) -> BatchResult:
-        result = BatchResult()
-        async with self._locks[tenant]:
-            existing = await self.store.get_many(tenant, [e["id"] for e in entities])
-            current: dict[str, JSONObject] = {}
+        def plan(current: Current) -> tuple[list[Write], BatchResult]:
+            result = BatchResult()
+            before = dict(current)
             now = self.clock()
+            touched: list[str] = []
             for entity in entities:
                 eid = entity["id"]
-                old = current.get(eid) or existing.get(eid)
+                old = current.get(eid)
                 if old is None:
                     result.errors.append((eid, ResourceNotFound(f"entity {eid} not found")))
                     continue
@@ -256,6 +274,7 @@ class EntityService:
                     types=entity.get("type"), scope=entity.get("scope"),
                 )
                 current[eid] = out.entity
+                touched.append(eid)
                 if out.not_updated:
                     names = ", ".join(sorted({n for n, _ in out.not_updated}))
                     result.errors.append(
@@ -263,40 +282,40 @@ class EntityService:
                     )
                 else:
                     result.success.append(eid)
-            if current:
-                await self.store.apply(tenant, [Write("put", k, v) for k, v in current.items()])
-        return result
+            writes = [_put(before[eid], current[eid]) for eid in dict.fromkeys(touched)]
+            return writes, result
+
+        return await self.store.modify(tenant, [e["id"] for e in entities], plan)
 
     async def batch_merge(self, tenant: str, entities: list[JSONObject]) -> BatchResult:
-        result = BatchResult()
-        async with self._locks[tenant]:
-            existing = await self.store.get_many(tenant, [e["id"] for e in entities])
-            current: dict[str, JSONObject] = {}
+        def plan(current: Current) -> tuple[list[Write], BatchResult]:
+            result = BatchResult()
+            before = dict(current)
             now = self.clock()
             for entity in entities:
                 eid = entity["id"]
-                old = current.get(eid) or existing.get(eid)
+                old = current.get(eid)
                 if old is None:
                     result.errors.append((eid, ResourceNotFound(f"entity {eid} not found")))
                     continue
                 current[eid] = ops.merge_entity(old, entity, now).entity
                 result.success.append(eid)
-            if current:
-                await self.store.apply(tenant, [Write("put", k, v) for k, v in current.items()])
-        return result
+            writes = [_put(before[eid], current[eid]) for eid in dict.fromkeys(result.success)]
+            return writes, result
+
+        return await self.store.modify(tenant, [e["id"] for e in entities], plan)
 
     async def batch_delete(self, tenant: str, ids: list[str]) -> BatchResult:
-        result = BatchResult()
-        async with self._locks[tenant]:
-            existing = await self.store.get_many(tenant, ids)
+        def plan(current: Current) -> tuple[list[Write], BatchResult]:
+            result = BatchResult()
             writes: list[Write] = []
             for eid in ids:
-                if eid not in existing:
+                old = current.pop(eid, None)
+                if old is None:
                     result.errors.append((eid, ResourceNotFound(f"entity {eid} not found")))
                     continue
-                writes.append(Write("delete", eid))
-                existing.pop(eid)
+                writes.append(Write("delete", eid, before=old))
                 result.success.append(eid)
-            if writes:
-                await self.store.apply(tenant, writes)
-        return result
+            return writes, result
+
+        return await self.store.modify(tenant, ids, plan)

@@ -6,22 +6,34 @@ documents; stores keep them, index them and select them. A batch of writes is at
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from urbanos.core.selection import EntityQuery
 from urbanos.types import JSONObject
 
 DEFAULT_TENANT = ""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """One entity write: ``put`` stores the document (insert or replace), ``delete`` removes it."""
+    """One entity write: ``put`` stores the document (insert or replace), ``delete`` removes it.
+
+    ``before`` is the state it replaces (None for a creation): history and notifications
+    are derived from the pair, in the same transaction as the write.
+    """
 
     op: Literal["put", "delete"]
     entity_id: str
     entity: JSONObject | None = None
+    before: JSONObject | None = None
+
+
+#: decides the writes from the current documents of the ids asked for (absent ids are
+#: missing from the mapping); runs inside the store's transaction, so it must be pure
+Plan = Callable[[dict[str, JSONObject]], tuple[list[Write], T]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +72,11 @@ class EntityStore(Protocol):
 
     async def apply(self, tenant: str, writes: list[Write]) -> None:
         """Apply all writes in one transaction; creates the tenant on its first write."""
+        ...
+
+    async def modify(self, tenant: str, ids: list[str], plan: Plan[T]) -> T:
+        """Read ``ids``, let ``plan`` decide the writes, apply them: one atomic step, so
+        concurrent read-modify-writes never lose an update. ``plan``'s errors roll back."""
         ...
 
     async def query(self, tenant: str, query: EntityQuery) -> Page: ...

@@ -6,7 +6,15 @@ import copy
 
 from urbanos.core.ordering import sort_entities
 from urbanos.core.selection import EntityQuery, matches
-from urbanos.storage.base import DEFAULT_TENANT, AttributeInfo, Page, TypeInfo, Write
+from urbanos.storage.base import (
+    DEFAULT_TENANT,
+    AttributeInfo,
+    Page,
+    Plan,
+    T,
+    TypeInfo,
+    Write,
+)
 from urbanos.types import JSONObject
 
 
@@ -35,6 +43,8 @@ class MemoryStore:
         return {i: copy.deepcopy(table[i]) for i in ids if i in table}
 
     async def apply(self, tenant: str, writes: list[Write]) -> None:
+        if not writes:
+            return
         table = self._tenants.setdefault(tenant, {})
         for w in writes:
             if w.op == "put":
@@ -42,6 +52,13 @@ class MemoryStore:
                 table[w.entity_id] = copy.deepcopy(w.entity)
             else:
                 table.pop(w.entity_id, None)
+
+    async def modify(self, tenant: str, ids: list[str], plan: Plan[T]) -> T:
+        table = self._tenants.get(tenant, {})
+        current = {i: copy.deepcopy(table[i]) for i in ids if i in table}
+        writes, result = plan(current)  # no await in between: atomic on the event loop
+        await self.apply(tenant, writes)
+        return result
 
     async def query(self, tenant: str, query: EntityQuery) -> Page:
         table = self._tenants.get(tenant, {})

@@ -1,0 +1,243 @@
+"""Entities in SQLite: whole documents (orjson) beside small index tables.
+
+Index tables: types, attribute names and an R*Tree of GeoProperty bounding boxes. Queries
+select candidates with those indexes in SQL (bound parameters only) and evaluate what SQL
+cannot decide exactly with ``core.selection.matches``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+import orjson
+
+from urbanos.core import geo
+from urbanos.core.ordering import sort_entities
+from urbanos.core.query import EntityResolver
+from urbanos.core.render import relationship_targets
+from urbanos.core.selection import EntityQuery, linked_steps, matches, simple_type_set
+from urbanos.storage.base import AttributeInfo, Page, TypeInfo
+from urbanos.types import JSONObject
+
+T = TypeVar("T")
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS tenants (name TEXT PRIMARY KEY)""",
+    """CREATE TABLE IF NOT EXISTS entities (
+        pk INTEGER PRIMARY KEY, tenant TEXT NOT NULL, id TEXT NOT NULL, doc BLOB NOT NULL,
+        UNIQUE (tenant, id))""",
+    """CREATE TABLE IF NOT EXISTS entity_types (
+        tenant TEXT NOT NULL, type TEXT NOT NULL, pk INTEGER NOT NULL,
+        PRIMARY KEY (tenant, type, pk)) WITHOUT ROWID""",
+    """CREATE INDEX IF NOT EXISTS entity_types_pk ON entity_types (pk)""",
+    """CREATE TABLE IF NOT EXISTS entity_attrs (
+        tenant TEXT NOT NULL, attr TEXT NOT NULL, kind TEXT NOT NULL, pk INTEGER NOT NULL,
+        PRIMARY KEY (tenant, attr, pk, kind)) WITHOUT ROWID""",
+    """CREATE INDEX IF NOT EXISTS entity_attrs_pk ON entity_attrs (pk)""",
+    """CREATE TABLE IF NOT EXISTS geo_keys (
+        gid INTEGER PRIMARY KEY, tenant TEXT NOT NULL, pk INTEGER NOT NULL, attr TEXT NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS geo_keys_pk ON geo_keys (pk)""",
+    """CREATE VIRTUAL TABLE IF NOT EXISTS geo_index USING rtree (gid, minx, maxx, miny, maxy)""",
+]
+
+
+def _chunks(items: list[T], size: int) -> Iterable[list[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def get_many(conn: sqlite3.Connection, tenant: str, ids: Iterable[str]) -> dict[str, JSONObject]:
+    found: dict[str, JSONObject] = {}
+    for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+        marks = ",".join("?" * len(chunk))
+        for eid, doc in conn.execute(
+            f"SELECT id, doc FROM entities WHERE tenant = ? AND id IN ({marks})",
+            (tenant, *chunk),
+        ):
+            found[eid] = orjson.loads(doc)
+    return found
+
+
+def put(conn: sqlite3.Connection, tenant: str, entity: JSONObject) -> None:
+    (pk,) = conn.execute(
+        """INSERT INTO entities (tenant, id, doc) VALUES (?, ?, ?)
+           ON CONFLICT (tenant, id) DO UPDATE SET doc = excluded.doc RETURNING pk""",
+        (tenant, entity["id"], orjson.dumps(entity)),
+    ).fetchone()
+    _unindex(conn, pk)
+    conn.executemany(
+        "INSERT OR IGNORE INTO entity_types (tenant, type, pk) VALUES (?, ?, ?)",
+        [(tenant, t, pk) for t in entity.get("type", [])],
+    )
+    rows = {
+        (tenant, name, inst.get("type", "Property"), pk)
+        for name, instances in entity["attrs"].items()
+        for inst in instances
+    }
+    conn.executemany(
+        "INSERT OR IGNORE INTO entity_attrs (tenant, attr, kind, pk) VALUES (?, ?, ?, ?)", rows
+    )
+    for name, instances in entity["attrs"].items():
+        for inst in instances:
+            if inst.get("type") != "GeoProperty":
+                continue
+            try:
+                minx, miny, maxx, maxy = geo.geometry_bbox(inst.get("value"))
+            except Exception:  # noqa: BLE001 - an unindexable shape is still stored
+                continue
+            gid = conn.execute(
+                "INSERT INTO geo_keys (tenant, pk, attr) VALUES (?, ?, ?)", (tenant, pk, name)
+            ).lastrowid
+            conn.execute(
+                "INSERT INTO geo_index (gid, minx, maxx, miny, maxy) VALUES (?, ?, ?, ?, ?)",
+                (gid, minx, maxx, miny, maxy),
+            )
+
+
+def _unindex(conn: sqlite3.Connection, pk: int) -> None:
+    conn.execute("DELETE FROM entity_types WHERE pk = ?", (pk,))
+    conn.execute("DELETE FROM entity_attrs WHERE pk = ?", (pk,))
+    conn.execute(
+        "DELETE FROM geo_index WHERE gid IN (SELECT gid FROM geo_keys WHERE pk = ?)", (pk,)
+    )
+    conn.execute("DELETE FROM geo_keys WHERE pk = ?", (pk,))
+
+
+def delete(conn: sqlite3.Connection, tenant: str, entity_id: str) -> None:
+    row = conn.execute(
+        "DELETE FROM entities WHERE tenant = ? AND id = ? RETURNING pk", (tenant, entity_id)
+    ).fetchone()
+    if row:
+        _unindex(conn, row[0])
+
+
+def query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Page:
+    where = ["e.tenant = ?"]
+    params: list[Any] = [tenant]
+    exact = query.id_pattern is None and query.q is None and query.scope_q is None
+    exact = exact and query.geo is None and query.selectors is None
+    if query.ids is not None:
+        if not query.ids:
+            return Page([], 0 if query.count else None)
+        where.append(f"e.id IN ({','.join('?' * len(query.ids))})")
+        params.extend(query.ids)
+    if query.types is not None:
+        names = simple_type_set(query.types)
+        if names is None:
+            exact = False
+        else:
+            where.append(
+                "e.pk IN (SELECT pk FROM entity_types WHERE tenant = ? AND type IN "
+                f"({','.join('?' * len(names))}))"
+            )
+            params.extend([tenant, *names])
+    if query.attrs is not None:
+        where.append(
+            "e.pk IN (SELECT pk FROM entity_attrs WHERE tenant = ? AND attr IN "
+            f"({','.join('?' * len(query.attrs))}))"
+        )
+        params.extend([tenant, *query.attrs])
+    if query.geo is not None:
+        box = query.geo.candidate_bbox()
+        if box is not None:
+            minx, miny, maxx, maxy = box
+            where.append(
+                """e.pk IN (SELECT k.pk FROM geo_index g JOIN geo_keys k ON k.gid = g.gid
+                   WHERE k.tenant = ? AND k.attr = ? AND g.minx <= ? AND g.maxx >= ?
+                   AND g.miny <= ? AND g.maxy >= ?)"""
+            )
+            params.extend([tenant, query.geo.geoproperty, maxx, minx, maxy, miny])
+    sql_where = " AND ".join(where)
+    if exact and query.order is None:
+        rows = conn.execute(
+            f"SELECT doc FROM entities e WHERE {sql_where} ORDER BY e.pk LIMIT ? OFFSET ?",
+            (*params, query.limit, query.offset),
+        ).fetchall()
+        total = None
+        if query.count:
+            total = conn.execute(
+                f"SELECT count(*) FROM entities e WHERE {sql_where}", params
+            ).fetchone()[0]
+        return Page([orjson.loads(r[0]) for r in rows], total)
+    steps = linked_steps(query.q) if query.q is not None else []
+    cursor = conn.execute(f"SELECT doc FROM entities e WHERE {sql_where} ORDER BY e.pk", params)
+    selected: list[JSONObject] = []
+    seen = 0
+    while rows := cursor.fetchmany(256):
+        batch = [orjson.loads(doc) for (doc,) in rows]
+        resolver = _prefetch_linked(conn, tenant, batch, steps) if steps else None
+        for entity in batch:
+            if not matches(entity, query, resolver):
+                continue
+            if query.order is not None:
+                selected.append(entity)
+                continue
+            if query.offset <= seen < query.offset + query.limit:
+                selected.append(entity)
+            seen += 1
+            if not query.count and seen >= query.offset + query.limit:
+                return Page(selected, None)
+    if query.order is not None:
+        ordered = sort_entities(selected, query.order, query.lang)
+        page = ordered[query.offset : query.offset + query.limit]
+        return Page(page, len(ordered) if query.count else None)
+    return Page(selected, seen if query.count else None)
+
+
+def _prefetch_linked(
+    conn: sqlite3.Connection, tenant: str, batch: list[JSONObject], steps: list[frozenset[str]]
+) -> EntityResolver:
+    """The entities a batch's linked q terms reach, fetched one query per hop."""
+    cache: dict[str, JSONObject] = {}
+    frontier = batch
+    for names in steps:
+        targets = {
+            target
+            for entity in frontier
+            for name in names
+            for inst in entity["attrs"].get(name, ())
+            for target in relationship_targets(inst)
+        }
+        cache.update(get_many(conn, tenant, [t for t in targets if t not in cache]))
+        frontier = [cache[t] for t in targets if t in cache]
+    return cache.get
+
+
+def types(conn: sqlite3.Connection, tenant: str) -> list[TypeInfo]:
+    counts = dict(
+        conn.execute(
+            "SELECT type, count(*) FROM entity_types WHERE tenant = ? GROUP BY type", (tenant,)
+        ).fetchall()
+    )
+    infos = {t: TypeInfo(t, n, {}) for t, n in counts.items()}
+    for t, attr, kind in conn.execute(
+        """SELECT DISTINCT t.type, a.attr, a.kind FROM entity_types t
+           JOIN entity_attrs a ON a.tenant = t.tenant AND a.pk = t.pk
+           WHERE t.tenant = ?""",
+        (tenant,),
+    ):
+        infos[t].attributes.setdefault(attr, set()).add(kind)
+    return list(infos.values())
+
+
+def attributes(conn: sqlite3.Connection, tenant: str) -> list[AttributeInfo]:
+    infos: dict[str, AttributeInfo] = {}
+    for attr, n in conn.execute(
+        "SELECT attr, count(DISTINCT pk) FROM entity_attrs WHERE tenant = ? GROUP BY attr",
+        (tenant,),
+    ):
+        infos[attr] = AttributeInfo(attr, n, set(), set())
+    for attr, kind in conn.execute(
+        "SELECT DISTINCT attr, kind FROM entity_attrs WHERE tenant = ?", (tenant,)
+    ):
+        infos[attr].kinds.add(kind)
+    for attr, etype in conn.execute(
+        """SELECT DISTINCT a.attr, t.type FROM entity_attrs a
+           JOIN entity_types t ON t.tenant = a.tenant AND t.pk = a.pk
+           WHERE a.tenant = ?""",
+        (tenant,),
+    ):
+        infos[attr].types.add(etype)
+    return list(infos.values())
