@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 from urbanos.core.ordering import sort_entities
 from urbanos.core.selection import EntityQuery, matches
@@ -21,6 +22,9 @@ from urbanos.types import JSONObject
 class MemoryStore:
     def __init__(self) -> None:
         self._tenants: dict[str, dict[str, JSONObject]] = {DEFAULT_TENANT: {}}
+        #: called after each applied batch of writes (history, outbox), like the SQL
+        #: stores' in-transaction hooks
+        self.write_hooks: list[Callable[[str, list[Write]], None]] = []
 
     async def open(self) -> None:
         return None
@@ -52,6 +56,8 @@ class MemoryStore:
                 table[w.entity_id] = copy.deepcopy(w.entity)
             else:
                 table.pop(w.entity_id, None)
+        for hook in self.write_hooks:
+            hook(tenant, writes)
 
     async def modify(self, tenant: str, ids: list[str], plan: Plan[T]) -> T:
         table = self._tenants.get(tenant, {})

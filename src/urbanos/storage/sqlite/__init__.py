@@ -2,7 +2,8 @@
 
 ``database`` owns connections and the group-committing writer; ``entities`` holds the entity
 SQL. Work that must happen in the same transaction as an entity write (history, the
-notification outbox) registers in ``WRITE_HOOKS``.
+notification outbox) registers in ``SqliteStore.write_hooks``; other stores (temporal,
+subscriptions, outbox) share ``SqliteStore.db`` and create their own tables on open.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from urbanos.types import JSONObject
 
 #: called inside the write transaction after the entity rows are written
 WriteHook = Callable[[sqlite3.Connection, str, list[Write]], None]
-WRITE_HOOKS: list[WriteHook] = []
 SCHEMA: list[str] = [
     "CREATE TABLE IF NOT EXISTS tenants (name TEXT PRIMARY KEY)",
     *entities.SCHEMA,
@@ -31,6 +31,7 @@ SCHEMA: list[str] = [
 class SqliteStore:
     def __init__(self, path: str | Path, *, readers: int = 4) -> None:
         self.db = Database(path, readers=readers)
+        self.write_hooks: list[WriteHook] = []
         self._tenants: set[str] = {DEFAULT_TENANT}
 
     async def open(self) -> None:
@@ -74,7 +75,7 @@ class SqliteStore:
                 entities.put(conn, tenant, w.entity)
             else:
                 entities.delete(conn, tenant, w.entity_id)
-        for hook in WRITE_HOOKS:
+        for hook in self.write_hooks:
             hook(conn, tenant, writes)
 
     async def apply(self, tenant: str, writes: list[Write]) -> None:
