@@ -19,6 +19,7 @@ from urbanos.core.query import EntityResolver
 from urbanos.core.render import relationship_targets
 from urbanos.core.selection import EntityQuery, linked_steps, matches, simple_type_set
 from urbanos.storage.base import AttributeInfo, Page, TypeInfo
+from urbanos.storage.sqlite import q_sql
 from urbanos.types import JSONObject
 
 T = TypeVar("T")
@@ -40,6 +41,7 @@ SCHEMA = [
         gid INTEGER PRIMARY KEY, tenant TEXT NOT NULL, pk INTEGER NOT NULL, attr TEXT NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS geo_keys_pk ON geo_keys (pk)""",
     """CREATE VIRTUAL TABLE IF NOT EXISTS geo_index USING rtree (gid, minx, maxx, miny, maxy)""",
+    *q_sql.SCHEMA,
 ]
 
 
@@ -79,6 +81,16 @@ def put(conn: sqlite3.Connection, tenant: str, entity: JSONObject) -> None:
     conn.executemany(
         "INSERT OR IGNORE INTO entity_attrs (tenant, attr, kind, pk) VALUES (?, ?, ?, ?)", rows
     )
+    conn.executemany(
+        "INSERT INTO attr_values (tenant, attr, num, str, pk) VALUES (?, ?, ?, ?, ?)",
+        [
+            (tenant, name, num, text, pk)
+            for name, instances in entity["attrs"].items()
+            for inst in instances
+            if inst.get("type") != "GeoProperty"
+            for num, text in q_sql.scalars(inst)
+        ],
+    )
     for name, instances in entity["attrs"].items():
         for inst in instances:
             if inst.get("type") != "GeoProperty":
@@ -99,6 +111,7 @@ def put(conn: sqlite3.Connection, tenant: str, entity: JSONObject) -> None:
 def _unindex(conn: sqlite3.Connection, pk: int) -> None:
     conn.execute("DELETE FROM entity_types WHERE pk = ?", (pk,))
     conn.execute("DELETE FROM entity_attrs WHERE pk = ?", (pk,))
+    conn.execute("DELETE FROM attr_values WHERE pk = ?", (pk,))
     conn.execute(
         "DELETE FROM geo_index WHERE gid IN (SELECT gid FROM geo_keys WHERE pk = ?)", (pk,)
     )
@@ -149,6 +162,11 @@ def query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Page:
                    AND g.miny <= ? AND g.maxy >= ?)"""
             )
             params.extend([tenant, query.geo.geoproperty, maxx, minx, maxy, miny])
+    if query.q is not None:
+        narrowed = q_sql.q_filter(query.q, tenant)
+        if narrowed is not None:
+            where.append(narrowed[0])
+            params.extend(narrowed[1])
     sql_where = " AND ".join(where)
     if exact and query.order is None:
         rows = conn.execute(

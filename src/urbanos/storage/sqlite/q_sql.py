@@ -1,0 +1,151 @@
+"""q -> SQL candidate filters for the SQLite store.
+
+The translation is a *superset* filter: every entity the q expression selects passes it,
+and the store then evaluates the exact expression (``core.selection.matches``) on the few
+candidates left. So the SQL only has to be right about what it excludes, which keeps it
+small: numeric comparisons, string and URI equality, and "the attribute exists" for
+everything else it can narrow. Values come from ``attr_values``, one row per scalar that an
+attribute instance holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from urbanos.core.query.ast import (
+    And,
+    AttrPath,
+    Comparison,
+    Exists,
+    Op,
+    Or,
+    Pattern,
+    QExpr,
+    Range,
+    Scalar,
+    ValueKind,
+    ValueList,
+)
+from urbanos.core.timeutil import parse_datetime
+from urbanos.types import JSONObject
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS attr_values (
+        tenant TEXT NOT NULL, attr TEXT NOT NULL, num REAL, str TEXT, pk INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS attr_values_num ON attr_values (tenant, attr, num)",
+    "CREATE INDEX IF NOT EXISTS attr_values_str ON attr_values (tenant, attr, str)",
+    "CREATE INDEX IF NOT EXISTS attr_values_pk ON attr_values (pk)",
+]
+_SQL_OPS = {Op.EQ: "=", Op.GT: ">", Op.GE: ">=", Op.LT: "<", Op.LE: "<="}
+_MEMBERS = ("value", "object", "vocab", "json", "valueList", "objectList", "languageMap")
+
+Filter = tuple[str, list[Any]]
+
+
+def scalars(instance: JSONObject) -> Iterator[tuple[float | None, str | None]]:
+    """The scalars an instance holds, as (number, string) pairs for ``attr_values``."""
+    for member in _MEMBERS:
+        if member in instance:
+            yield from _flatten(instance[member])
+
+
+def _flatten(value: Any) -> Iterator[tuple[float | None, str | None]]:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int | float):
+        yield float(value), None
+    elif isinstance(value, str):
+        yield None, value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _flatten(item)
+    elif isinstance(value, dict) and set(value) == {"object"}:  # objectList entries
+        yield from _flatten(value["object"])
+    elif isinstance(value, dict) and all(isinstance(v, str | list) for v in value.values()):
+        for v in value.values():  # a languageMap
+            yield from _flatten(v)
+
+
+def q_filter(expr: QExpr, tenant: str) -> Filter | None:
+    """An ``e.pk IN (...)`` condition that every match of ``expr`` satisfies, or None."""
+    if isinstance(expr, And):
+        parts = [f for f in (q_filter(c, tenant) for c in expr.children) if f is not None]
+        if not parts:
+            return None
+        return " AND ".join(p[0] for p in parts), [x for p in parts for x in p[1]]
+    if isinstance(expr, Or):
+        parts = [q_filter(c, tenant) for c in expr.children]
+        if any(p is None for p in parts):
+            return None
+        return (
+            "(" + " OR ".join(p[0] for p in parts if p) + ")",
+            [x for p in parts if p for x in p[1]],
+        )
+    if isinstance(expr, Comparison) and _plain(expr.path):
+        exact = _comparison(expr, tenant)
+        if exact is not None:
+            return exact
+    if isinstance(expr, Exists | Comparison | Pattern) and _attribute(expr.path):
+        return (
+            "e.pk IN (SELECT pk FROM entity_attrs WHERE tenant = ? AND attr = ?)",
+            [tenant, expr.path.attr],
+        )
+    return None
+
+
+def _attribute(path: AttrPath) -> bool:
+    return not path.is_entity_member
+
+
+def _plain(path: AttrPath) -> bool:
+    return _attribute(path) and not path.sub and not path.compound and path.linked is None
+
+
+def _values(where: str, params: list[Any], tenant: str, attr: str) -> Filter:
+    return (
+        f"e.pk IN (SELECT pk FROM attr_values WHERE tenant = ? AND attr = ? AND {where})",
+        [tenant, attr, *params],
+    )
+
+
+def _comparison(expr: Comparison, tenant: str) -> Filter | None:
+    attr, value = expr.path.attr, expr.value
+    if isinstance(value, Scalar):
+        column = _column(value)
+        if column is None or expr.op == Op.NE:
+            return None
+        if column == "str" and expr.op != Op.EQ:
+            return None
+        return _values(f"{column} {_SQL_OPS[expr.op]} ?", [value.value], tenant, attr)
+    if expr.op != Op.EQ:
+        return None
+    if isinstance(value, Range):
+        if _column(value.low) != "num" or _column(value.high) != "num":
+            return None
+        return _values("num BETWEEN ? AND ?", [value.low.value, value.high.value], tenant, attr)
+    if isinstance(value, ValueList):
+        columns = [_column(item) for item in value.items]
+        if any(c is None for c in columns):
+            return None
+        nums = [i.value for i, c in zip(value.items, columns, strict=True) if c == "num"]
+        strs = [i.value for i, c in zip(value.items, columns, strict=True) if c == "str"]
+        ors = []
+        if nums:
+            ors.append(f"num IN ({','.join('?' * len(nums))})")
+        if strs:
+            ors.append(f"str IN ({','.join('?' * len(strs))})")
+        return _values("(" + " OR ".join(ors) + ")", [*nums, *strs], tenant, attr)
+    return None
+
+
+def _column(value: Scalar) -> str | None:
+    """Where a literal is compared: numbers by value, plain strings and URIs by equality.
+
+    Strings that read as date-times are left to Python, which compares them as times.
+    """
+    if value.kind == ValueKind.NUMBER:
+        return "num"
+    if value.kind in (ValueKind.STRING, ValueKind.URI) and isinstance(value.value, str):
+        return None if parse_datetime(value.value) else "str"
+    return None
