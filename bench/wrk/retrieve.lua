@@ -1,6 +1,4 @@
--- GET /entities/{id} over a fixed set of ids created beforehand (urn:ngsi-ld:Entity:r1..rN).
-local n = tonumber(os.getenv("BENCH_ENTITIES") or "1000")
+-- GET /entities/{id} over the preloaded entities.
 request = function()
-  local id = "urn:ngsi-ld:Entity:r" .. math.random(1, n)
-  return wrk.format("GET", "/ngsi-ld/v1/entities/" .. id)
+  return wrk.format("GET", "/ngsi-ld/v1/entities/" .. random_id())
 end

@@ -1,0 +1,4 @@
+-- GET / on the bare Starlette app: the HTTP stack's ceiling on this machine.
+request = function()
+  return wrk.format("GET", "/")
+end
