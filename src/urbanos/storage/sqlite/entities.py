@@ -136,37 +136,40 @@ def query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Page:
             return Page([], 0 if query.count else None)
         where.append(f"e.id IN ({','.join('?' * len(query.ids))})")
         params.extend(query.ids)
+    filters: list[q_sql.Filter] = []
     if query.types is not None:
         names = simple_type_set(query.types)
         if names is None:
             exact = False
         else:
-            where.append(
-                "e.pk IN (SELECT pk FROM entity_types WHERE tenant = ? AND type IN "
-                f"({','.join('?' * len(names))}))"
-            )
-            params.extend([tenant, *names])
+            filters.append((
+                "SELECT pk FROM entity_types WHERE tenant = ? AND type IN "
+                f"({','.join('?' * len(names))})", [tenant, *names],
+            ))
     if query.attrs is not None:
-        where.append(
-            "e.pk IN (SELECT pk FROM entity_attrs WHERE tenant = ? AND attr IN "
-            f"({','.join('?' * len(query.attrs))}))"
-        )
-        params.extend([tenant, *query.attrs])
+        filters.append((
+            "SELECT pk FROM entity_attrs WHERE tenant = ? AND attr IN "
+            f"({','.join('?' * len(query.attrs))})", [tenant, *query.attrs],
+        ))
     if query.geo is not None:
         box = query.geo.candidate_bbox()
         if box is not None:
             minx, miny, maxx, maxy = box
-            where.append(
-                """e.pk IN (SELECT k.pk FROM geo_index g JOIN geo_keys k ON k.gid = g.gid
+            filters.append((
+                """SELECT k.pk FROM geo_index g JOIN geo_keys k ON k.gid = g.gid
                    WHERE k.tenant = ? AND k.attr = ? AND g.minx <= ? AND g.maxx >= ?
-                   AND g.miny <= ? AND g.maxy >= ?)"""
-            )
-            params.extend([tenant, query.geo.geoproperty, maxx, minx, maxy, miny])
+                   AND g.miny <= ? AND g.maxy >= ?""",
+                [tenant, query.geo.geoproperty, maxx, minx, maxy, miny],
+            ))
     if query.q is not None:
-        narrowed = q_sql.q_filter(query.q, tenant)
-        if narrowed is not None:
-            where.append(narrowed[0])
-            params.extend(narrowed[1])
+        filters.extend(q_sql.q_filter(query.q, tenant))
+    if not exact and len(filters) > 1:
+        filters = [_most_selective(conn, filters)]  # the rest is checked in Python
+    if filters:  # the subqueries are tenant-scoped; dropping e.tenant lets SQLite seek by pk
+        where, params = where[1:], params[1:]
+    for sub, sub_params in filters:
+        where.append(f"e.pk IN ({sub})")
+        params.extend(sub_params)
     sql_where = " AND ".join(where)
     if exact and query.order is None:
         rows = conn.execute(
@@ -202,6 +205,20 @@ def query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Page:
         page = ordered[query.offset : query.offset + query.limit]
         return Page(page, len(ordered) if query.count else None)
     return Page(selected, seen if query.count else None)
+
+
+def _most_selective(
+    conn: sqlite3.Connection, filters: list[q_sql.Filter], cap: int = 500
+) -> q_sql.Filter:
+    """The filter with the fewest rows, probed with bounded counts; the query is driven by
+    it and ``matches`` checks the others, so a broad condition (every entity has that
+    name) never costs a full list."""
+    best, best_n = filters[0], cap + 1
+    for sub, params in filters:
+        (n,) = conn.execute(f"SELECT count(*) FROM ({sub} LIMIT {cap})", params).fetchone()
+        if n < best_n:
+            best, best_n = (sub, params), n
+    return best
 
 
 def _prefetch_linked(

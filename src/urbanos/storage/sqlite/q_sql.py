@@ -1,4 +1,4 @@
-"""q -> SQL candidate filters for the SQLite store.
+"""q -> SQL candidate filters (``SELECT pk ...`` subqueries) for the SQLite store.
 
 The translation is a *superset* filter: every entity the q expression selects passes it,
 and the store then evaluates the exact expression (``core.selection.matches``) on the few
@@ -67,31 +67,35 @@ def _flatten(value: Any) -> Iterator[tuple[float | None, str | None]]:
             yield from _flatten(v)
 
 
-def q_filter(expr: QExpr, tenant: str) -> Filter | None:
-    """An ``e.pk IN (...)`` condition that every match of ``expr`` satisfies, or None."""
+def q_filter(expr: QExpr, tenant: str) -> list[Filter]:
+    """Conditions that every match of ``expr`` satisfies, each a ``SELECT pk ...``."""
     if isinstance(expr, And):
-        parts = [f for f in (q_filter(c, tenant) for c in expr.children) if f is not None]
-        if not parts:
-            return None
-        return " AND ".join(p[0] for p in parts), [x for p in parts for x in p[1]]
+        return [f for c in expr.children for f in q_filter(c, tenant)]
     if isinstance(expr, Or):
-        parts = [q_filter(c, tenant) for c in expr.children]
-        if any(p is None for p in parts):
-            return None
-        return (
-            "(" + " OR ".join(p[0] for p in parts if p) + ")",
-            [x for p in parts if p for x in p[1]],
-        )
+        branches = [q_filter(c, tenant) for c in expr.children]
+        if any(not b for b in branches):
+            return []
+        parts = [_intersect(b) for b in branches]
+        return [(" UNION ".join(p[0] for p in parts), [x for p in parts for x in p[1]])]
     if isinstance(expr, Comparison) and _plain(expr.path):
         exact = _comparison(expr, tenant)
         if exact is not None:
-            return exact
+            return [exact]
     if isinstance(expr, Exists | Comparison | Pattern) and _attribute(expr.path):
-        return (
-            "e.pk IN (SELECT pk FROM entity_attrs WHERE tenant = ? AND attr = ?)",
+        return [(
+            "SELECT pk FROM entity_attrs WHERE tenant = ? AND attr = ?",
             [tenant, expr.path.attr],
-        )
-    return None
+        )]
+    return []
+
+
+def _intersect(filters: list[Filter]) -> Filter:
+    if len(filters) == 1:
+        return filters[0]
+    return (
+        "SELECT pk FROM (" + " INTERSECT ".join(f[0] for f in filters) + ")",
+        [x for f in filters for x in f[1]],
+    )
 
 
 def _attribute(path: AttrPath) -> bool:
@@ -104,7 +108,7 @@ def _plain(path: AttrPath) -> bool:
 
 def _values(where: str, params: list[Any], tenant: str, attr: str) -> Filter:
     return (
-        f"e.pk IN (SELECT pk FROM attr_values WHERE tenant = ? AND attr = ? AND {where})",
+        f"SELECT pk FROM attr_values WHERE tenant = ? AND attr = ? AND {where}",
         [tenant, attr, *params],
     )
 
