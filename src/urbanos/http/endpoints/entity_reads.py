@@ -176,7 +176,8 @@ async def retrieve_entity(request: Request) -> Response:
         raise ResourceNotFound(f"entity {entity_id} is not of type {params['type']}")
     if opts.attrs is not None and not any(True for _ in visible_attributes(entity, opts)):
         raise ResourceNotFound(f"entity {entity_id} has none of the attributes asked for")
-    if not render_entity(entity, ctx.terms, replace(opts, join=None)):
+    projected = opts.pick is not None or opts.omit is not None
+    if projected and not render_entity(entity, ctx.terms, replace(opts, join=None)):
         raise ResourceNotFound(f"nothing of entity {entity_id} is left after pick/omit")
     linked = await fetch_linked(svc.store, ctx.tenant, [entity], opts)
     data: JSON

@@ -59,7 +59,7 @@ class SqliteStore:
             ).fetchone()
             return orjson.loads(row[0]) if row else None
 
-        return await self.db.read(run)
+        return self.db.read_now(run)
 
     async def get_many(self, tenant: str, ids: list[str]) -> dict[str, JSONObject]:
         return await self.db.read(lambda conn: entities.get_many(conn, tenant, ids))

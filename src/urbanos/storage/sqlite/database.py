@@ -63,6 +63,14 @@ class Database:
             self._all.append(conn)
         return conn
 
+    def read_now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a short, bounded read (a primary-key lookup) on the calling thread: cheaper
+        than a hop to a reader thread, and WAL readers never wait for the writer."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return fn(conn)
+
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         assert self._reader is not None, "store not opened"
 

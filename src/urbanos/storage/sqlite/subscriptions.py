@@ -8,6 +8,7 @@ creation order for paging. Bound parameters only.
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import orjson
 
@@ -39,17 +40,17 @@ _COLUMNS = ("tenant, doc, times_sent, times_failed, last_notification, last_succ
             "last_failure, last_status")
 
 
-def _row(row: tuple[object, ...]) -> StoredSubscription:
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _row(row: tuple[Any, ...]) -> StoredSubscription:
     tenant, doc, sent, failed, last, success, failure, status = row
     stats = DeliveryStats(
-        times_sent=int(sent),  # type: ignore[call-overload]
-        times_failed=int(failed),  # type: ignore[call-overload]
-        last_notification=last,  # type: ignore[arg-type]
-        last_success=success,  # type: ignore[arg-type]
-        last_failure=failure,  # type: ignore[arg-type]
-        status=status,  # type: ignore[arg-type]
+        times_sent=int(sent), times_failed=int(failed), last_notification=_text(last),
+        last_success=_text(success), last_failure=_text(failure), status=_text(status),
     )
-    return StoredSubscription(str(tenant), orjson.loads(doc), stats)  # type: ignore[arg-type]
+    return StoredSubscription(str(tenant), orjson.loads(doc), stats)
 
 
 class SqliteSubscriptionStore:

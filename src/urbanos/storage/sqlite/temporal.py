@@ -1,0 +1,567 @@
+"""History in SQLite, in the entity store's file and transactions.
+
+Tables (created on open)::
+
+    temporal_entities  (pk, tenant, id, types, scope, created_at, modified_at, deleted_at)
+    temporal_series    (pk, entity -> temporal_entities, attr, dataset)   one per
+                       (tenant, entity, attribute, datasetId); '' is the default instance
+    temporal_instances (pk AUTOINCREMENT, series -> temporal_series, observed_ts,
+                        created_ts, modified_ts, deleted_ts, num, val, doc)
+
+Times are integer microseconds, so range scans compare numbers whatever the spelling of the
+instant; ``doc`` keeps the instance as recorded (``observedAt`` verbatim) and the pk is its
+instanceId (``urn:ngsi-ld:Instance:<pk>``, never reused). Indexes ``(series, observed_ts)``
+and ``(series, created_ts)`` serve the range scans of a (tenant, entity, attribute) series
+by time; ``modifiedAt``/``deletedAt`` queries scan the series through the same prefix.
+
+Aggregates are computed by SQLite, per series::
+
+    SELECT (ts - :origin) / :period AS b, count(*), avg(num), ...
+    FROM temporal_instances WHERE series = ? AND ts >= ? AND ts < ?
+    GROUP BY b ORDER BY b LIMIT :n
+
+scanning only as many periods as the page needs (the scanned span grows until it holds
+``limit + 1`` non-empty periods). Calendar periods (months, years) bucket through a small
+SQL function, since their length varies.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+
+from urbanos.core.temporal import (
+    Aggregation,
+    Duration,
+    NewInstance,
+    TemporalQuery,
+    derive_instances,
+    instance_id,
+    numeric_value,
+    time_of,
+    value_key,
+)
+from urbanos.core.temporal_render import (
+    AggregatedSeries,
+    Bucket,
+    EntityHistory,
+    Series,
+    bucket_start,
+)
+from urbanos.core.timeutil import now_iso
+from urbanos.storage.base import Write
+from urbanos.storage.sqlite.database import Database
+from urbanos.storage.temporal import (
+    ALL_DATASETS,
+    Directive,
+    Directives,
+    HistoryRequest,
+    TemporalEntity,
+)
+from urbanos.types import JSONObject
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS temporal_entities (
+        pk INTEGER PRIMARY KEY, tenant TEXT NOT NULL, id TEXT NOT NULL, types TEXT NOT NULL,
+        scope TEXT, created_at TEXT NOT NULL, modified_at TEXT NOT NULL, deleted_at TEXT,
+        UNIQUE (tenant, id))""",
+    """CREATE TABLE IF NOT EXISTS temporal_series (
+        pk INTEGER PRIMARY KEY, entity INTEGER NOT NULL, attr TEXT NOT NULL,
+        dataset TEXT NOT NULL, UNIQUE (entity, attr, dataset))""",
+    """CREATE TABLE IF NOT EXISTS temporal_instances (
+        pk INTEGER PRIMARY KEY AUTOINCREMENT, series INTEGER NOT NULL,
+        observed_ts INTEGER, created_ts INTEGER NOT NULL, modified_ts INTEGER NOT NULL,
+        deleted_ts INTEGER, num REAL, val TEXT, doc TEXT NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS temporal_instances_observed
+        ON temporal_instances (series, observed_ts)""",
+    """CREATE INDEX IF NOT EXISTS temporal_instances_created
+        ON temporal_instances (series, created_ts)""",
+]
+#: timeproperty -> column (a closed list: never interpolate anything else)
+COLUMN = {"observedAt": "observed_ts", "createdAt": "created_ts", "modifiedAt": "modified_ts",
+          "deletedAt": "deleted_ts"}
+#: aggregate method -> SQL expression over the period's rows
+AGGREGATE_SQL = {
+    "totalCount": "count(*)", "distinctCount": "count(DISTINCT coalesce(num, val))",
+    "sum": "sum(num)", "avg": "avg(num)", "min": "min(num)", "max": "max(num)",
+    "sumsq": "sum(num * num)",
+}
+_STDDEV_SQL = ("count(num)", "sum(num)", "sum(num * num)")
+_FAR = 2**62
+
+
+def _dataset(value: str | None) -> str:
+    return value or ""
+
+
+def _columns(inst: JSONObject) -> tuple[Any, ...]:
+    """The indexed columns of an instance, computed once when it is written."""
+    num = numeric_value(inst)
+    return (
+        time_of(inst, "observedAt"), time_of(inst, "createdAt") or 0,
+        time_of(inst, "modifiedAt") or 0, time_of(inst, "deletedAt"), num,
+        None if num is not None else value_key(inst),
+        orjson.dumps({k: v for k, v in inst.items() if k != "instanceId"}).decode(),
+    )
+
+
+def _doc(pk: int, doc: str) -> JSONObject:
+    inst: JSONObject = orjson.loads(doc)
+    inst["instanceId"] = instance_id(pk)
+    return inst
+
+
+def _window_sql(query: TemporalQuery) -> tuple[str, list[Any]]:
+    col = COLUMN[query.timeproperty]
+    sql, params = f" AND {col} IS NOT NULL", []
+    if query.start is not None:
+        sql += f" AND {col} >= ?"
+        params.append(query.start)
+    if query.end is not None:
+        sql += f" AND {col} < ?"
+        params.append(query.end)
+    return sql, params
+
+
+class SqliteTemporalStore:
+    def __init__(self, db: Database, clock: Callable[[], str] = now_iso) -> None:
+        self.db = db
+        self.clock = clock
+        self.directives = Directives()
+
+    async def open(self) -> None:
+        def migrate(conn: sqlite3.Connection) -> None:
+            for stmt in SCHEMA:
+                conn.execute(stmt)
+
+        await self.db.transact(migrate)
+
+    async def close(self) -> None:
+        return None
+
+    # -- the write hook (runs inside the entity store's transaction) ----------------------
+    def record(self, conn: sqlite3.Connection, tenant: str, writes: list[Write]) -> None:
+        for w in writes:
+            self._record_one(conn, tenant, w, self.directives.take(w))
+
+    def _record_one(self, conn: sqlite3.Connection, tenant: str, w: Write,
+                    d: Directive | None) -> None:
+        if d is not None and d.purge_entity:
+            _purge_entity(conn, tenant, w.entity_id)
+            return
+        after, before = w.entity, w.before
+        now = str(after.get("modifiedAt") or self.clock()) if after else self.clock()
+        doc = after or before or {}
+        scope = doc.get("scope") if after is not None else None
+        (pk,) = conn.execute(
+            """INSERT INTO temporal_entities
+                   (tenant, id, types, scope, created_at, modified_at, deleted_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (tenant, id) DO UPDATE SET types = excluded.types,
+                   scope = excluded.scope, modified_at = excluded.modified_at,
+                   deleted_at = excluded.deleted_at
+               RETURNING pk""",
+            (tenant, w.entity_id, orjson.dumps(doc.get("type", [])).decode(),
+             orjson.dumps(scope).decode() if scope else None, doc.get("createdAt", now), now,
+             None if after is not None else now),
+        ).fetchone()
+        d = d or Directive()
+        for attr, dataset in d.purge:
+            _purge_series(conn, pk, attr, dataset)
+        series: dict[tuple[str, str | None], int] = {}
+        _insert(conn, pk, series, derive_instances(before, after, now, skip=d.skip), False)
+        _insert(conn, pk, series, d.explicit, d.replace_observed)
+
+    # -- reads ---------------------------------------------------------------------------
+    async def entity(self, tenant: str, entity_id: str) -> TemporalEntity | None:
+        found = await self.db.read(lambda c: _headers(c, tenant, [entity_id]))
+        return found[0][1] if found else None
+
+    async def select(
+        self, tenant: str, ids: tuple[str, ...] | None, types: frozenset[str] | None
+    ) -> list[TemporalEntity]:
+        def run(conn: sqlite3.Connection) -> list[TemporalEntity]:
+            sql = ("SELECT pk, id, types, scope, created_at, modified_at, deleted_at"
+                   " FROM temporal_entities WHERE tenant = ?")
+            params: list[Any] = [tenant]
+            if ids is not None:
+                sql += f" AND id IN ({','.join('?' * len(ids))})"
+                params.extend(ids)
+            if types is not None:
+                sql += (" AND EXISTS (SELECT 1 FROM json_each(types) WHERE value IN"
+                        f" ({','.join('?' * len(types))}))")
+                params.extend(types)
+            return [_header(row) for row in conn.execute(sql + " ORDER BY pk", params)]
+
+        if ids is not None and not ids:
+            return []
+        return await self.db.read(run)
+
+    async def series_names(self, tenant: str, entity_id: str) -> set[tuple[str, str | None]]:
+        def run(conn: sqlite3.Connection) -> set[tuple[str, str | None]]:
+            rows = conn.execute(
+                """SELECT s.attr, s.dataset FROM temporal_series s
+                   JOIN temporal_entities e ON e.pk = s.entity
+                   WHERE e.tenant = ? AND e.id = ?
+                   AND EXISTS (SELECT 1 FROM temporal_instances i WHERE i.series = s.pk)""",
+                (tenant, entity_id),
+            )
+            return {(a, d or None) for a, d in rows}
+
+        return await self.db.read(run)
+
+    async def window(
+        self, tenant: str, entity_ids: list[str], request: HistoryRequest
+    ) -> dict[str, dict[str, list[JSONObject]]]:
+        def run(conn: sqlite3.Connection) -> dict[str, dict[str, list[JSONObject]]]:
+            out: dict[str, dict[str, list[JSONObject]]] = {}
+            where, params = _window_sql(request.query)
+            col = COLUMN[request.query.timeproperty]
+            for eid, attr, _, spk in _series(conn, tenant, entity_ids, request):
+                rows = conn.execute(
+                    f"SELECT pk, doc FROM temporal_instances WHERE series = ?{where}"
+                    f" ORDER BY {col}, pk", (spk, *params))
+                found = [_doc(pk, doc) for pk, doc in rows]
+                if found:
+                    out.setdefault(eid, {}).setdefault(attr, []).extend(found)
+            return out
+
+        return await self.db.read(run)
+
+    async def with_instances(
+        self, tenant: str, entity_ids: list[str], request: HistoryRequest
+    ) -> set[str]:
+        def run(conn: sqlite3.Connection) -> set[str]:
+            where, params = _window_sql(request.query)
+            out: set[str] = set()
+            for eid, _, _, spk in _series(conn, tenant, entity_ids, request):
+                if eid not in out and conn.execute(
+                    f"SELECT 1 FROM temporal_instances WHERE series = ?{where} LIMIT 1",
+                    (spk, *params),
+                ).fetchone():
+                    out.add(eid)
+            return out
+
+        return await self.db.read(run)
+
+    async def history(
+        self, tenant: str, entity_ids: list[str], request: HistoryRequest
+    ) -> list[EntityHistory]:
+        return await self.db.read(lambda conn: _history(conn, tenant, entity_ids, request))
+
+    # -- temporal API writes -------------------------------------------------------------
+    async def update_instance(
+        self, tenant: str, entity_id: str, attr: str, number: int,
+        change: Callable[[JSONObject], JSONObject],
+    ) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            row = _find_instance(conn, tenant, entity_id, attr, number)
+            if row is None:
+                return False
+            new = change(_doc(number, row[1]))
+            conn.execute(
+                """UPDATE temporal_instances SET observed_ts = ?, created_ts = ?,
+                   modified_ts = ?, deleted_ts = ?, num = ?, val = ?, doc = ? WHERE pk = ?""",
+                (*_columns(new), number),
+            )
+            return True
+
+        return await self.db.transact(run)
+
+    async def delete_instance(self, tenant: str, entity_id: str, attr: str, number: int) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            if _find_instance(conn, tenant, entity_id, attr, number) is None:
+                return False
+            conn.execute("DELETE FROM temporal_instances WHERE pk = ?", (number,))
+            return True
+
+        return await self.db.transact(run)
+
+    async def delete_series(
+        self, tenant: str, entity_id: str, attr: str, dataset_id: str | None
+    ) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT pk FROM temporal_entities WHERE tenant = ? AND id = ?",
+                               (tenant, entity_id)).fetchone()
+            return row is not None and _purge_series(conn, row[0], attr, dataset_id)
+
+        return await self.db.transact(run)
+
+    async def delete_entity(self, tenant: str, entity_id: str) -> bool:
+        return await self.db.transact(lambda conn: _purge_entity(conn, tenant, entity_id))
+
+    async def tenants(self) -> list[str]:
+        return await self.db.read(lambda conn: [r[0] for r in conn.execute(
+            "SELECT DISTINCT tenant FROM temporal_entities")])
+
+    async def expire(self, tenant: str, before: int, *, batch: int = 5000) -> int:
+        series = await self.db.read(lambda conn: [r[0] for r in conn.execute(
+            """SELECT s.pk FROM temporal_series s JOIN temporal_entities e ON e.pk = s.entity
+               WHERE e.tenant = ?""", (tenant,))])
+        gone = 0
+        for i in range(0, len(series), 64):
+            chunk = series[i:i + 64]
+
+            def run(conn: sqlite3.Connection, chunk: list[int] = chunk) -> int:
+                n = 0
+                for spk in chunk:
+                    n += conn.execute(
+                        "DELETE FROM temporal_instances WHERE series = ? AND observed_ts < ?",
+                        (spk, before)).rowcount
+                    n += conn.execute(
+                        """DELETE FROM temporal_instances WHERE series = ?
+                           AND observed_ts IS NULL AND created_ts < ?""",
+                        (spk, before)).rowcount
+                return n
+
+            gone += await self.db.transact(run)
+        return gone
+
+
+# ---- SQL helpers (run on the writer or a reader thread) -------------------------------------
+
+
+def _header(row: tuple[Any, ...]) -> TemporalEntity:
+    _, eid, types, scope, created, modified, deleted = row
+    return TemporalEntity(eid, orjson.loads(types), orjson.loads(scope) if scope else None,
+                          created, modified, deleted)
+
+
+def _headers(conn: sqlite3.Connection, tenant: str,
+             ids: list[str]) -> list[tuple[int, TemporalEntity]]:
+    rows = conn.execute(
+        "SELECT pk, id, types, scope, created_at, modified_at, deleted_at"
+        f" FROM temporal_entities WHERE tenant = ? AND id IN ({','.join('?' * len(ids))})",
+        (tenant, *ids),
+    ).fetchall()
+    found = {row[1]: (row[0], _header(row)) for row in rows}
+    return [found[i] for i in ids if i in found]
+
+
+def _series(conn: sqlite3.Connection, tenant: str, entity_ids: list[str],
+            request: HistoryRequest) -> Iterable[tuple[str, str, str | None, int]]:
+    """(entity id, attribute, datasetId, series pk) of the series a request selects."""
+    for chunk in (entity_ids[i:i + 500] for i in range(0, len(entity_ids), 500)):
+        sql = ("SELECT e.id, s.attr, s.dataset, s.pk FROM temporal_series s"
+               " JOIN temporal_entities e ON e.pk = s.entity"
+               f" WHERE e.tenant = ? AND e.id IN ({','.join('?' * len(chunk))})")
+        params: list[Any] = [tenant, *chunk]
+        if request.attrs is not None:
+            sql += f" AND s.attr IN ({','.join('?' * len(request.attrs))})"
+            params.extend(request.attrs)
+        if request.datasets is not None:
+            wanted = ["" if d == "@none" else d for d in request.datasets]
+            sql += f" AND s.dataset IN ({','.join('?' * len(wanted))})"
+            params.extend(wanted)
+        for eid, attr, dataset, spk in conn.execute(sql + " ORDER BY s.pk", params):
+            yield eid, attr, dataset or None, spk
+
+
+def _history(conn: sqlite3.Connection, tenant: str, entity_ids: list[str],
+             request: HistoryRequest) -> list[EntityHistory]:
+    if not entity_ids:
+        return []
+    out = {h.id: EntityHistory(h.id, h.types) for _, h in _headers(conn, tenant, entity_ids)}
+    for eid, attr, dataset, spk in _series(conn, tenant, entity_ids, request):
+        history = out.get(eid)
+        if history is None:
+            continue
+        if request.aggregation is not None:
+            found = _aggregate(conn, spk, request, request.aggregation)
+            if found is not None:
+                buckets, truncated, kind = found
+                history.aggregated.append(AggregatedSeries(attr, dataset, kind, buckets,
+                                                           truncated))
+        else:
+            instances, truncated = _instances(conn, spk, request)
+            if instances:
+                history.series.append(Series(attr, dataset, instances, truncated))
+    return [out[i] for i in entity_ids if i in out]
+
+
+def _page_size(request: HistoryRequest) -> tuple[int, bool]:
+    """How many rows to keep per series, and whether more means the limit cut it."""
+    last_n, limit = request.query.last_n, request.limit
+    return min(limit, last_n or limit), last_n is None or last_n > limit
+
+
+def _instances(conn: sqlite3.Connection, spk: int,
+               request: HistoryRequest) -> tuple[list[JSONObject], bool]:
+    query = request.query
+    col = COLUMN[query.timeproperty]
+    where, params = _window_sql(query)
+    keep, cut_by_limit = _page_size(request)
+    order = "DESC" if query.last_n else "ASC"
+    rows = conn.execute(
+        f"SELECT pk, doc FROM temporal_instances WHERE series = ?{where}"
+        f" ORDER BY {col} {order}, pk {order} LIMIT ?",
+        (spk, *params, keep + 1),
+    ).fetchall()
+    truncated = cut_by_limit and len(rows) > keep
+    rows = rows[:keep]
+    if query.last_n:
+        rows.reverse()
+    return [_doc(pk, doc) for pk, doc in rows], truncated
+
+
+def _aggregate(conn: sqlite3.Connection, spk: int, request: HistoryRequest,
+               aggregation: Aggregation) -> tuple[list[Bucket], bool, str] | None:
+    query = request.query
+    col = COLUMN[query.timeproperty]
+    where, params = _window_sql(query)
+    first = conn.execute(f"SELECT {col}, doc FROM temporal_instances WHERE series = ?{where}"
+                         f" ORDER BY {col} LIMIT 1", (spk, *params)).fetchone()
+    if first is None:
+        return None
+    last = conn.execute(f"SELECT {col}, doc FROM temporal_instances WHERE series = ?{where}"
+                        f" ORDER BY {col} DESC LIMIT 1", (spk, *params)).fetchone()
+    kind = str(orjson.loads(last[1]).get("type", "Property"))
+    methods = aggregation.methods
+    exprs = [AGGREGATE_SQL[m] for m in methods if m in AGGREGATE_SQL]
+    if "stddev" in methods:
+        exprs.extend(_STDDEV_SQL)
+    select = ", ".join(exprs)
+    origin = query.start if query.start is not None else first[0]
+    period = aggregation.period
+    keep, cut_by_limit = _page_size(request)
+    backwards = bool(query.last_n)
+    order = "DESC" if backwards else "ASC"
+    if period.zero:
+        row = conn.execute(f"SELECT 0, {select} FROM temporal_instances WHERE series = ?{where}",
+                           (spk, *params)).fetchone()
+        end = query.end if query.end is not None else last[0]
+        return [_bucket(origin, end, row[1:], methods)], False, kind
+    if period.months:
+        conn.create_function("temporal_bucket", 4, _calendar_bucket, deterministic=True)
+        rows = conn.execute(
+            f"SELECT temporal_bucket({col}, ?, ?, ?) AS b, {select} FROM temporal_instances"
+            f" WHERE series = ?{where} GROUP BY b ORDER BY b {order} LIMIT ?",
+            (origin, period.months, period.micros, spk, *params, keep + 1),
+        ).fetchall()
+        buckets = [_bucket(r[0], period.add_to(r[0]), r[1:], methods) for r in rows]
+    else:
+        rows = _scan_periods(conn, spk, col, select, origin, period.micros,
+                             (first[0], last[0]), query, keep + 1, backwards)
+        buckets = [_bucket(origin + b * period.micros, origin + (b + 1) * period.micros,
+                           r, methods) for b, *r in rows]
+    truncated = cut_by_limit and len(buckets) > keep
+    buckets = buckets[:keep]
+    if backwards:
+        buckets.reverse()
+    return buckets, truncated, kind
+
+
+def _scan_periods(conn: sqlite3.Connection, spk: int, col: str, select: str, origin: int,
+                  period: int, extent: tuple[int, int], query: TemporalQuery, wanted: int,
+                  backwards: bool) -> list[tuple[Any, ...]]:
+    """Group fixed-length periods, reading only as much of the series as ``wanted``
+    periods need: the span scanned starts at ``wanted`` periods and quadruples."""
+    first, last = extent
+    low_edge = origin + (first - origin) // period * period
+    high_edge = origin + ((last - origin) // period + 1) * period
+    span = wanted * period
+    while True:
+        if backwards:
+            lo, hi = max(low_edge, high_edge - span), high_edge
+        else:
+            lo, hi = low_edge, min(high_edge, low_edge + span)
+        lo = max(lo, query.start) if query.start is not None else lo
+        hi = min(hi, query.end) if query.end is not None else hi
+        rows = conn.execute(
+            f"SELECT ({col} - ?) / ? AS b, {select} FROM temporal_instances"
+            f" WHERE series = ? AND {col} >= ? AND {col} < ?"
+            f" GROUP BY b ORDER BY b {'DESC' if backwards else 'ASC'} LIMIT ?",
+            (origin, period, spk, lo, hi, wanted),
+        ).fetchall()
+        whole = (lo <= low_edge if backwards else hi >= high_edge) or span > _FAR // 4
+        if len(rows) >= wanted or whole:
+            return rows
+        span *= 4
+
+
+def _bucket(start: int, end: int, row: Iterable[Any], methods: tuple[str, ...]) -> Bucket:
+    values = list(row)
+    out: dict[str, Any] = {}
+    pos = 0
+    for m in methods:
+        if m in AGGREGATE_SQL:
+            out[m] = values[pos]
+            pos += 1
+    if "stddev" in methods:
+        n, total, squares = values[pos:pos + 3]
+        out["stddev"] = (math.sqrt(max(0.0, squares / n - (total / n) ** 2)) if n else None)
+    return Bucket(start, end, {m: out.get(m) for m in methods})
+
+
+def _calendar_bucket(ts: int, origin: int, months: int, micros: int) -> int:
+    return bucket_start(ts, origin, Duration(months, micros))
+
+
+def _insert(conn: sqlite3.Connection, entity: int, series: dict[tuple[str, str | None], int],
+            items: list[NewInstance], replace_observed: bool) -> None:
+    rows = []
+    for new in items:
+        key = (new.attr, new.dataset_id)
+        spk = series.get(key)
+        if spk is None:
+            (spk,) = conn.execute(
+                """INSERT INTO temporal_series (entity, attr, dataset) VALUES (?, ?, ?)
+                   ON CONFLICT (entity, attr, dataset) DO UPDATE SET attr = excluded.attr
+                   RETURNING pk""",
+                (entity, new.attr, _dataset(new.dataset_id)),
+            ).fetchone()
+            series[key] = spk
+        cols = _columns(new.instance)
+        if replace_observed and cols[0] is not None:
+            conn.execute("DELETE FROM temporal_instances WHERE series = ? AND observed_ts = ?",
+                         (spk, cols[0]))
+        rows.append((spk, *cols))
+    conn.executemany(
+        """INSERT INTO temporal_instances
+               (series, observed_ts, created_ts, modified_ts, deleted_ts, num, val, doc)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+        rows,
+    )
+
+
+def _purge_series(conn: sqlite3.Connection, entity: int, attr: str, dataset: str | None) -> bool:
+    sql = "SELECT pk FROM temporal_series WHERE entity = ? AND attr = ?"
+    params: list[Any] = [entity, attr]
+    if dataset != ALL_DATASETS:
+        sql += " AND dataset = ?"
+        params.append(_dataset(dataset))
+    pks = [r[0] for r in conn.execute(sql, params)]
+    found = False
+    for spk in pks:
+        found |= conn.execute("DELETE FROM temporal_instances WHERE series = ?",
+                              (spk,)).rowcount > 0
+        conn.execute("DELETE FROM temporal_series WHERE pk = ?", (spk,))
+    return found
+
+
+def _purge_entity(conn: sqlite3.Connection, tenant: str, entity_id: str) -> bool:
+    row = conn.execute("SELECT pk FROM temporal_entities WHERE tenant = ? AND id = ?",
+                       (tenant, entity_id)).fetchone()
+    if row is None:
+        return False
+    conn.execute("""DELETE FROM temporal_instances WHERE series IN
+                    (SELECT pk FROM temporal_series WHERE entity = ?)""", (row[0],))
+    conn.execute("DELETE FROM temporal_series WHERE entity = ?", (row[0],))
+    conn.execute("DELETE FROM temporal_entities WHERE pk = ?", (row[0],))
+    return True
+
+
+def _find_instance(conn: sqlite3.Connection, tenant: str, entity_id: str, attr: str,
+                   number: int) -> tuple[int, str] | None:
+    row = conn.execute(
+        """SELECT i.pk, i.doc FROM temporal_instances i
+           JOIN temporal_series s ON s.pk = i.series
+           JOIN temporal_entities e ON e.pk = s.entity
+           WHERE i.pk = ? AND s.attr = ? AND e.tenant = ? AND e.id = ?""",
+        (number, attr, tenant, entity_id),
+    ).fetchone()
+    return (row[0], row[1]) if row else None
