@@ -59,12 +59,12 @@ def has_hidden_characters(text: str) -> bool:
 
 def is_uri(value: object) -> bool:
     """An absolute URI or IRI (RFC 3986/3987) without invisible characters."""
-    return (
-        isinstance(value, str)
-        and len(value) <= _MAX_URI
-        and _URI.match(value) is not None
-        and not has_hidden_characters(value)
-    )
+    return isinstance(value, str) and len(value) <= _MAX_URI and _uri_ok(value)
+
+
+@lru_cache(maxsize=65536)  # attribute IRIs, datasetIds and targets repeat across a batch
+def _uri_ok(value: str) -> bool:
+    return _URI.match(value) is not None and not has_hidden_characters(value)
 
 
 def check_entity_id(value: object) -> str:
