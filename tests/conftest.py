@@ -1,25 +1,97 @@
-"""Shared fixtures: an app on a real SQLite file (or memory), driven in-process by httpx."""
+"""Shared fixtures: an app on a real SQLite file, memory or PostgreSQL, driven in-process by
+httpx.
+
+The ``postgres`` store param uses the PostgreSQL at 127.0.0.1:5432 (trust auth, user
+postgres; ``URBANOS_TEST_PG_ADMIN`` overrides the admin URL): one database per test session,
+``urbanos_test_<pid>``, with PostGIS; after each test tenant schemas are dropped and the
+default tenant's rows deleted (``reset_postgres``), so each test starts empty.
+``URBANOS_TEST_POSTGRES=0`` skips that param.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
+from psycopg import sql
 from starlette.types import ASGIApp
 
 from urbanos.http.app import create_app
 from urbanos.settings import Settings
+from urbanos.storage.postgres import DEFAULT_SCHEMA
 
 LD = "application/ld+json"
 CORE = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
 
 
-@pytest.fixture(params=["sqlite", "memory"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/test.db" if request.param == "sqlite" else "memory://"
+PG_ADMIN = os.environ.get("URBANOS_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def postgres_enabled() -> bool:
+    return os.environ.get("URBANOS_TEST_POSTGRES", "1") != "0"
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh database with PostGIS for this test session; its URL."""
+    if not postgres_enabled():
+        pytest.skip("URBANOS_TEST_POSTGRES=0")
+    name = f"urbanos_test_{os.getpid()}"
+    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+    yield url
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def reset_postgres(url: str) -> None:
+    """Empty the database for the next test, cheaper than rebuilding it: drop tenant schemas
+    and forget them, keep the catalog and the default tenant's tables but delete their rows
+    (foreign keys off meanwhile), so the next store opens with nothing left to migrate."""
+    keep = ("urbanos", DEFAULT_SCHEMA)
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        rows = conn.execute(
+            """SELECT nspname FROM pg_namespace WHERE nspname NOT IN ('public', 'information_schema')
+               AND nspname NOT LIKE 'pg\\_%'"""
+        ).fetchall()
+        drop = [n for (n,) in rows if n not in keep]
+        if drop:
+            names = sql.SQL(", ").join(sql.Identifier(n) for n in drop)
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(names))
+        if len(drop) == len(rows):
+            return
+        conn.execute("DELETE FROM urbanos.tenants WHERE schema <> %s", (DEFAULT_SCHEMA,))
+        conn.execute(
+            "DELETE FROM urbanos.schema_migrations WHERE schema <> ALL(%s::text[])", (list(keep),)
+        )
+        conn.execute("SET LOCAL session_replication_role = replica")
+        tables = conn.execute(
+            """SELECT schemaname, tablename FROM pg_tables WHERE schemaname = ANY(%s::text[])
+               AND (schemaname, tablename) NOT IN
+                   (('urbanos', 'tenants'), ('urbanos', 'schema_migrations'))""",
+            (list(keep),),
+        ).fetchall()
+        for schema, table in tables:
+            conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(schema, table)))
+
+
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_database")
+        yield url
+        reset_postgres(url)
+    else:
+        yield f"sqlite:///{tmp_path}/test.db" if request.param == "sqlite" else "memory://"
 
 
 @pytest.fixture

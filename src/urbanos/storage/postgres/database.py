@@ -1,0 +1,154 @@
+"""PostgreSQL connections and schema migrations, shared by every PostgreSQL store.
+
+One psycopg 3 async pool per process, connections in autocommit: a read is one statement,
+a write is an explicit ``transaction()``. JSONB goes through orjson both ways.
+
+Schemas: ``urbanos`` is the catalog (``tenants``, ``schema_migrations``); each tenant owns a
+schema built from the numbered files ``migrations/NNNN_name.sql``, run in order with
+``search_path`` set to that schema (then ``public``, where PostGIS lives), so the files use
+unqualified names. Files in ``migrations/catalog/`` (none yet) run once, in ``urbanos``.
+Every schema change takes one transaction-scoped advisory lock, so nodes that start
+together, or create the same tenant at the same moment, apply each migration once; each
+applied file is recorded in ``urbanos.schema_migrations``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import psycopg
+from psycopg import AsyncConnection, sql
+from psycopg.types.json import set_json_dumps, set_json_loads
+from psycopg_pool import AsyncConnectionPool
+
+CATALOG = "urbanos"
+#: advisory lock key held by every transaction that changes schemas
+DDL_LOCK = 0x75726261_6E6F7331  # "urbanos1"
+MIGRATIONS = Path(__file__).with_name("migrations")
+_FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
+
+_BOOTSTRAP = [
+    "CREATE EXTENSION IF NOT EXISTS postgis",
+    "CREATE SCHEMA IF NOT EXISTS urbanos",
+    """CREATE TABLE IF NOT EXISTS urbanos.schema_migrations (
+        schema text NOT NULL, version integer NOT NULL, name text NOT NULL,
+        applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (schema, version))""",
+    """CREATE TABLE IF NOT EXISTS urbanos.tenants (
+        name text PRIMARY KEY, schema text NOT NULL UNIQUE,
+        created_at timestamptz NOT NULL DEFAULT now())""",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations(folder: Path) -> list[Migration]:
+    """The numbered ``.sql`` files of a folder, in order; a duplicate number is an error."""
+    found: dict[int, Migration] = {}
+    for path in sorted(folder.glob("*.sql")) if folder.is_dir() else []:
+        m = _FILE.fullmatch(path.name)
+        if m is None:
+            raise RuntimeError(f"migration file {path.name!r}: expected NNNN_name.sql")
+        version = int(m.group(1))
+        if version in found:
+            raise RuntimeError(f"two migrations numbered {version:04d} in {folder}")
+        found[version] = Migration(version, m.group(2), path.read_text())
+    return [found[v] for v in sorted(found)]
+
+
+async def _configure(conn: AsyncConnection) -> None:
+    set_json_loads(orjson.loads, conn)
+    set_json_dumps(orjson.dumps, conn)
+
+
+class Database:
+    """The pool, the migrations, and transactions with a tenant's ``search_path``."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8) -> None:
+        self.url = url
+        self.tenant_migrations = load_migrations(MIGRATIONS)
+        self.catalog_migrations = load_migrations(MIGRATIONS / "catalog")
+        self._pool = AsyncConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max(min_size, max_size),
+            open=False,
+            kwargs={"autocommit": True, "prepare_threshold": 2},
+            configure=_configure,
+            name="urbanos",
+        )
+
+    async def open(self) -> None:
+        await self._pool.open(wait=True, timeout=30)
+        async with self.transaction() as conn:
+            await self.lock_ddl(conn)
+            for stmt in _BOOTSTRAP:
+                await conn.execute(stmt)
+            await self._migrate(conn, CATALOG, self.catalog_migrations)
+            cur = await conn.execute("SELECT schema FROM urbanos.tenants")
+            for (schema,) in await cur.fetchall():
+                await self.migrate_tenant(conn, schema)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    @asynccontextmanager
+    async def connection(self, timeout: float | None = None) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection in autocommit mode: each statement commits on its own."""
+        async with self._pool.connection(timeout=timeout) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def transaction(self, schema: str | None = None) -> AsyncIterator[AsyncConnection]:
+        """A connection inside one transaction; with ``schema``, unqualified names resolve
+        there first (write hooks of other stores rely on it)."""
+        async with self._pool.connection() as conn, conn.transaction():
+            if schema is not None:
+                await set_search_path(conn, schema)
+            yield conn
+
+    @staticmethod
+    async def lock_ddl(conn: AsyncConnection) -> None:
+        """Serialise schema changes across nodes until the transaction ends."""
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
+
+    async def migrate_tenant(self, conn: AsyncConnection, schema: str) -> None:
+        """Create the schema if needed and apply its pending migrations (lock held)."""
+        await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        await self._migrate(conn, schema, self.tenant_migrations)
+
+    async def _migrate(self, conn: AsyncConnection, schema: str, todo: list[Migration]) -> None:
+        cur = await conn.execute(
+            "SELECT version FROM urbanos.schema_migrations WHERE schema = %s", (schema,)
+        )
+        done = {v for (v,) in await cur.fetchall()}
+        pending = [m for m in todo if m.version not in done]
+        if not pending:
+            return
+        await set_search_path(conn, schema)
+        for migration in pending:
+            await conn.execute(migration.sql.encode(), prepare=False)
+            await conn.execute(
+                "INSERT INTO urbanos.schema_migrations (schema, version, name) VALUES (%s, %s, %s)",
+                (schema, migration.version, migration.name),
+            )
+
+
+async def set_search_path(conn: AsyncConnection, schema: str) -> None:
+    """``search_path`` = schema, public until the transaction ends (value bound, quoted)."""
+    quoted = sql.Identifier(schema).as_string(conn)
+    await conn.execute("SELECT set_config('search_path', %s, true)", (f"{quoted}, public",))
+
+
+def is_missing_table(exc: BaseException) -> bool:
+    """A tenant schema dropped under a running node (tests, manual cleanup)."""
+    return isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName)
