@@ -26,7 +26,7 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "127.0.0.1", "address to listen on"),
     Setting("port", 1026, "port to listen on"),
-    Setting("store", "sqlite:///./data/urbanos.db", "store URL: sqlite:///path.db or memory://"),
+    Setting("store", "sqlite:///./data/urbanos.db", "store URL: sqlite:///path.db, postgresql://user@host:port/db or memory://"),
     Setting("log_level", "info", "log level: debug, info, warning, error"),
     Setting("max_body_bytes", 1_048_576, "largest request body accepted (413 above it)"),
     Setting("max_json_depth", 32, "deepest JSON nesting accepted in a request body"),
@@ -38,8 +38,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("context_max_depth", 8, "deepest chain of @context documents importing others"),
     Setting("outbound_policy", "default", "outbound URL policy: default or strict (production)"),
     Setting("outbound_allow", "", "comma-separated CIDR ranges exempt from the outbound policy"),
-    Setting("workers_read", 4, "SQLite reader connections"),
+    Setting("workers_read", 4, "reader connections (SQLite threads; PostgreSQL pool size - 4)"),
     Setting("public_url", "", "base URL clients reach the broker at; default http://HOST:PORT"),
+    Setting("notify_timeout", 10.0, "seconds allowed for sending one notification"),
+    Setting("notify_max_attempts", 10, "sends of one notification before it is abandoned"),
+    Setting("notify_backoff", 1.0, "seconds before the first retry; doubles per failure"),
+    Setting("notify_backoff_max", 300.0, "longest pause between two notification attempts"),
+    Setting("notify_concurrency", 4, "notifications sent at once to one endpoint"),
+    Setting("notify_queue", 256, "notifications per endpoint held in memory (rest wait on disk)"),
+    Setting("notify_inflight", 10_000, "notifications held in memory over all endpoints"),
+    Setting("temporal_instance_limit", 10,
+            "most instances (or aggregation periods) per attribute in one temporal response"),
+    Setting("temporal_retention_days", "",
+            "days of history kept: DAYS or DAYS,TENANT=DAYS,...; empty or 0 keeps all"),
 )
 
 
@@ -61,6 +72,15 @@ class Settings:
     outbound_allow: str = ""
     workers_read: int = 4
     public_url: str = ""
+    notify_timeout: float = 10.0
+    notify_max_attempts: int = 10
+    notify_backoff: float = 1.0
+    notify_backoff_max: float = 300.0
+    notify_concurrency: int = 4
+    notify_queue: int = 256
+    notify_inflight: int = 10_000
+    temporal_instance_limit: int = 10
+    temporal_retention_days: str = ""
 
     @property
     def base_url(self) -> str:

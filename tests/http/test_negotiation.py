@@ -80,7 +80,6 @@ async def test_geojson_carries_the_context_in_the_body(sensor: httpx.AsyncClient
     assert body["type"] == "FeatureCollection" and body["@context"] == CORE
 
 
-@pytest.mark.xfail(reason="http/context.py does not yet pass Prefer into RequestContext")
 async def test_geojson_prefer_body_json_moves_the_context_to_link(
     sensor: httpx.AsyncClient,
 ) -> None:

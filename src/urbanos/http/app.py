@@ -20,9 +20,14 @@ from urbanos.http.routes import ROUTES
 from urbanos.outbound import OutboundPolicy
 from urbanos.services.contexts import ContextService
 from urbanos.services.entities import EntityService
+from urbanos.services.subscriptions import SubscriptionService, own_origins
+from urbanos.services.temporal import Retention, TemporalService
 from urbanos.settings import Settings
 from urbanos.storage import open_store
 from urbanos.storage.base import EntityStore
+from urbanos.storage.subscriptions import subscription_store_for
+from urbanos.storage.temporal import temporal_store_for
+from urbanos.workers import start_workers
 
 log = logging.getLogger("urbanos")
 
@@ -47,9 +52,27 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
             settings=settings, store=the_store, entities=EntityService(the_store),
             contexts=contexts,
         )
+        subscription_store = subscription_store_for(the_store)
+        await subscription_store.open()
+        subscriptions = SubscriptionService(
+            subscription_store, contexts, entities=the_store, own_origins=own_origins(settings)
+        )
+        await subscriptions.open()
+        app.state.services.subscriptions = subscriptions
+        history = temporal_store_for(the_store)  # registers the history write hook
+        if history is not None:
+            await history.open()
+            app.state.services.temporal = TemporalService(
+                the_store, history, instance_limit=settings.temporal_instance_limit,
+                retention=Retention.parse(settings.temporal_retention_days),
+            )
+        # after every store is open and before serving: no change escapes the outbox
+        app.state.workers = await start_workers(settings, the_store, subscriptions, policy)
         try:
             yield
         finally:
+            await app.state.workers.stop()  # first: lets sends in progress finish
+            await subscription_store.close()
             await contexts.aclose()
             await the_store.close()
 

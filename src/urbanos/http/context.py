@@ -14,6 +14,7 @@ from urbanos.http.negotiation import (
     body_context,
     choose_accept,
     parse_link_context,
+    prefers_json_body,
     tenant_of,
 )
 from urbanos.types import JSON
@@ -21,6 +22,8 @@ from urbanos.types import JSON
 if TYPE_CHECKING:
     from urbanos.services.contexts import ContextService
     from urbanos.services.entities import EntityService
+    from urbanos.services.subscriptions import SubscriptionService
+    from urbanos.services.temporal import TemporalService
     from urbanos.settings import Settings
     from urbanos.storage.base import EntityStore
 
@@ -31,6 +34,8 @@ class Services:
     store: EntityStore
     entities: EntityService
     contexts: ContextService
+    subscriptions: SubscriptionService | None = None
+    temporal: TemporalService | None = None
 
 
 def services(request: Request) -> Services:
@@ -52,7 +57,10 @@ async def request_context(
     else:
         context = body_context(body, ctype, request.headers.get("link"))
     terms = await services(request).contexts.term_map(context, tenant=tenant)
-    return RequestContext(tenant=tenant, context=context, terms=terms, accept=accept)
+    return RequestContext(
+        tenant=tenant, context=context, terms=terms, accept=accept,
+        prefer_json_body=prefers_json_body(request.headers.get("prefer")),
+    )
 
 
 def link_url(request: Request, ctx: RequestContext) -> str:

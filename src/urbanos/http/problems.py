@@ -14,15 +14,8 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
 
-from urbanos.errors import (
-    BadRequestData,
-    InvalidRequest,
-    LengthRequired,
-    NgsiLdError,
-    ResourceNotFound,
-)
+from urbanos.errors import InvalidRequest, LengthRequired, NgsiLdError, ResourceNotFound
 from urbanos.http.negotiation import echo_tenant
 
 log = logging.getLogger("urbanos.http")
@@ -58,16 +51,6 @@ class _RoutingError(InvalidRequest):
         self.title = {405: "Method not allowed"}.get(status, self.title)
 
 
-def _empty_last_segment(request: Request) -> bool:
-    """True for ``PUT /entities/`` and the like: the client wrote the item form with an empty
-    id, but the trailing slash was dropped and the collection has no such method."""
-    raw = bytes(request.scope.get("raw_path") or b"").split(b"?", 1)[0]
-    if not raw.endswith(b"/"):
-        return False
-    probe = {**request.scope, "path": request.scope["path"].rstrip("/") + "/"}
-    return any(route.matches(probe)[0] is Match.FULL for route in request.app.router.routes)
-
-
 async def handle_http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own HTTPException (unknown path, method not allowed) as ProblemDetails."""
     assert isinstance(exc, HTTPException)
@@ -75,8 +58,6 @@ async def handle_http_error(request: Request, exc: Exception) -> Response:
     error: NgsiLdError
     if exc.status_code == 404:
         error = ResourceNotFound(f"there is no resource at {path}")
-    elif exc.status_code == 405 and _empty_last_segment(request):
-        error = BadRequestData(f"{request.method} {path}/ names no resource: the id is empty")
     elif exc.status_code == 405:
         error = _RoutingError(405, f"{request.method} is not supported on {path}")
     elif 400 <= exc.status_code < 500:

@@ -14,6 +14,9 @@ from urbanos.http.endpoints import (
     info,
     jsonld_contexts,
     ops,
+    subscriptions,
+    temporal,
+    temporal_reads,
 )
 
 
@@ -27,7 +30,10 @@ class SegmentConvertor(StringConvertor):
 register_url_convertor("segment", SegmentConvertor())
 
 P = "/ngsi-ld/v1"
+T = P + "/temporal/entities"
+TE = T + "/{entity_id:segment}"
 E = P + "/entities/{entity_id:segment}"
+S = P + "/subscriptions/{subscription_id:segment}"
 
 ROUTES = [
     Route("/health", ops.health, methods=["GET"]),
@@ -66,4 +72,21 @@ ROUTES = [
           methods=["DELETE"]),
     Route(P + "/entityMaps/{map_id}", entity_maps.retrieve_entity_map, methods=["GET"]),
     Route(P + "/entityMaps/{map_id}", entity_maps.delete_entity_map, methods=["DELETE"]),
+    Route(P + "/subscriptions", subscriptions.create_subscription, methods=["POST"]),
+    Route(P + "/subscriptions", subscriptions.query_subscriptions, methods=["GET"]),
+    Route(S, subscriptions.retrieve_subscription, methods=["GET"]),
+    Route(S, subscriptions.update_subscription, methods=["PATCH"]),
+    Route(S, subscriptions.delete_subscription, methods=["DELETE"]),
+    Route(T, temporal.upsert_temporal, methods=["POST"]),
+    Route(T, temporal_reads.query_temporal, methods=["GET"]),
+    Route(TE, temporal_reads.retrieve_temporal, methods=["GET"]),
+    Route(TE, temporal.delete_temporal, methods=["DELETE"]),
+    Route(TE + "/attrs", temporal.add_temporal_attrs, methods=["POST"]),
+    Route(TE + "/attrs/{attr_id:segment}", temporal.delete_temporal_attr, methods=["DELETE"]),
+    Route(TE + "/attrs/{attr_id:segment}/{instance_id:segment}", temporal.delete_instance,
+          methods=["DELETE"]),
+    # a PATCH without an attribute name or instanceId matches only the DELETE routes: 405
+    Route(TE + "/attrs/{attr_id}/{instance_id}", temporal.modify_instance, methods=["PATCH"]),
+    Route(P + "/temporal/entityOperations/query", temporal_reads.query_temporal_post,
+          methods=["POST"]),
 ]

@@ -38,7 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
 
 import httpx
 import orjson
@@ -188,6 +188,13 @@ def _iso(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
+def _split(url: str) -> SplitResult:
+    try:
+        return urlsplit(url)
+    except ValueError as exc:
+        raise BadRequestData(f"Invalid @context: {url!r} is not a URL ({exc})") from exc
+
+
 def _unavailable(url: str, why: str) -> LdContextNotAvailable:
     return LdContextNotAvailable(f"@context {url} could not be retrieved: {why}")
 
@@ -278,7 +285,7 @@ class ContextService:
         refuse_scoped_contexts(context)  # refused anyway: do not fetch what it names
         level = [u for u in remote_urls(context) if not is_core_context_url(u)]
         for url in level:
-            if not urlsplit(url).scheme:
+            if not _split(url).scheme:
                 raise BadRequestData(f"Invalid @context: {url!r} is not an absolute URL")
         seen = set(level)
         depth = 0
@@ -346,7 +353,7 @@ class ContextService:
 
     def _local_entry(self, url: str, tenant: str) -> ContextEntry | None:
         """A Hosted/ImplicitlyCreated entry addressed by its own URL (no self-fetch)."""
-        path = urlsplit(url).path
+        path = _split(url).path
         marker = CONTEXTS_PATH + "/"
         if marker not in path:
             return None
@@ -387,9 +394,9 @@ class ContextService:
         body, cache_control = await self._download(url)
         try:
             document = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise _unavailable(url, f"the response is not JSON ({exc})") from exc
-        if not isinstance(document, dict):
+        except orjson.JSONDecodeError as exc:  # reachable, but not a context (clause 5.5.6)
+            raise BadRequestData(f"Invalid @context: {url} is not JSON ({exc})") from exc
+        if not isinstance(document, dict) or "@context" not in document:
             raise BadRequestData(f"Invalid @context: {url} is not a JSON-LD context document")
         try:
             remote_urls(document.get("@context"))

@@ -81,10 +81,11 @@ def _type_gate(request: Request, terms: Terms) -> TypeExpr | None:
 def _update_result(
     ctx: RequestContext, updated: list[str], not_updated: list[tuple[str, str]]
 ) -> JSONObject:
-    """UpdateResult (clause 5.2.18); names are the expanded IRIs, as the suite expects."""
+    """UpdateResult (clause 5.2.18), names compacted with the caller's @context (6.2.4)."""
+    c = ctx.terms.compact
     return {
-        "updated": list(updated),
-        "notUpdated": [{"attributeName": n, "reason": reason} for n, reason in not_updated],
+        "updated": [c(n) for n in updated],
+        "notUpdated": [{"attributeName": c(n), "reason": reason} for n, reason in not_updated],
     }
 
 

@@ -60,6 +60,12 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
     return Delivery(id_, tenant, sub, lane, envelope, attempts)
 
 
+def _run_many(conn: sqlite3.Connection, sql: str, ids: list[int]) -> None:
+    """executemany, returning nothing: a cursor handed back to the event loop would be
+    finalized there, resetting a cached statement the writer thread may be using."""
+    conn.executemany(sql, [(i,) for i in ids])
+
+
 def _dump(value: Any) -> bytes | None:
     return None if value is None else orjson.dumps(value)
 
@@ -155,7 +161,7 @@ class SqliteOutbox:
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM outbox_deliveries"
                 f" WHERE claimed = 0 AND next_at <= ?{lane_filter} ORDER BY next_at, id LIMIT ?",
-                (now, *skipped, _SCAN),
+                (now, *skipped, max(0, min(_SCAN, room.total))),
             ).fetchall()
             taken = [_delivery(r) for r in rows if room.take(r[3])]
             conn.executemany(
@@ -168,25 +174,24 @@ class SqliteOutbox:
     async def done(self, ids: list[int]) -> None:
         if ids:
             await self.db.transact(
-                lambda conn: conn.executemany(
-                    "DELETE FROM outbox_deliveries WHERE id = ?", [(i,) for i in ids]
-                )
+                lambda conn: _run_many(conn, "DELETE FROM outbox_deliveries WHERE id = ?", ids)
             )
 
     async def retry(self, delivery_id: int, attempts: int, next_at: float, error: str) -> None:
-        await self.db.transact(
-            lambda conn: conn.execute(
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "UPDATE outbox_deliveries SET claimed = 0, attempts = ?, next_at = ?,"
                 " last_error = ? WHERE id = ?",
                 (attempts, next_at, error[:500], delivery_id),
             )
-        )
+
+        await self.db.transact(run)
 
     async def release(self, ids: list[int]) -> None:
         if ids:
             await self.db.transact(
-                lambda conn: conn.executemany(
-                    "UPDATE outbox_deliveries SET claimed = 0 WHERE id = ?", [(i,) for i in ids]
+                lambda conn: _run_many(
+                    conn, "UPDATE outbox_deliveries SET claimed = 0 WHERE id = ?", ids
                 )
             )
 

@@ -10,9 +10,11 @@ Tables (created on open)::
 
 Times are integer microseconds, so range scans compare numbers whatever the spelling of the
 instant; ``doc`` keeps the instance as recorded (``observedAt`` verbatim) and the pk is its
-instanceId (``urn:ngsi-ld:Instance:<pk>``, never reused). Indexes ``(series, observed_ts)``
-and ``(series, created_ts)`` serve the range scans of a (tenant, entity, attribute) series
-by time; ``modifiedAt``/``deletedAt`` queries scan the series through the same prefix.
+instanceId (``urn:ngsi-ld:Instance:<pk>``, never reused). The index ``(series,
+observed_ts)`` serves range scans of a (tenant, entity, attribute, datasetId) series by
+observation time, the default and by far the common case; queries on ``createdAt``,
+``modifiedAt`` or ``deletedAt`` read the series through the same prefix and filter (one
+index fewer to maintain on every write).
 
 Aggregates are computed by SQLite, per series::
 
@@ -78,8 +80,6 @@ SCHEMA = [
         deleted_ts INTEGER, num REAL, val TEXT, doc TEXT NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS temporal_instances_observed
         ON temporal_instances (series, observed_ts)""",
-    """CREATE INDEX IF NOT EXISTS temporal_instances_created
-        ON temporal_instances (series, created_ts)""",
 ]
 #: timeproperty -> column (a closed list: never interpolate anything else)
 COLUMN = {"observedAt": "observed_ts", "createdAt": "created_ts", "modifiedAt": "modified_ts",
@@ -91,7 +91,6 @@ AGGREGATE_SQL = {
     "sumsq": "sum(num * num)",
 }
 _STDDEV_SQL = ("count(num)", "sum(num)", "sum(num * num)")
-_FAR = 2**62
 
 
 def _dataset(value: str | None) -> str:
@@ -145,17 +144,28 @@ class SqliteTemporalStore:
 
     # -- the write hook (runs inside the entity store's transaction) ----------------------
     def record(self, conn: sqlite3.Connection, tenant: str, writes: list[Write]) -> None:
+        """Record a batch of writes: entity rows one by one, then every series and instance
+        of the batch in a few set-wise statements."""
+        pending: list[tuple[int, list[NewInstance], bool]] = []
         for w in writes:
-            self._record_one(conn, tenant, w, self.directives.take(w))
+            d = self.directives.take(w)
+            if d is not None and d.purge_entity:
+                _purge_entity(conn, tenant, w.entity_id)
+                continue
+            pk, now = self._entity_row(conn, tenant, w)
+            d = d or Directive()
+            for attr, dataset in d.purge:
+                _purge_series(conn, pk, attr, dataset)
+            pending.append((pk, derive_instances(w.before, w.entity, now, skip=d.skip), False))
+            if d.explicit:
+                pending.append((pk, d.explicit, d.replace_observed))
+        if pending:
+            _insert(conn, pending)
 
-    def _record_one(self, conn: sqlite3.Connection, tenant: str, w: Write,
-                    d: Directive | None) -> None:
-        if d is not None and d.purge_entity:
-            _purge_entity(conn, tenant, w.entity_id)
-            return
-        after, before = w.entity, w.before
+    def _entity_row(self, conn: sqlite3.Connection, tenant: str, w: Write) -> tuple[int, str]:
+        after = w.entity
         now = str(after.get("modifiedAt") or self.clock()) if after else self.clock()
-        doc = after or before or {}
+        doc = after or w.before or {}
         scope = doc.get("scope") if after is not None else None
         (pk,) = conn.execute(
             """INSERT INTO temporal_entities
@@ -169,12 +179,7 @@ class SqliteTemporalStore:
              orjson.dumps(scope).decode() if scope else None, doc.get("createdAt", now), now,
              None if after is not None else now),
         ).fetchone()
-        d = d or Directive()
-        for attr, dataset in d.purge:
-            _purge_series(conn, pk, attr, dataset)
-        series: dict[tuple[str, str | None], int] = {}
-        _insert(conn, pk, series, derive_instances(before, after, now, skip=d.skip), False)
-        _insert(conn, pk, series, d.explicit, d.replace_observed)
+        return pk, now
 
     # -- reads ---------------------------------------------------------------------------
     async def entity(self, tenant: str, entity_id: str) -> TemporalEntity | None:
@@ -377,9 +382,9 @@ def _history(conn: sqlite3.Connection, tenant: str, entity_ids: list[str],
                 history.aggregated.append(AggregatedSeries(attr, dataset, kind, buckets,
                                                            truncated))
         else:
-            instances, truncated = _instances(conn, spk, request)
+            instances, times, truncated = _instances(conn, spk, request)
             if instances:
-                history.series.append(Series(attr, dataset, instances, truncated))
+                history.series.append(Series(attr, dataset, instances, truncated, times))
     return [out[i] for i in entity_ids if i in out]
 
 
@@ -390,14 +395,14 @@ def _page_size(request: HistoryRequest) -> tuple[int, bool]:
 
 
 def _instances(conn: sqlite3.Connection, spk: int,
-               request: HistoryRequest) -> tuple[list[JSONObject], bool]:
+               request: HistoryRequest) -> tuple[list[JSONObject], list[int | None], bool]:
     query = request.query
     col = COLUMN[query.timeproperty]
     where, params = _window_sql(query)
     keep, cut_by_limit = _page_size(request)
     order = "DESC" if query.last_n else "ASC"
     rows = conn.execute(
-        f"SELECT pk, doc FROM temporal_instances WHERE series = ?{where}"
+        f"SELECT pk, doc, {col} FROM temporal_instances WHERE series = ?{where}"
         f" ORDER BY {col} {order}, pk {order} LIMIT ?",
         (spk, *params, keep + 1),
     ).fetchall()
@@ -405,7 +410,7 @@ def _instances(conn: sqlite3.Connection, spk: int,
     rows = rows[:keep]
     if query.last_n:
         rows.reverse()
-    return [_doc(pk, doc) for pk, doc in rows], truncated
+    return [_doc(pk, doc) for pk, doc, _ in rows], [t for _, _, t in rows], truncated
 
 
 def _aggregate(conn: sqlite3.Connection, spk: int, request: HistoryRequest,
@@ -458,29 +463,41 @@ def _aggregate(conn: sqlite3.Connection, spk: int, request: HistoryRequest,
 def _scan_periods(conn: sqlite3.Connection, spk: int, col: str, select: str, origin: int,
                   period: int, extent: tuple[int, int], query: TemporalQuery, wanted: int,
                   backwards: bool) -> list[tuple[Any, ...]]:
-    """Group fixed-length periods, reading only as much of the series as ``wanted``
-    periods need: the span scanned starts at ``wanted`` periods and quadruples."""
+    """Group fixed-length periods, reading only as many periods as ``wanted`` still needs
+    and seeking over gaps through the index, so a page costs ``wanted`` periods of rows
+    whatever the length of the series."""
     first, last = extent
     low_edge = origin + (first - origin) // period * period
     high_edge = origin + ((last - origin) // period + 1) * period
-    span = wanted * period
-    while True:
-        if backwards:
-            lo, hi = max(low_edge, high_edge - span), high_edge
-        else:
-            lo, hi = low_edge, min(high_edge, low_edge + span)
-        lo = max(lo, query.start) if query.start is not None else lo
-        hi = min(hi, query.end) if query.end is not None else hi
-        rows = conn.execute(
-            f"SELECT ({col} - ?) / ? AS b, {select} FROM temporal_instances"
-            f" WHERE series = ? AND {col} >= ? AND {col} < ?"
-            f" GROUP BY b ORDER BY b {'DESC' if backwards else 'ASC'} LIMIT ?",
-            (origin, period, spk, lo, hi, wanted),
-        ).fetchall()
-        whole = (lo <= low_edge if backwards else hi >= high_edge) or span > _FAR // 4
-        if len(rows) >= wanted or whole:
-            return rows
-        span *= 4
+    floor = max(low_edge, query.start) if query.start is not None else low_edge
+    ceiling = min(high_edge, query.end) if query.end is not None else high_edge
+    group = (f"SELECT ({col} - ?) / ? AS b, {select} FROM temporal_instances"
+             f" WHERE series = ? AND {col} >= ? AND {col} < ? GROUP BY b ORDER BY b")
+    rows: list[tuple[Any, ...]] = []
+    if not backwards:
+        lo = low_edge
+        while len(rows) < wanted and lo < ceiling:
+            hi = min(ceiling, lo + (wanted - len(rows)) * period)
+            rows += conn.execute(group, (origin, period, spk, max(lo, floor), hi)).fetchall()
+            following = conn.execute(
+                f"SELECT {col} FROM temporal_instances WHERE series = ? AND {col} >= ?"
+                f" AND {col} < ? ORDER BY {col} LIMIT 1", (spk, hi, ceiling)).fetchone()
+            if following is None:
+                break
+            lo = origin + (following[0] - origin) // period * period
+        return rows[:wanted]
+    hi = high_edge
+    while len(rows) < wanted and hi > floor:
+        lo = max(floor, hi - (wanted - len(rows)) * period)
+        found = conn.execute(group + " DESC", (origin, period, spk, lo, min(hi, ceiling)))
+        rows += found.fetchall()
+        preceding = conn.execute(
+            f"SELECT {col} FROM temporal_instances WHERE series = ? AND {col} < ?"
+            f" AND {col} >= ? ORDER BY {col} DESC LIMIT 1", (spk, lo, floor)).fetchone()
+        if preceding is None:
+            break
+        hi = origin + ((preceding[0] - origin) // period + 1) * period
+    return rows[:wanted]
 
 
 def _bucket(start: int, end: int, row: Iterable[Any], methods: tuple[str, ...]) -> Bucket:
@@ -501,25 +518,36 @@ def _calendar_bucket(ts: int, origin: int, months: int, micros: int) -> int:
     return bucket_start(ts, origin, Duration(months, micros))
 
 
-def _insert(conn: sqlite3.Connection, entity: int, series: dict[tuple[str, str | None], int],
-            items: list[NewInstance], replace_observed: bool) -> None:
+def _insert(conn: sqlite3.Connection,
+            pending: list[tuple[int, list[NewInstance], bool]]) -> None:
+    """Insert instances for (entity pk, instances, replace same observation) groups: the
+    series they need in one pass, then the rows."""
+    keys = {(pk, new.attr, _dataset(new.dataset_id)) for pk, items, _ in pending for new in items}
+    if not keys:
+        return
+    conn.executemany(
+        "INSERT OR IGNORE INTO temporal_series (entity, attr, dataset) VALUES (?, ?, ?)", keys)
+    entities = sorted({pk for pk, _, _ in pending})
+    series: dict[tuple[int, str, str], int] = {}
+    for i in range(0, len(entities), 500):
+        chunk = entities[i:i + 500]
+        for spk, entity, attr, dataset in conn.execute(
+            "SELECT pk, entity, attr, dataset FROM temporal_series"
+            f" WHERE entity IN ({','.join('?' * len(chunk))})", chunk,
+        ):
+            series[(entity, attr, dataset)] = spk
     rows = []
-    for new in items:
-        key = (new.attr, new.dataset_id)
-        spk = series.get(key)
-        if spk is None:
-            (spk,) = conn.execute(
-                """INSERT INTO temporal_series (entity, attr, dataset) VALUES (?, ?, ?)
-                   ON CONFLICT (entity, attr, dataset) DO UPDATE SET attr = excluded.attr
-                   RETURNING pk""",
-                (entity, new.attr, _dataset(new.dataset_id)),
-            ).fetchone()
-            series[key] = spk
-        cols = _columns(new.instance)
-        if replace_observed and cols[0] is not None:
-            conn.execute("DELETE FROM temporal_instances WHERE series = ? AND observed_ts = ?",
-                         (spk, cols[0]))
-        rows.append((spk, *cols))
+    replaced = []
+    for pk, items, replace_observed in pending:
+        for new in items:
+            spk = series[(pk, new.attr, _dataset(new.dataset_id))]
+            cols = _columns(new.instance)
+            if replace_observed and cols[0] is not None:
+                replaced.append((spk, cols[0]))
+            rows.append((spk, *cols))
+    if replaced:
+        conn.executemany("DELETE FROM temporal_instances WHERE series = ? AND observed_ts = ?",
+                         replaced)
     conn.executemany(
         """INSERT INTO temporal_instances
                (series, observed_ts, created_ts, modified_ts, deleted_ts, num, val, doc)

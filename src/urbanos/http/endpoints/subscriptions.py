@@ -1,0 +1,141 @@
+"""/subscriptions (clauses 5.8.1 - 5.8.5, binding 6.10 - 6.11): create, query, retrieve,
+update and delete subscriptions.
+
+Attribute names and entity types are expanded with the request's @context on the way in
+and compacted with the caller's @context on the way out, like entities.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from urbanos.core.validation import is_uri
+from urbanos.errors import BadRequestData
+from urbanos.http.context import link_url, request_context, services
+from urbanos.http.negotiation import RequestContext, read_body
+from urbanos.http.params import check_params, paging
+from urbanos.http.respond import empty, json_response
+from urbanos.services.subscriptions import SubscriptionService
+from urbanos.types import JSON
+
+PATH = "/ngsi-ld/v1/subscriptions"
+_VERSION = re.compile(r"^\d+\.\d+$")
+
+
+def _service(request: Request) -> SubscriptionService:
+    service = services(request).subscriptions
+    assert service is not None, "the subscription service is wired in the app lifespan"
+    return service
+
+
+def _path_id(request: Request) -> str:
+    raw = request.path_params["subscription_id"].replace("%2F", "/")
+    if not is_uri(raw):
+        raise BadRequestData(f"subscription id must be a URI, got {raw!r}")
+    return raw
+
+
+def _tenant_headers(ctx: RequestContext) -> dict[str, str]:
+    return {"NGSILD-Tenant": ctx.tenant} if ctx.tenant else {}
+
+
+async def _body(request: Request) -> tuple[JSON, RequestContext]:
+    s = services(request).settings
+    body, ctype = await read_body(request, s.max_body_bytes, s.max_json_depth)
+    if ctype == "application/merge-patch+json":
+        ctype = "application/json"
+    ctx = await request_context(request, body=body, ctype=ctype)
+    return body, ctx
+
+
+def _page_link(request: Request, ctx: RequestContext, offset: int, limit: int, rel: str) -> str:
+    """One paging link (clause 6.3.13): the same query with another offset."""
+    params = {**dict(request.query_params), "offset": str(offset), "limit": str(limit)}
+    query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in sorted(params.items()))
+    return f'<{request.url.path}?{query}>; rel="{rel}"; type="{ctx.accept}"'
+
+
+def preferred_version(header: str | None) -> str | None:
+    """The ``ngsi-ld`` preference of a Prefer header (RFC 7240, clause 6.3.6), as
+    ``ngsi-ld=X.Y``: the name in any case, the value bare or quoted, parameters ignored."""
+    if not header:
+        return None
+    for preference in header.split(","):
+        head = preference.split(";", 1)[0]
+        name, sep, value = head.partition("=")
+        value = value.strip().strip('"')
+        if sep and name.strip().lower() == "ngsi-ld" and _VERSION.match(value):
+            return f"ngsi-ld={value}"
+    return None
+
+
+async def create_subscription(request: Request) -> Response:
+    """Create Subscription (clause 5.8.1, binding 6.10.3.1): 201 with Location."""
+    check_params(request.query_params, set())
+    body, ctx = await _body(request)
+    sub_id = await _service(request).create(ctx.tenant, body, ctx.terms, ctx.context)
+    headers = {"Location": f"{PATH}/{quote(sub_id, safe=':')}"}
+    return empty(201, headers | _tenant_headers(ctx))
+
+
+async def query_subscriptions(request: Request) -> Response:
+    """Query Subscriptions (clause 5.8.4, binding 6.10.3.2): paged, with a count."""
+    params = request.query_params
+    check_params(params, {"limit", "offset", "count"})
+    ctx = await request_context(request)
+    limit, offset, count = paging(params, services(request).settings)
+    data, total = await _service(request).query(ctx.tenant, ctx.terms, limit=limit,
+                                                offset=offset)
+    headers: dict[str, str] = {}
+    if count:
+        headers["NGSILD-Results-Count"] = str(total)
+    links = []
+    if limit and offset > 0:
+        links.append(_page_link(request, ctx, max(0, offset - limit), limit, "prev"))
+    if limit and offset + limit < total:
+        links.append(_page_link(request, ctx, offset + limit, limit, "next"))
+    response = json_response(ctx, data, link_url=link_url(request, ctx), headers=headers)
+    if links:
+        existing = response.headers.get("Link")
+        paging_links = ", ".join(links)
+        response.headers["Link"] = f"{existing}, {paging_links}" if existing else paging_links
+    return response
+
+
+async def retrieve_subscription(request: Request) -> Response:
+    """Retrieve Subscription (clause 5.8.3, binding 6.11.3.1).
+
+    A version preference (clause 4.3.6.8) changes entity data only: a subscription is
+    returned as it is, and the preference reported as applied.
+    """
+    check_params(request.query_params, set())
+    sub_id = _path_id(request)
+    ctx = await request_context(request)
+    data = await _service(request).retrieve(ctx.tenant, sub_id, ctx.terms)
+    headers: dict[str, str] = {}
+    applied = preferred_version(request.headers.get("prefer"))
+    if applied is not None:
+        headers["Preference-Applied"] = applied
+    return json_response(ctx, data, link_url=link_url(request, ctx), headers=headers)
+
+
+async def update_subscription(request: Request) -> Response:
+    """Update Subscription (clause 5.8.2, binding 6.11.3.2): 204."""
+    check_params(request.query_params, set())
+    sub_id = _path_id(request)
+    body, ctx = await _body(request)
+    await _service(request).update(ctx.tenant, sub_id, body, ctx.terms, ctx.context)
+    return empty(204, _tenant_headers(ctx))
+
+
+async def delete_subscription(request: Request) -> Response:
+    """Delete Subscription (clause 5.8.5, binding 6.11.3.3): 204."""
+    check_params(request.query_params, set())
+    sub_id = _path_id(request)
+    ctx = await request_context(request)
+    await _service(request).delete(ctx.tenant, sub_id)
+    return empty(204, _tenant_headers(ctx))

@@ -1,0 +1,429 @@
+"""Delivering notifications: from recorded changes to acknowledged sends, at least once.
+
+Three loops, run by ``workers.py``:
+
+* **changes**: reads the outbox's changes in commit order, asks the subscription service
+  what each one notifies, records those as delivery rows and consumes the changes in one
+  transaction (a crash in between replays the changes: at-least-once, never zero);
+* **deliveries**: claims due delivery rows (new ones, retries, leftovers of a previous
+  process) and sends them;
+* **periodic**: once a second, records the notifications of ``timeInterval``
+  subscriptions that are due.
+
+Sends are grouped in *lanes*, one per endpoint origin: each lane sends at most
+``concurrency`` at once and holds at most ``queue`` deliveries in memory, and all lanes
+together at most ``inflight``; what does not fit stays in the store until there is room.
+So a hanging receiver fills its own lane and nothing else, and writes never wait for
+sends (they only add a row). The notifications of one subscription are sent one after
+the other, in the order they were recorded (a failure sends the next one meanwhile: its
+retry comes later). A failed send is retried with exponential backoff and
+jitter up to ``max_attempts``; every attempt is reported to the subscription service
+(``timesSent``/``timesFailed``, ``lastSuccess``/``lastFailure``, ``status``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import heapq
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+
+from urbanos.core.change import Change
+from urbanos.core.timeutil import now_iso
+from urbanos.services.senders import DeliveryError, Sender, lane_of
+from urbanos.storage.outbox import Delivery, Envelope, NewDelivery, Outbox, Room
+
+if TYPE_CHECKING:
+    from urbanos.core.subscription import Outgoing
+
+log = logging.getLogger("urbanos.notifications")
+
+JSON_MT = "application/json"
+
+
+class SubscriptionSource(Protocol):
+    """The part of SubscriptionService that delivery needs."""
+
+    async def notifications_for(self, change: Change) -> list[Outgoing]: ...
+
+    async def periodic_due(self, now: str) -> list[Outgoing]: ...
+
+    async def delivered(
+        self, tenant: str, subscription_id: str, *, ok: bool, at: str, error: str | None = None
+    ) -> None: ...
+
+    async def get(self, tenant: str, subscription_id: str) -> dict[str, Any] | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    timeout: float = 10.0  # seconds for one send, connection included
+    max_attempts: int = 10  # sends of one notification before it is abandoned
+    backoff: float = 1.0  # delay before the first retry; doubles with each failure
+    backoff_max: float = 300.0  # the longest delay between two attempts
+    concurrency: int = 4  # sends at once per endpoint
+    queue: int = 256  # deliveries per endpoint held in memory (the rest wait in the store)
+    inflight: int = 10_000  # deliveries held in memory over all endpoints
+    batch: int = 256  # changes consumed per transaction
+    poll: float = 1.0  # longest sleep of an idle loop (retries come due, other nodes)
+    idle_lane: float = 60.0  # seconds after which an unused lane drops its connections
+
+
+def backoff_delay(attempts: int, config: DeliveryConfig, rand: Callable[[], float]) -> float:
+    """Delay before attempt ``attempts + 1``: base * 2^(attempts-1), capped, ±20% jitter
+    so that the retries of many notifications to one receiver spread out."""
+    base = min(config.backoff_max, config.backoff * 2 ** max(0, attempts - 1))
+    return base * (0.8 + 0.4 * rand())
+
+
+def envelope_of(out: Outgoing) -> Envelope:
+    """The bytes to send: the Notification as JSON (HTTP) or wrapped with its headers as
+    ``{"metadata": ..., "body": ...}`` (MQTT binding)."""
+    headers = dict(out.headers)
+    if not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = out.endpoint.accept or JSON_MT
+    endpoint = out.endpoint
+    if endpoint.is_mqtt:
+        payload = orjson.dumps({"metadata": headers, "body": out.body})
+        return Envelope(endpoint.uri, headers, payload, endpoint.mqtt_qos, endpoint.mqtt_version)
+    return Envelope(endpoint.uri, headers, orjson.dumps(out.body))
+
+
+@dataclass(slots=True)
+class _Lane:
+    key: str
+    gate: asyncio.Semaphore
+    held: int = 0  # claimed deliveries of this lane in memory (waiting or sending)
+    used: float = field(default_factory=time.monotonic)
+
+
+class NotificationEngine:
+    def __init__(
+        self,
+        outbox: Outbox,
+        subscriptions: SubscriptionSource,
+        sender: Sender,
+        config: DeliveryConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.outbox = outbox
+        self.subscriptions = subscriptions
+        self.sender = sender
+        self.config = config or DeliveryConfig()
+        self.clock = clock
+        self.rand = rand
+        self._lanes: dict[str, _Lane] = {}
+        #: one lock per subscription with sends in memory: its notifications go in order
+        self._order: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+        self._held = 0
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._changed = asyncio.Event()
+        self._backlog = asyncio.Event()
+        self._due: list[float] = []  # when retries scheduled by this process come due
+        self._overflow = True  # rows may wait in the store for room (at start: leftovers)
+        #: a lane is refilled from the store once it holds no more than this
+        self._refill_at = self.config.queue // 2
+        self._done_ids: list[int] = []
+        self._done_flush: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.sent = 0  # acknowledged sends since start (metrics, bench)
+        self.failed = 0
+
+    # -- wiring ----------------------------------------------------------------------------
+    def attach(self) -> None:
+        """Let the outbox wake the changes loop (from the writer thread, for SQLite)."""
+        self._loop = asyncio.get_running_loop()
+        self.outbox.on_change = self._signal
+
+    def _signal(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._changed.set)
+
+    # -- loops -----------------------------------------------------------------------------
+    async def run_changes(self) -> None:
+        while True:
+            self._changed.clear()
+            if await self.drain_changes() < self.config.batch:
+                await _wait(self._changed, self.config.poll)
+
+    async def run_deliveries(self) -> None:
+        while True:
+            self._backlog.clear()
+            claimed = await self.pump()
+            if claimed:
+                continue
+            timeout = self.config.poll
+            if self._due:
+                timeout = min(timeout, max(0.01, self._due[0] - self.clock()))
+            await _wait(self._backlog, timeout)
+            self._close_idle_lanes()
+
+    async def run_periodic(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                outgoing = await self.subscriptions.periodic_due(now_iso())
+                if outgoing:
+                    await self._record(outgoing)
+            except Exception:  # noqa: BLE001 - logged; the next tick tries again
+                log.exception("periodic notifications failed")
+            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+
+    # -- steps (the loops' bodies; tests call them directly) -------------------------------
+    async def drain_changes(self) -> int:
+        """Turn one batch of changes into deliveries; returns how many changes it took."""
+        changes = await self.outbox.changes(self.config.batch)
+        if not changes:
+            return 0
+        outgoing: list[Outgoing] = []
+        for change in changes:
+            outgoing.extend(await self._notifications_for(change))
+        await self._record(outgoing, [c.seq for c in changes])
+        return len(changes)
+
+    async def _notifications_for(self, change: Change) -> list[Outgoing]:
+        for attempt in range(3):
+            try:
+                return await self.subscriptions.notifications_for(change)
+            except Exception:  # noqa: BLE001 - a change that cannot be matched is skipped
+                log.exception("matching change %s of %s failed", change.seq, change.entity_id)
+                await asyncio.sleep(0.1 * 4**attempt)
+        return []
+
+    async def _record(self, outgoing: list[Outgoing], seqs: list[int] | None = None) -> None:
+        new: list[NewDelivery] = []
+        reserved: list[_Lane] = []
+        for out in outgoing:
+            envelope = envelope_of(out)
+            lane = self._lane(lane_of(envelope.uri))
+            claim = self._has_room(lane)
+            if claim:
+                self._reserve(lane)
+                reserved.append(lane)
+            new.append(NewDelivery(out.tenant, out.subscription_id, lane.key, envelope, claim))
+        try:
+            if seqs is None:
+                claimed = await self.outbox.add(new, self.clock())
+            else:
+                claimed = await self.outbox.consume(seqs, new, self.clock())
+        except BaseException:
+            for lane in reserved:
+                self._unreserve(lane)
+            raise
+        for delivery in claimed:
+            self._start(delivery, check=False)
+        if len(claimed) < len(new):
+            self._overflow = True
+            self._backlog.set()
+
+    async def pump(self) -> int:
+        """Claim the due deliveries that fit in memory and start sending them."""
+        room_total = self.config.inflight - self._held
+        if room_total <= 0:
+            return 0
+        per_lane = {k: self._room(lane) for k, lane in self._lanes.items()}
+        skip = [k for k, lane in self._lanes.items() if lane.held > self._refill_at]
+        room = Room(room_total, per_lane, self.config.queue)
+        now = self.clock()
+        while self._due and self._due[0] <= now:
+            heapq.heappop(self._due)
+        claimed = await self.outbox.claim_due(now, room, skip)
+        # rows may still be waiting if some lane (or everything) ran out of room
+        self._overflow = bool(skip) or room.total <= 0 or 0 in room.per_lane.values()
+        for delivery in claimed:
+            self._reserve(self._lane(delivery.lane))
+            self._start(delivery, check=True)
+        return len(claimed)
+
+    # -- lanes -----------------------------------------------------------------------------
+    def _lane(self, key: str) -> _Lane:
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane(key, asyncio.Semaphore(self.config.concurrency))
+        lane.used = time.monotonic()
+        return lane
+
+    def _room(self, lane: _Lane) -> int:
+        return self.config.queue - lane.held
+
+    def _has_room(self, lane: _Lane) -> bool:
+        return self._room(lane) > 0 and self._held < self.config.inflight
+
+    def _reserve(self, lane: _Lane) -> None:
+        lane.held += 1
+        self._held += 1
+
+    def _unreserve(self, lane: _Lane) -> None:
+        lane.held -= 1
+        self._held -= 1
+        lane.used = time.monotonic()
+
+    def _close_idle_lanes(self) -> None:
+        cutoff = time.monotonic() - self.config.idle_lane
+        for key, lane in list(self._lanes.items()):
+            if lane.held == 0 and lane.used < cutoff:
+                del self._lanes[key]
+                task = asyncio.ensure_future(self.sender.forget(key))
+                task.add_done_callback(_log_failure)
+
+    # -- one delivery ----------------------------------------------------------------------
+    def _start(self, delivery: Delivery, *, check: bool) -> None:
+        task = asyncio.ensure_future(self._deliver(delivery, check))
+        self._tasks[delivery.id] = task
+        task.add_done_callback(functools.partial(self._finished, delivery.id))
+
+    def _finished(self, delivery_id: int, _task: asyncio.Future[None]) -> None:
+        self._tasks.pop(delivery_id, None)
+
+    async def _deliver(self, d: Delivery, check: bool) -> None:
+        lane = self._lane(d.lane)
+        try:
+            # only a retry can outlive its subscription by long: look before resending
+            outcome, error = await self._send(d, lane, check and d.attempts > 0)
+            if outcome == "gone":
+                await self._mark_done(d.id)
+            elif error is None:
+                await self._succeeded(d)
+            else:
+                await self._failed(d, str(error), retry=error.retry)
+        except Exception:  # noqa: BLE001 - the store failed: the row stays claimed
+            log.exception("recording the outcome of notification %s failed", d.id)
+        finally:
+            self._unreserve(lane)
+            if self._overflow and lane.held <= self._refill_at:
+                self._backlog.set()
+
+    async def _send(
+        self, d: Delivery, lane: _Lane, check: bool
+    ) -> tuple[str, DeliveryError | None]:
+        """Send in the subscription's order, within the lane's concurrency; only the send
+        holds them (the bookkeeping afterwards does not)."""
+        key = (d.tenant, d.subscription_id)
+        lock, users = self._order.get(key) or (asyncio.Lock(), 0)
+        self._order[key] = (lock, users + 1)
+        try:
+            async with lock, lane.gate:
+                if check and await self._gone(d):
+                    return "gone", None
+                try:
+                    async with asyncio.timeout(self.config.timeout + 5):
+                        await self.sender.send(d.envelope, d.lane)
+                except DeliveryError as exc:
+                    return "failed", exc
+                except TimeoutError:
+                    return "failed", DeliveryError("timed out")
+                except Exception as exc:  # noqa: BLE001 - a sender bug must not lose it
+                    log.exception("sending notification %s failed", d.id)
+                    return "failed", DeliveryError(f"{type(exc).__name__}: {exc}")
+                return "sent", None
+        finally:
+            lock, users = self._order[key]
+            if users > 1:
+                self._order[key] = (lock, users - 1)
+            else:
+                del self._order[key]
+
+    async def _mark_done(self, delivery_id: int) -> None:
+        """Delete the row; the deliveries finishing meanwhile share one transaction."""
+        self._done_ids.append(delivery_id)
+        if self._done_flush is None:
+            self._done_flush = asyncio.ensure_future(self._flush_done())
+        await asyncio.shield(self._done_flush)
+
+    async def _flush_done(self) -> None:
+        await asyncio.sleep(0)  # let the other completions of this loop turn join
+        ids, self._done_ids, self._done_flush = self._done_ids, [], None
+        await self.outbox.done(ids)
+
+    async def _gone(self, d: Delivery) -> bool:
+        """A subscription deleted since the notification was recorded gets no more sends."""
+        try:
+            return await self.subscriptions.get(d.tenant, d.subscription_id) is None
+        except Exception:  # noqa: BLE001 - when in doubt, deliver
+            log.exception("looking up subscription %s failed", d.subscription_id)
+            return False
+
+    async def _succeeded(self, d: Delivery) -> None:
+        self.sent += 1
+        # both writes join one group commit; the statistics first in line, since a
+        # receiver may look at the subscription as soon as it has answered
+        await asyncio.gather(self._report(d, ok=True), self._mark_done(d.id))
+
+    async def _failed(self, d: Delivery, error: str, *, retry: bool) -> None:
+        self.failed += 1
+        attempts = d.attempts + 1
+        report = self._report(d, ok=False, error=error)
+        if retry and attempts < self.config.max_attempts:
+            next_at = self.clock() + backoff_delay(attempts, self.config, self.rand)
+            await asyncio.gather(report, self.outbox.retry(d.id, attempts, next_at, error))
+            if not self._due or next_at < self._due[0]:
+                self._backlog.set()  # the deliveries loop sleeps too long: recompute
+            heapq.heappush(self._due, next_at)
+            log.info("notification %s to %s failed (%s), retry %d", d.id, d.envelope.uri,
+                     error, attempts)
+        else:
+            await asyncio.gather(report, self._mark_done(d.id))
+            log.warning("notification %s to %s abandoned after %d attempt(s): %s",
+                        d.id, d.envelope.uri, attempts, error)
+
+    async def _report(self, d: Delivery, *, ok: bool, error: str | None = None) -> None:
+        try:
+            await self.subscriptions.delivered(
+                d.tenant, d.subscription_id, ok=ok, at=now_iso(), error=error
+            )
+        except Exception:  # noqa: BLE001 - statistics must not undo a delivery
+            log.exception("reporting notification %s failed", d.id)
+
+    # -- shutdown --------------------------------------------------------------------------
+    async def aclose(self, grace: float = 5.0) -> None:
+        """Let sends in progress finish for up to ``grace`` seconds; the rest stay in the
+        store and are sent by the next process."""
+        if self.outbox.on_change == self._signal:
+            self.outbox.on_change = None
+        tasks = dict(self._tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks.values(), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            unfinished = [i for i, t in tasks.items() if t in pending]
+            with contextlib.suppress(Exception):
+                if self._done_flush is not None:
+                    await self._done_flush  # deliveries already acknowledged
+                await self.outbox.release(unfinished)
+        await self.sender.aclose()
+
+    async def idle(self, timeout: float = 10.0) -> bool:
+        """Wait until nothing is left to do (tests, bench); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            changes, deliveries = await self.outbox.counts()
+            if changes == 0 and deliveries == 0 and not self._tasks:
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    """Wait for ``event`` at most ``timeout`` seconds. (Not ``asyncio.wait_for``: on
+    Python 3.11 it can swallow a cancellation that coincides with the event, and a loop
+    that should stop would go on.)"""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("closing an idle lane failed: %s", task.exception())

@@ -1,0 +1,477 @@
+"""Subscriptions (clauses 5.8.1 - 5.8.6): their lifecycle, and which ones a change fires.
+
+The delivery side (outbox, workers, senders) asks ``notifications_for(change)`` for every
+entity change and ``periodic_due(now)`` on a timer, sends what it gets, and reports back
+with ``delivered``. Matching goes through an in-memory index per tenant, loaded from the
+store on first use and kept current by this service's own writes: candidates by entity id,
+entity type and watched attribute (plus the few that can only be tested one by one), then
+the trigger and the q/geoQ/scopeQ trees evaluated on the entity in Python. So the cost of
+a change grows with the subscriptions that could match it, not with all of them.
+
+On several nodes another node's writes make an index stale: ``invalidate(tenant)`` drops
+it, and it is reloaded on next use.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from urbanos.core.change import Change
+from urbanos.core.jsonld import core_term_map
+from urbanos.core.notification import (
+    entity_for_change,
+    notification_body,
+    notification_headers,
+    render_data,
+    render_options,
+)
+from urbanos.core.query.ast import TypeAnd, TypeExpr, TypeName, TypeOr
+from urbanos.core.render import relationship_targets
+from urbanos.core.selection import linked_steps
+from urbanos.core.subscription import (
+    AttributeChanges,
+    DeliveryStats,
+    Outgoing,
+    Subscription,
+    attribute_changes,
+    compile_subscription,
+    matches,
+    trigger_reason,
+)
+from urbanos.core.subscription_payload import (
+    parse_subscription,
+    patch_subscription,
+    render_subscription,
+)
+from urbanos.core.timeutil import format_datetime, now_iso, parse_datetime
+from urbanos.errors import BadRequestData, NgsiLdError, ResourceNotFound
+from urbanos.outbound import OutboundPolicy, check_url
+from urbanos.services.contexts import ContextService
+from urbanos.services.linked import fetch_linked
+from urbanos.settings import Settings
+from urbanos.storage.base import EntityStore
+from urbanos.storage.subscriptions import StoredSubscription, SubscriptionStore
+from urbanos.types import JSON, JSONObject, Terms
+
+__all__ = ["SubscriptionService", "own_origins"]
+
+log = logging.getLogger("urbanos.subscriptions")
+ENDPOINT_SCHEMES = frozenset({"http", "https", "mqtt", "mqtts"})
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0", "::"})
+Key = tuple[str, str]
+
+
+def _index_types(expr: TypeExpr | None) -> frozenset[str] | None:
+    """Type names one of which every entity the expression selects has; None if none."""
+    if isinstance(expr, TypeName):
+        return frozenset({expr.iri})
+    if isinstance(expr, TypeOr):
+        out: set[str] = set()
+        for child in expr.children:
+            names = _index_types(child)
+            if names is None:
+                return None
+            out |= names
+        return frozenset(out)
+    if isinstance(expr, TypeAnd):
+        for child in expr.children:
+            names = _index_types(child)
+            if names is not None:
+                return names
+    return None
+
+
+@dataclass
+class _TenantIndex:
+    """Candidate subscriptions of one tenant by entity id, type and watched attribute."""
+
+    subs: dict[str, Subscription] = field(default_factory=dict)
+    by_id: dict[str, set[str]] = field(default_factory=dict)
+    by_type: dict[str, set[str]] = field(default_factory=dict)
+    by_attr: dict[str, set[str]] = field(default_factory=dict)
+    catch_all: set[str] = field(default_factory=set)
+    periodic: set[str] = field(default_factory=set)
+    _keys: dict[str, list[tuple[dict[str, set[str]] | None, str]]] = field(default_factory=dict)
+
+    def add(self, sub: Subscription) -> None:
+        self.remove(sub.id)
+        self.subs[sub.id] = sub
+        keys: list[tuple[dict[str, set[str]] | None, str]] = []
+        if sub.time_interval is not None:
+            self.periodic.add(sub.id)
+        elif sub.query.selectors:
+            for sel in sub.query.selectors:
+                if sel.ids:
+                    keys.extend((self.by_id, i) for i in sel.ids)
+                    continue
+                names = _index_types(sel.types)
+                if names is None:
+                    keys.append((None, ""))
+                    break
+                keys.extend((self.by_type, n) for n in names)
+        elif sub.watched:
+            keys.extend((self.by_attr, a) for a in sub.watched)
+        else:
+            keys.append((None, ""))
+        for table, key in keys:
+            if table is None:
+                self.catch_all.add(sub.id)
+            else:
+                table.setdefault(key, set()).add(sub.id)
+        self._keys[sub.id] = keys
+
+    def remove(self, sub_id: str) -> None:
+        self.subs.pop(sub_id, None)
+        self.periodic.discard(sub_id)
+        self.catch_all.discard(sub_id)
+        for table, key in self._keys.pop(sub_id, []):
+            if table is not None and key in table:
+                table[key].discard(sub_id)
+                if not table[key]:
+                    del table[key]
+
+    def candidates(
+        self, entity_id: str, types: Iterable[str], attrs: Iterable[str]
+    ) -> list[Subscription]:
+        found = set(self.catch_all)
+        found |= self.by_id.get(entity_id, set())
+        for t in types:
+            found |= self.by_type.get(t, set())
+        for a in attrs:
+            found |= self.by_attr.get(a, set())
+        return [self.subs[i] for i in sorted(found) if i in self.subs]
+
+
+class SubscriptionService:
+    def __init__(
+        self,
+        store: SubscriptionStore,
+        contexts: ContextService,
+        clock: Callable[[], str] = now_iso,
+        *,
+        entities: EntityStore | None = None,
+        policy: OutboundPolicy | None = None,
+        own_origins: Iterable[tuple[str, int]] = (),
+        periodic_limit: int = 1000,
+    ) -> None:
+        """``entities`` resolves linked q terms, ``join`` and periodic notifications;
+        ``own_origins`` are the (host, port) pairs the broker itself answers on."""
+        self.store = store
+        self.contexts = contexts
+        self.clock = clock
+        self.entities = entities
+        self.policy = policy if policy is not None else contexts.policy
+        self.own_origins = {(h.lower().strip("[]"), p) for h, p in own_origins}
+        self.periodic_limit = periodic_limit
+        self._indexes: dict[str, _TenantIndex] = {}
+        self._tenants: set[str] = set()
+        self._last_fired: dict[Key, str] = {}
+        self._last_failure: dict[Key, str] = {}
+        self._next_due: dict[Key, str] = {}
+
+    # -- the index ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Load every subscription into the indexes (call after the store is open)."""
+        self._indexes.clear()
+        for stored in await self.store.load():
+            self._tenants.add(stored.tenant)
+            self._indexes.setdefault(stored.tenant, _TenantIndex()).add(self._compile(stored))
+
+    def invalidate(self, tenant: str) -> None:
+        """Forget a tenant's index (another node changed its subscriptions)."""
+        self._indexes.pop(tenant, None)
+
+    async def _index(self, tenant: str) -> _TenantIndex:
+        index = self._indexes.get(tenant)
+        if index is None:
+            index = _TenantIndex()
+            for stored in await self.store.load(tenant):
+                index.add(self._compile(stored))
+            self._indexes[tenant] = index
+            if index.subs:
+                self._tenants.add(tenant)
+        return index
+
+    @staticmethod
+    def _compile(stored: StoredSubscription) -> Subscription:
+        return compile_subscription(stored.doc)
+
+    # -- the API operations ------------------------------------------------------------
+
+    def _check_endpoint(self, doc: JSONObject) -> None:
+        """The outbound policy, and never the broker itself (a notification loop)."""
+        uri = doc["notification"]["endpoint"]["uri"]
+        check_url(uri, self.policy, schemes=ENDPOINT_SCHEMES)
+        parts = urlsplit(uri)
+        host = (parts.hostname or "").lower()
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower(), 0)
+        for own_host, own_port in self.own_origins:
+            same_host = host == own_host or (
+                host in _LOOPBACK_NAMES and own_host in _LOOPBACK_NAMES)
+            if same_host and port == own_port:
+                raise BadRequestData(f"the endpoint {uri} is this broker")
+
+    async def _resolve_context(self, doc: JSONObject, context: JSON, tenant: str) -> None:
+        """Fetch the @contexts the subscription will need (504 if unavailable), and set
+        jsonldContext: the subscriber's, or the URL of the request's @context."""
+        default = self.contexts.link_url(context, tenant=tenant)
+        doc["_context"] = context
+        doc["_defaultContext"] = default
+        if doc.get("_explicitContext"):
+            await self.contexts.term_map(doc["jsonldContext"], tenant=tenant)
+        else:
+            doc["jsonldContext"] = default
+
+    async def create(self, tenant: str, payload: JSON, terms: Terms, context: JSON) -> str:
+        """Create Subscription (5.8.1); returns the id (generated when absent)."""
+        now = self.clock()
+        doc = parse_subscription(
+            payload, terms, now, new_id=lambda: f"urn:ngsi-ld:Subscription:{uuid.uuid4()}"
+        )
+        self._check_endpoint(doc)
+        await self._resolve_context(doc, context, tenant)
+        sub = compile_subscription(doc)
+        await self.store.insert(tenant, doc)
+        (await self._index(tenant)).add(sub)
+        self._tenants.add(tenant)
+        return str(doc["id"])
+
+    async def update(
+        self, tenant: str, subscription_id: str, fragment: JSON, terms: Terms, context: JSON
+    ) -> None:
+        """Update Subscription (5.8.2)."""
+        stored = await self._stored(tenant, subscription_id)
+        doc = patch_subscription(stored.doc, fragment, terms, self.clock())
+        self._check_endpoint(doc)
+        if isinstance(fragment, dict) and fragment.get("jsonldContext"):
+            await self.contexts.term_map(doc["jsonldContext"], tenant=tenant)
+        sub = compile_subscription(doc)
+        if not await self.store.replace(tenant, doc):
+            raise ResourceNotFound(f"subscription {subscription_id} not found")
+        (await self._index(tenant)).add(sub)
+        self._next_due.pop((tenant, subscription_id), None)
+
+    async def delete(self, tenant: str, subscription_id: str) -> None:
+        """Delete Subscription (5.8.5)."""
+        if not await self.store.delete(tenant, subscription_id):
+            raise ResourceNotFound(f"subscription {subscription_id} not found")
+        (await self._index(tenant)).remove(subscription_id)
+        for table in (self._last_fired, self._last_failure, self._next_due):
+            table.pop((tenant, subscription_id), None)
+
+    async def _stored(self, tenant: str, subscription_id: str) -> StoredSubscription:
+        stored = await self.store.get(tenant, subscription_id)
+        if stored is None:
+            raise ResourceNotFound(f"subscription {subscription_id} not found")
+        return stored
+
+    async def retrieve(self, tenant: str, subscription_id: str, terms: Terms) -> JSONObject:
+        """Retrieve Subscription (5.8.3), names compacted with the caller's @context."""
+        stored = await self._stored(tenant, subscription_id)
+        return render_subscription(stored.doc, terms, stored.stats, self.clock())
+
+    async def query(
+        self, tenant: str, terms: Terms, *, limit: int, offset: int
+    ) -> tuple[list[JSONObject], int]:
+        """Query Subscriptions (5.8.4): one page in creation order and the total."""
+        rows, total = await self.store.page(tenant, limit, offset)
+        now = self.clock()
+        return [render_subscription(r.doc, terms, r.stats, now) for r in rows], total
+
+    async def get(self, tenant: str, subscription_id: str) -> JSONObject | None:
+        """A subscription rendered with its own @context, None when unknown."""
+        stored = await self.store.get(tenant, subscription_id)
+        if stored is None:
+            return None
+        terms = await self._terms(compile_subscription(stored.doc), tenant)
+        return render_subscription(stored.doc, terms, stored.stats, self.clock())
+
+    # -- notifications -----------------------------------------------------------------
+
+    async def notifications_for(self, change: Change) -> list[Outgoing]:
+        """The notifications one entity change fires (clause 5.8.6), ready to send."""
+        index = await self._index(change.tenant)
+        if not index.subs:
+            return []
+        changes = attribute_changes(change)
+        types: set[str] = set()
+        for state in (change.before, change.after):
+            if state is not None:
+                types.update(state.get("type", ()))
+        now = self.clock()
+        state = change.after if change.after is not None else change.before
+        assert state is not None
+        out: list[Outgoing] = []
+        for sub in index.candidates(change.entity_id, types, changes.names):
+            resolver = None
+            if sub.linked_depth:  # fetch linked entities only for a change that can fire
+                if sub.time_interval is not None or not sub.active_at(now):
+                    continue
+                if trigger_reason(sub, change, changes) is None:
+                    continue
+                resolver = await self._resolver(sub, change.tenant, state)
+            reason = matches(sub, change, now, changes=changes, linked=resolver)
+            if reason is None:
+                continue
+            if await self._held_back(sub, change.tenant, now):
+                continue
+            out.append(await self._outgoing(sub, change, reason, changes, now))
+        return out
+
+    async def _resolver(
+        self, sub: Subscription, tenant: str, entity: JSONObject
+    ) -> Callable[[str], JSONObject | None] | None:
+        """For a q with linked entity terms: the entities it reaches, fetched up front."""
+        if sub.query.q is None or self.entities is None:
+            return None
+        return (await self._linked_for_q(sub, tenant, entity)).get
+
+    async def _linked_for_q(
+        self, sub: Subscription, tenant: str, entity: JSONObject
+    ) -> dict[str, JSONObject]:
+        assert sub.query.q is not None and self.entities is not None
+        found: dict[str, JSONObject] = {}
+        level = [entity]
+        for names in linked_steps(sub.query.q):
+            targets: list[str] = []
+            for e in level:
+                for name in names:
+                    for inst in e.get("attrs", {}).get(name, ()):
+                        targets.extend(relationship_targets(inst))
+            wanted = [t for t in dict.fromkeys(targets) if t not in found]
+            if not wanted:
+                break
+            fetched = await self.entities.get_many(tenant, wanted)
+            found.update(fetched)
+            level = list(fetched.values())
+        return found
+
+    async def _held_back(self, sub: Subscription, tenant: str, now: str) -> bool:
+        """Throttling (no two notifications closer than ``throttling`` seconds) and the
+        endpoint's cooldown after a failure. A notification let through is recorded before
+        this returns, with no await in between, so concurrent changes cannot both pass."""
+        key = (tenant, sub.id)
+        current = parse_datetime(now)
+        if current is None:
+            return False
+        stored_last = None
+        if sub.throttling and key not in self._last_fired:
+            stored = await self.store.get(tenant, sub.id)
+            stored_last = stored.stats.last_notification if stored else None
+        if sub.throttling:
+            last = self._last_fired.get(key, stored_last)
+            at = parse_datetime(last) if last else None
+            if at is not None and current < at + timedelta(seconds=sub.throttling):
+                return True
+        cooldown = sub.endpoint.cooldown_ms
+        failed = self._last_failure.get(key)
+        if cooldown and failed:
+            at = parse_datetime(failed)
+            if at is not None and current < at + timedelta(milliseconds=cooldown):
+                return True
+        self._last_fired[key] = now
+        return False
+
+    async def _terms(self, sub: Subscription, tenant: str) -> Terms:
+        """The subscription's @context processed; the core one if it cannot be had now."""
+        try:
+            return await self.contexts.term_map(sub.context, tenant=tenant)
+        except NgsiLdError as exc:
+            log.warning("subscription %s: @context unavailable (%s); using the core @context",
+                        sub.id, exc.detail)
+            return core_term_map()
+
+    async def _outgoing(
+        self, sub: Subscription, change: Change, reason: str, changes: AttributeChanges,
+        now: str,
+    ) -> Outgoing:
+        terms = await self._terms(sub, change.tenant)
+        entity = entity_for_change(sub, change, reason, changes, terms)
+        linked: dict[str, JSONObject] = {}
+        if sub.join and change.after is not None and self.entities is not None:
+            linked = await fetch_linked(self.entities, change.tenant, [entity],
+                                        render_options(sub))
+        data = render_data(sub, [entity], terms, linked, deleted=change.after is None)
+        return self._package(sub, change.tenant, data, now, reason)
+
+    def _package(self, sub: Subscription, tenant: str, data: JSON, now: str,
+                 reason: str | None) -> Outgoing:
+        body = notification_body(
+            sub, data, notification_id=f"urn:ngsi-ld:Notification:{uuid.uuid4()}",
+            notified_at=now, trigger=reason,
+        )
+        return Outgoing(tenant, sub.id, sub.endpoint, body, notification_headers(sub, tenant))
+
+    async def periodic_due(self, now: str) -> list[Outgoing]:
+        """Notifications of the timeInterval subscriptions due at ``now``: every entity
+        they select, whether or not it changed; the first one interval after creation."""
+        current = parse_datetime(now)
+        if current is None or self.entities is None:
+            return []
+        out: list[Outgoing] = []
+        for tenant in sorted(self._tenants | set(self._indexes)):
+            index = await self._index(tenant)
+            for sub_id in sorted(index.periodic):
+                sub = index.subs[sub_id]
+                key = (tenant, sub_id)
+                interval = timedelta(seconds=float(sub.time_interval or 0))
+                due = self._next_due.get(key)
+                if due is None:
+                    start = parse_datetime(sub.created_at) or current
+                    due = format_datetime(start + interval)
+                    self._next_due[key] = due
+                due_at = parse_datetime(due)
+                if due_at is not None and due_at > current:
+                    continue
+                self._next_due[key] = format_datetime(current + interval)
+                if not sub.active_at(now):
+                    continue
+                outgoing = await self._periodic(sub, tenant, now)
+                if outgoing is not None:
+                    out.append(outgoing)
+                    self._last_fired[key] = now
+        return out
+
+    async def _periodic(self, sub: Subscription, tenant: str, now: str) -> Outgoing | None:
+        assert self.entities is not None
+        query = replace(sub.query, limit=self.periodic_limit, offset=0, count=False)
+        page = await self.entities.query(tenant, query)
+        if not page.entities:
+            return None
+        terms = await self._terms(sub, tenant)
+        opts = render_options(sub)
+        linked = await fetch_linked(self.entities, tenant, page.entities, opts)
+        data = render_data(sub, page.entities, terms, linked)
+        return self._package(sub, tenant, data, now, None)
+
+    async def delivered(
+        self, tenant: str, subscription_id: str, *, ok: bool, at: str, error: str | None = None
+    ) -> None:
+        """Count one delivery attempt: timesSent, timesFailed, lastNotification,
+        lastSuccess/lastFailure and the notification status (clause 5.2.14)."""
+        await self.store.record_delivery(tenant, subscription_id, ok=ok, at=at, error=error)
+        key = (tenant, subscription_id)
+        if ok:
+            self._last_failure.pop(key, None)
+        else:
+            self._last_failure[key] = at
+
+    async def stats(self, tenant: str, subscription_id: str) -> DeliveryStats | None:
+        stored = await self.store.get(tenant, subscription_id)
+        return stored.stats if stored else None
+
+
+def own_origins(settings: Settings) -> list[tuple[str, int]]:
+    """Where the broker answers: the listening host and port and the public URL."""
+    out = [(settings.host, settings.port)]
+    public = urlsplit(settings.base_url)
+    if public.hostname:
+        default = 443 if public.scheme == "https" else 80
+        out.append((public.hostname, public.port or default))
+    return out

@@ -1,0 +1,99 @@
+"""The outbox for the memory store: same behaviour as SQLite's, without the durability.
+
+Used by unit tests and ``memory://`` brokers; a restart loses what it held, as it loses
+the entities themselves.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, replace
+
+from urbanos.core.change import Change
+from urbanos.core.timeutil import now_iso
+from urbanos.storage.base import Write
+from urbanos.storage.memory import MemoryStore
+from urbanos.storage.outbox import Delivery, NewDelivery, Room, changes_of
+
+
+@dataclass(slots=True)
+class _Row:
+    delivery: Delivery
+    next_at: float
+    claimed: bool = False
+    error: str = ""
+
+
+class MemoryOutbox:
+    def __init__(self, store: MemoryStore) -> None:
+        self.on_change: Callable[[], None] | None = None
+        self._changes: dict[int, Change] = {}
+        self._rows: dict[int, _Row] = {}
+        self._seq = itertools.count(1)
+        self._ids = itertools.count(1)
+        store.write_hooks.append(self._record)
+
+    def _record(self, tenant: str, writes: list[Write]) -> None:
+        for change in changes_of(tenant, copy.deepcopy(writes), now_iso()):
+            seq = next(self._seq)
+            self._changes[seq] = replace(change, seq=seq)
+        if writes and self.on_change is not None:
+            self.on_change()
+
+    async def open(self) -> None:
+        for row in self._rows.values():
+            row.claimed = False
+
+    async def changes(self, limit: int) -> list[Change]:
+        return [self._changes[s] for s in sorted(self._changes)[:limit]]
+
+    def _insert(self, new: list[NewDelivery], now: float) -> list[Delivery]:
+        claimed: list[Delivery] = []
+        for d in new:
+            delivery = Delivery(next(self._ids), d.tenant, d.subscription_id, d.lane, d.envelope)
+            self._rows[delivery.id] = _Row(delivery, now, d.claimed)
+            if d.claimed:
+                claimed.append(delivery)
+        return claimed
+
+    async def consume(self, seqs: list[int], new: list[NewDelivery], now: float) -> list[Delivery]:
+        claimed = self._insert(new, now)
+        for s in seqs:
+            self._changes.pop(s, None)
+        return claimed
+
+    async def add(self, new: list[NewDelivery], now: float) -> list[Delivery]:
+        return self._insert(new, now)
+
+    async def claim_due(self, now: float, room: Room, skip: Collection[str]) -> list[Delivery]:
+        due = sorted(
+            (r for r in self._rows.values()
+             if not r.claimed and r.next_at <= now and r.delivery.lane not in skip),
+            key=lambda r: (r.next_at, r.delivery.id),
+        )
+        taken: list[Delivery] = []
+        for row in due:
+            if room.take(row.delivery.lane):
+                row.claimed = True
+                taken.append(row.delivery)
+        return taken
+
+    async def done(self, ids: list[int]) -> None:
+        for i in ids:
+            self._rows.pop(i, None)
+
+    async def retry(self, delivery_id: int, attempts: int, next_at: float, error: str) -> None:
+        row = self._rows.get(delivery_id)
+        if row is not None:
+            row.delivery = replace(row.delivery, attempts=attempts)
+            row.next_at, row.claimed, row.error = next_at, False, error
+
+    async def release(self, ids: list[int]) -> None:
+        for i in ids:
+            if i in self._rows:
+                self._rows[i].claimed = False
+
+    async def counts(self) -> tuple[int, int]:
+        return len(self._changes), len(self._rows)

@@ -1,0 +1,148 @@
+"""Where subscriptions are kept: the SubscriptionStore interface and its memory version.
+
+A store keeps, per tenant, each subscription's document (``core.subscription_payload``)
+and its delivery bookkeeping (``DeliveryStats``) apart, so the notification side updating
+counters never overwrites a concurrent Update Subscription, and the other way round.
+Listing order is creation order.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from urbanos.core.subscription import DeliveryStats
+from urbanos.errors import AlreadyExists
+from urbanos.types import JSONObject
+
+__all__ = [
+    "MemorySubscriptionStore",
+    "StoredSubscription",
+    "SubscriptionStore",
+    "record",
+    "subscription_store_for",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSubscription:
+    tenant: str
+    doc: JSONObject
+    stats: DeliveryStats
+
+
+class SubscriptionStore(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def insert(self, tenant: str, doc: JSONObject) -> None:
+        """Add a subscription; AlreadyExists when the tenant has one with that id."""
+        ...
+
+    async def replace(self, tenant: str, doc: JSONObject) -> bool:
+        """Replace the document (not the stats); False when there is no such subscription."""
+        ...
+
+    async def delete(self, tenant: str, subscription_id: str) -> bool: ...
+
+    async def get(self, tenant: str, subscription_id: str) -> StoredSubscription | None: ...
+
+    async def page(
+        self, tenant: str, limit: int, offset: int
+    ) -> tuple[list[StoredSubscription], int]:
+        """One page in creation order, and how many the tenant has."""
+        ...
+
+    async def load(self, tenant: str | None = None) -> list[StoredSubscription]:
+        """Every subscription of ``tenant`` (of all tenants with None): to build indexes."""
+        ...
+
+    async def record_delivery(
+        self, tenant: str, subscription_id: str, *, ok: bool, at: str, error: str | None
+    ) -> None:
+        """Count one delivery attempt; nothing happens for an unknown subscription."""
+        ...
+
+
+def record(stats: DeliveryStats, *, ok: bool, at: str) -> DeliveryStats:
+    """The bookkeeping after one attempt (clause 5.2.14): sent, failed, last times, status."""
+    if ok:
+        return replace(stats, times_sent=stats.times_sent + 1, last_notification=at,
+                       last_success=at, status="ok")
+    return replace(stats, times_sent=stats.times_sent + 1, times_failed=stats.times_failed + 1,
+                   last_notification=at, last_failure=at, status="failed")
+
+
+class MemorySubscriptionStore:
+    """The in-memory SubscriptionStore, also the fake for unit tests."""
+
+    def __init__(self) -> None:
+        self._tenants: dict[str, dict[str, tuple[JSONObject, DeliveryStats]]] = {}
+        self.errors: dict[tuple[str, str], str] = {}
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def insert(self, tenant: str, doc: JSONObject) -> None:
+        table = self._tenants.setdefault(tenant, {})
+        if doc["id"] in table:
+            raise AlreadyExists(f"subscription {doc['id']} already exists")
+        table[doc["id"]] = (copy.deepcopy(doc), DeliveryStats())
+
+    async def replace(self, tenant: str, doc: JSONObject) -> bool:
+        table = self._tenants.get(tenant, {})
+        if doc["id"] not in table:
+            return False
+        table[doc["id"]] = (copy.deepcopy(doc), table[doc["id"]][1])
+        return True
+
+    async def delete(self, tenant: str, subscription_id: str) -> bool:
+        return self._tenants.get(tenant, {}).pop(subscription_id, None) is not None
+
+    async def get(self, tenant: str, subscription_id: str) -> StoredSubscription | None:
+        found = self._tenants.get(tenant, {}).get(subscription_id)
+        if found is None:
+            return None
+        return StoredSubscription(tenant, copy.deepcopy(found[0]), found[1])
+
+    async def page(
+        self, tenant: str, limit: int, offset: int
+    ) -> tuple[list[StoredSubscription], int]:
+        rows = list(self._tenants.get(tenant, {}).values())
+        chosen = rows[offset : offset + limit]
+        return [StoredSubscription(tenant, copy.deepcopy(d), s) for d, s in chosen], len(rows)
+
+    async def load(self, tenant: str | None = None) -> list[StoredSubscription]:
+        tenants = [tenant] if tenant is not None else list(self._tenants)
+        return [
+            StoredSubscription(t, copy.deepcopy(d), s)
+            for t in tenants
+            for d, s in self._tenants.get(t, {}).values()
+        ]
+
+    async def record_delivery(
+        self, tenant: str, subscription_id: str, *, ok: bool, at: str, error: str | None
+    ) -> None:
+        table = self._tenants.get(tenant, {})
+        if subscription_id not in table:
+            return
+        doc, stats = table[subscription_id]
+        table[subscription_id] = (doc, record(stats, ok=ok, at=at))
+        if error is not None:
+            self.errors[(tenant, subscription_id)] = error
+
+
+def subscription_store_for(entity_store: object) -> SubscriptionStore:
+    """The subscription store that lives beside an entity store: the same SQLite file for
+    the SQLite store, memory otherwise."""
+    from urbanos.storage.sqlite import SqliteStore
+    from urbanos.storage.sqlite.subscriptions import SqliteSubscriptionStore
+
+    if isinstance(entity_store, SqliteStore):
+        return SqliteSubscriptionStore(entity_store.db)
+    return MemorySubscriptionStore()

@@ -1,0 +1,90 @@
+"""What every SubscriptionStore does: ids per tenant, creation order, documents and delivery
+counters kept apart."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from urbanos.errors import AlreadyExists
+from urbanos.storage.sqlite import SqliteStore
+from urbanos.storage.sqlite.subscriptions import SqliteSubscriptionStore
+from urbanos.storage.subscriptions import MemorySubscriptionStore, SubscriptionStore
+from urbanos.types import JSONObject
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SubscriptionStore]:
+    if request.param == "memory":
+        yield MemorySubscriptionStore()
+        return
+    entities = SqliteStore(tmp_path / "s.db")
+    await entities.open()
+    subs = SqliteSubscriptionStore(entities.db)
+    await subs.open()
+    yield subs
+    await subs.close()
+    await entities.close()
+
+
+def doc(n: int, **extra: object) -> JSONObject:
+    return {"id": f"urn:ngsi-ld:Subscription:{n}", "type": "Subscription",
+            "notification": {"endpoint": {"uri": "http://r/n"}}, **extra}
+
+
+async def test_insert_get_and_duplicate(store: SubscriptionStore) -> None:
+    await store.insert("", doc(1))
+    found = await store.get("", "urn:ngsi-ld:Subscription:1")
+    assert found is not None and found.doc == doc(1)
+    assert found.stats.times_sent == 0 and found.stats.status is None
+    with pytest.raises(AlreadyExists):
+        await store.insert("", doc(1))
+
+
+async def test_tenants_are_separate(store: SubscriptionStore) -> None:
+    await store.insert("a", doc(1))
+    await store.insert("b", doc(1, description="other"))
+    assert await store.get("", "urn:ngsi-ld:Subscription:1") is None
+    b = await store.get("b", "urn:ngsi-ld:Subscription:1")
+    assert b is not None and b.doc["description"] == "other"
+    assert [s.tenant for s in await store.load()] == ["a", "b"]
+    assert [s.tenant for s in await store.load("b")] == ["b"]
+
+
+async def test_page_keeps_creation_order(store: SubscriptionStore) -> None:
+    for n in (3, 1, 2):
+        await store.insert("", doc(n))
+    page, total = await store.page("", 2, 1)
+    assert total == 3
+    assert [s.doc["id"][-1] for s in page] == ["1", "2"]
+
+
+async def test_replace_keeps_counters_and_delete(store: SubscriptionStore) -> None:
+    sid = "urn:ngsi-ld:Subscription:1"
+    assert not await store.replace("", doc(1))
+    await store.insert("", doc(1))
+    await store.record_delivery("", sid, ok=False, at="2024-01-01T00:00:00.000Z", error="503")
+    assert await store.replace("", doc(1, description="new"))
+    found = await store.get("", sid)
+    assert found is not None and found.doc["description"] == "new"
+    assert found.stats.times_failed == 1
+    assert await store.delete("", sid)
+    assert not await store.delete("", sid)
+    assert await store.get("", sid) is None
+
+
+async def test_record_delivery(store: SubscriptionStore) -> None:
+    sid = "urn:ngsi-ld:Subscription:1"
+    await store.insert("", doc(1))
+    await store.record_delivery("", sid, ok=True, at="2024-01-01T00:00:01.000Z", error=None)
+    await store.record_delivery("", sid, ok=False, at="2024-01-01T00:00:02.000Z", error="timeout")
+    await store.record_delivery("", "urn:unknown", ok=True, at="2024-01-01T00:00:03.000Z",
+                                error=None)
+    found = await store.get("", sid)
+    assert found is not None
+    s = found.stats
+    assert (s.times_sent, s.times_failed, s.status) == (2, 1, "failed")
+    assert s.last_success == "2024-01-01T00:00:01.000Z"
+    assert s.last_failure == s.last_notification == "2024-01-01T00:00:02.000Z"

@@ -1,0 +1,160 @@
+"""The broker as a real process: killed with SIGKILL between a write and its delivery, it
+delivers after a restart (at least once, never zero times); a hanging receiver does not
+delay another subscriber. Everything goes through the HTTP API.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.receiver import Receiver
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Broker:
+    """``python -m urbanos.cli serve`` on a SQLite file; start, kill -9, start again."""
+
+    db: Path
+    port: int
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/ngsi-ld/v1/"
+
+    def start(self) -> None:
+        log = open(self.db.with_suffix(".log"), "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "urbanos.cli", "serve", "--port", str(self.port),
+             "--store", f"sqlite:///{self.db}", "--log-level", "warning"],
+            env=self.env, stdout=log, stderr=log,
+        )
+        log.close()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert self.proc.poll() is None, self.db.with_suffix(".log").read_text()
+            time.sleep(0.1)
+        raise AssertionError("the broker did not start")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def call(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        return self.client.request(method, self.url + path, json=body)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    env = {**os.environ, "URBANOS_NOTIFY_BACKOFF": "0.5", "URBANOS_NOTIFY_BACKOFF_MAX": "1",
+           "URBANOS_NOTIFY_TIMEOUT": "3", "URBANOS_NOTIFY_MAX_ATTEMPTS": "1000"}
+    b = Broker(tmp_path / "broker.db", free_port(), env)
+    yield b
+    b.stop()
+    b.client.close()
+
+
+def subscription(sid: str, uri: str) -> dict[str, Any]:
+    return {"id": sid, "type": "Subscription", "entities": [{"type": "Lamp"}],
+            "notification": {"endpoint": {"uri": uri, "accept": "application/json"}}}
+
+
+def lamp(n: int) -> dict[str, Any]:
+    return {"id": f"urn:ngsi-ld:Lamp:{n}", "type": "Lamp",
+            "level": {"type": "Property", "value": n}}
+
+
+def times_failed(broker: Broker, sid: str) -> int:
+    shown = broker.call("GET", f"subscriptions/{sid}").json()
+    return int(shown["notification"].get("timesFailed", 0))
+
+
+def test_killed_after_a_failed_attempt_delivers_after_restart(broker: Broker) -> None:
+    """The delivery row was written and tried once (receiver down); kill -9; restart."""
+    port = free_port()  # the receiver is down at first
+    broker.start()
+    r = broker.call("POST", "subscriptions", subscription("urn:s:d", f"http://127.0.0.1:{port}/n"))
+    assert r.status_code == 201, r.text
+    assert broker.call("POST", "entities", lamp(1)).status_code == 201
+    deadline = time.monotonic() + 10
+    while times_failed(broker, "urn:s:d") == 0:
+        assert time.monotonic() < deadline, "the broker never tried"
+        time.sleep(0.05)
+    broker.kill()
+    with Receiver(port) as receiver:
+        broker.start()
+        got = receiver.wait("/n", 1, timeout=15)
+        assert got, "the notification was lost"
+        assert got[0].json()["data"][0]["id"] == "urn:ngsi-ld:Lamp:1"
+
+
+def test_killed_right_after_the_write_delivers_after_restart(broker: Broker) -> None:
+    """Killed as soon as the writes answered: whatever stage each change had reached
+    (recorded, matched, being sent), every one is delivered once or more."""
+    port = free_port()
+    broker.start()
+    r = broker.call("POST", "subscriptions", subscription("urn:s:d", f"http://127.0.0.1:{port}/n"))
+    assert r.status_code == 201
+    for n in range(20):
+        assert broker.call("POST", "entities", lamp(n)).status_code == 201
+    broker.kill()
+    with Receiver(port) as receiver:
+        broker.start()
+        got = receiver.wait("/n", 20, timeout=20)
+        ids = {r.json()["data"][0]["id"] for r in got}
+        assert ids == {f"urn:ngsi-ld:Lamp:{n}" for n in range(20)}
+
+
+def test_a_hanging_receiver_does_not_delay_another(broker: Broker) -> None:
+    broker.start()
+    with Receiver() as hanging, Receiver() as fine:
+        for sid, uri in (("urn:s:hang", f"{hanging.base}/hang"), ("urn:s:ok", f"{fine.base}/ok")):
+            assert broker.call("POST", "subscriptions", subscription(sid, uri)).status_code == 201
+        started = time.time()
+        slowest = 0.0
+        for n in range(30):
+            t0 = time.monotonic()
+            assert broker.call("POST", "entities", lamp(n)).status_code == 201
+            slowest = max(slowest, time.monotonic() - t0)
+        wrote = time.time()
+        got = fine.wait("/ok", 30, timeout=10)
+        assert len(got) == 30
+        # well before the hanging receiver's 3 s timeout
+        assert max(r.at for r in got) - wrote < 1.0, [round(r.at - started, 2) for r in got]
+        assert slowest < 1.0, "a write waited for a notification"
+        assert len(hanging.on("/hang")) >= 1
+        broker.stop()

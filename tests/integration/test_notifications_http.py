@@ -1,0 +1,189 @@
+"""Notifications end to end through the API: subscribe, write, a real HTTP receiver gets them.
+
+The app runs in-process (its lifespan starts the delivery workers); the receivers are
+HTTP servers on 127.0.0.1. Stores: SQLite and memory (the ones with an outbox).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.receiver import Receiver
+from urbanos.settings import Settings
+
+LD = "application/ld+json"
+CORE = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
+LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"'
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/n.db" if request.param == "sqlite" else "memory://"
+
+
+@pytest.fixture
+def settings(store_url: str) -> Settings:
+    return Settings(store=store_url, notify_backoff=0.1, notify_backoff_max=0.5,
+                    notify_timeout=2.0, notify_max_attempts=3)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as r:
+        yield r
+
+
+@pytest.fixture
+def other() -> Iterator[Receiver]:
+    with Receiver() as r:
+        yield r
+
+
+def subscription(sid: str, uri: str, **notification: Any) -> dict[str, Any]:
+    return {
+        "id": sid,
+        "type": "Subscription",
+        "entities": [{"type": "Lamp"}],
+        "notification": {"endpoint": {"uri": uri, "accept": "application/json"},
+                         **notification},
+    }
+
+
+def lamp(n: int, level: float = 1.0) -> dict[str, Any]:
+    return {"id": f"urn:ngsi-ld:Lamp:{n}", "type": "Lamp",
+            "level": {"type": "Property", "value": level}}
+
+
+async def subscribe(client: httpx.AsyncClient, body: dict[str, Any], **headers: str) -> None:
+    r = await client.post("subscriptions", json=body, headers=headers)
+    assert r.status_code == 201, r.text
+
+
+async def test_a_change_is_notified_as_json_with_link(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    body = subscription("urn:s:json", f"{receiver.base}/json")
+    body["notification"]["endpoint"]["receiverInfo"] = [{"key": "X-City", "value": "Gent"}]
+    await subscribe(client, body, **{"NGSILD-Tenant": "gent"})
+    r = await client.post("entities", json=lamp(1, 3.5), headers={"NGSILD-Tenant": "gent"})
+    assert r.status_code == 201
+    [got] = await receiver.await_("/json")
+    note = got.json()
+    assert note["type"] == "Notification" and note["subscriptionId"] == "urn:s:json"
+    assert note["data"][0]["id"] == "urn:ngsi-ld:Lamp:1"
+    assert note["data"][0]["level"]["value"] == 3.5
+    assert "@context" not in note["data"][0]
+    assert got.headers["Content-Type"] == "application/json"
+    assert LINK_REL in got.headers["Link"]
+    assert got.headers["NGSILD-Tenant"] == "gent"
+    assert got.headers["X-City"] == "Gent"
+
+
+async def test_ld_json_carries_the_context_in_the_body(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    body = subscription("urn:s:ld", f"{receiver.base}/ld")
+    body["notification"]["endpoint"]["accept"] = LD
+    await subscribe(client, body)
+    assert (await client.post("entities", json=lamp(1))).status_code == 201
+    [got] = await receiver.await_("/ld")
+    assert got.headers["Content-Type"] == LD
+    assert "Link" not in got.headers
+    assert "@context" in got.json()["data"][0]
+
+
+async def test_every_write_path_notifies(client: httpx.AsyncClient, receiver: Receiver) -> None:
+    body = subscription("urn:s:all", f"{receiver.base}/all")
+    body["notificationTrigger"] = ["entityCreated", "entityUpdated", "entityDeleted",
+                                   "attributeCreated", "attributeUpdated", "attributeDeleted"]
+    await subscribe(client, body)
+    steps = [
+        client.post("entities", json=lamp(1)),
+        client.patch("entities/urn:ngsi-ld:Lamp:1/attrs",
+                     json={"level": {"type": "Property", "value": 2}}),
+        client.post("entities/urn:ngsi-ld:Lamp:1/attrs",
+                    json={"colour": {"type": "Property", "value": "red"}}),
+        client.patch("entities/urn:ngsi-ld:Lamp:1",
+                     json={"level": {"type": "Property", "value": 3}}),
+        client.put("entities/urn:ngsi-ld:Lamp:1", json={"type": "Lamp",
+                   "level": {"type": "Property", "value": 4}}),
+        client.delete("entities/urn:ngsi-ld:Lamp:1/attrs/level"),
+        client.post("entityOperations/upsert", json=[lamp(2), lamp(3)]),
+        client.post("entityOperations/delete", json=["urn:ngsi-ld:Lamp:2"]),
+        client.delete("entities/urn:ngsi-ld:Lamp:1"),
+    ]
+    for step in steps:
+        r = await step
+        assert r.status_code < 300, r.text
+    got = await receiver.await_("/all", 10)
+    ids = [r.json()["data"][0]["id"][-1] for r in got]
+    assert sorted(ids) == sorted("1111112321")
+    # one subscription's notifications arrive in the order of the writes
+    assert ids[:6] == list("111111")
+
+
+async def test_failures_show_in_the_subscription(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    await subscribe(client, subscription("urn:s:fail", f"{receiver.base}/fail"))
+    assert (await client.post("entities", json=lamp(1))).status_code == 201
+    await receiver.await_("/fail", 3)
+    for _ in range(50):
+        shown = (await client.get("subscriptions/urn:s:fail")).json()["notification"]
+        if shown.get("timesFailed") == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert shown["status"] == "failed"
+    assert shown["timesFailed"] == 3 and "lastFailure" in shown
+    assert len(receiver.on("/fail")) == 3  # abandoned after notify_max_attempts
+
+
+async def test_success_after_retry_shows_ok(client: httpx.AsyncClient, receiver: Receiver) -> None:
+    await subscribe(client, subscription("urn:s:flaky", f"{receiver.base}/flaky/1/x"))
+    assert (await client.post("entities", json=lamp(1))).status_code == 201
+    await receiver.await_("/flaky", 2)
+    for _ in range(50):
+        shown = (await client.get("subscriptions/urn:s:flaky")).json()["notification"]
+        if shown.get("status") == "ok":
+            break
+        await asyncio.sleep(0.05)
+    assert shown["status"] == "ok" and shown["timesSent"] >= 1 and "lastSuccess" in shown
+
+
+async def test_a_deleted_subscription_stops_retrying(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    await subscribe(client, subscription("urn:s:gone", f"{receiver.base}/fail"))
+    assert (await client.post("entities", json=lamp(1))).status_code == 201
+    await receiver.await_("/fail", 1)
+    assert (await client.delete("subscriptions/urn:s:gone")).status_code == 204
+    await asyncio.sleep(1.0)
+    assert len(receiver.on("/fail")) <= 2
+
+
+async def test_a_hanging_receiver_delays_no_one(
+    client: httpx.AsyncClient, receiver: Receiver, other: Receiver
+) -> None:
+    await subscribe(client, subscription("urn:s:hang", f"{receiver.base}/hang"))
+    await subscribe(client, subscription("urn:s:fine", f"{other.base}/fine"))
+    started = time.time()
+    for n in range(10):
+        assert (await client.post("entities", json=lamp(n))).status_code == 201
+    writes = time.time() - started
+    got = await other.await_("/fine", 10, timeout=5)
+    assert len(got) == 10
+    assert got[-1].at - started < 1.5, "the healthy subscriber waited for the hanging one"
+    assert writes < 1.5
+
+
+async def test_the_broker_refuses_to_notify_itself(client: httpx.AsyncClient) -> None:
+    body = subscription("urn:s:self", "http://127.0.0.1:1026/ngsi-ld/v1/entities")
+    r = await client.post("subscriptions", json=body)
+    assert r.status_code == 400  # refused when created; the sender refuses again at send time
