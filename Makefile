@@ -25,6 +25,7 @@ test: check
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(BIN)/python -m bench
 
 clean:

@@ -117,6 +117,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--entities", type=int, default=100_000)
     parser.add_argument("--only", help="run only scenarios whose name contains this")
+    parser.add_argument("--skip-extra", action="store_true",
+                        help="skip the temporal and notification suites")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -151,10 +153,48 @@ def main() -> None:
         finally:
             broker.terminate()
             broker.wait(10)
-    write_report(results, args)
+    extra = {} if args.skip_extra else {
+        "Temporal (10 entities x 100,000 instances, Stellio's scenario)": run_suite("temporal"),
+        "Notifications (update -> delivery)": run_suite("notifications"),
+    }
+    write_report(results, args, extra)
 
 
-def write_report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+def run_suite(name: str) -> list[dict[str, Any]]:
+    """Run ``python -m bench.<name>`` and read the JSON lines it wrote."""
+    before = set((HERE / "results").glob(f"{name}-*.jsonl"))
+    subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=ROOT, check=True)
+    written = sorted(set((HERE / "results").glob(f"{name}-*.jsonl")) - before)
+    if not written:
+        return []
+    return [json.loads(line) for line in written[-1].read_text().splitlines() if line.strip()]
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of JSON-line results: the scenario, then every numeric column."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k, v in row.items() if isinstance(v, int | float) and k not in columns]
+    head = "| scenario | " + " | ".join(columns) + " |"
+    rule = "|---|" + "---:|" * len(columns)
+    body = [
+        f"| {r.get('scenario', '')} | "
+        + " | ".join(_cell(r.get(c)) for c in columns) + " |"
+        for r in rows
+    ]
+    return "\n".join([head, rule, *body])
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    return "" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def write_report(
+    results: list[dict[str, Any]], args: argparse.Namespace,
+    extra: dict[str, list[dict[str, Any]]] | None = None,
+) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, cwd=ROOT).stdout.strip()
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -185,6 +225,7 @@ entities in 10 types are preloaded; {args.seconds} s per scenario. Regenerate wi
 |---|---:|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
 """
+        + "".join(f"\n## {title}\n\n{table(rows)}\n" for title, rows in (extra or {}).items())
     )
 
 
