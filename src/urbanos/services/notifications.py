@@ -204,7 +204,9 @@ class NotificationEngine:
     async def _record(self, outgoing: list[Outgoing], seqs: list[int] | None = None) -> None:
         new: list[NewDelivery] = []
         reserved: list[_Lane] = []
-        for out in outgoing:
+        for n, out in enumerate(outgoing, 1):
+            if n % 500 == 0:
+                await asyncio.sleep(0)  # a large fan-out must not stall request handling
             envelope = envelope_of(out)
             lane = self._lane(lane_of(envelope.uri))
             claim = self._has_room(lane)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import socket
@@ -61,6 +62,7 @@ class Sender(Protocol):
     async def aclose(self) -> None: ...
 
 
+@functools.lru_cache(maxsize=8192)
 def lane_of(uri: str) -> str:
     """The per-endpoint queue a URI belongs to: one per origin (and MQTT user), so a
     hanging receiver holds up only the notifications that go to it."""
