@@ -225,7 +225,7 @@ def render_instance(inst: JSONObject, terms: Terms, opts: RenderOptions) -> JSON
         if key in _SYS:
             if opts.sys_attrs:
                 out[key] = val
-        elif key == "objectType":
+        elif key in ("objectType", "entityTypeSealed"):
             out[key] = _compact_vocab(val, terms)
         elif key in CORE_MEMBERS:
             out[key] = val
