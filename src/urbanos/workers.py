@@ -48,7 +48,13 @@ class Workers:
 
     def start(self) -> None:
         for name, loop in self._loops.items():
-            self._tasks[name] = asyncio.create_task(self._supervise(name, loop), name=name)
+            if name not in self._tasks:
+                self._tasks[name] = asyncio.create_task(self._supervise(name, loop), name=name)
+
+    def run(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Add one more supervised loop and start it now."""
+        self.add(name, loop)
+        self.start()
 
     async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         pause = self.restart_min

@@ -8,17 +8,33 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import reset_postgres
 from urbanos.errors import AlreadyExists
+from urbanos.storage.postgres import PostgresStore
+from urbanos.storage.postgres.subscriptions import PostgresSubscriptionStore
 from urbanos.storage.sqlite import SqliteStore
 from urbanos.storage.sqlite.subscriptions import SqliteSubscriptionStore
 from urbanos.storage.subscriptions import MemorySubscriptionStore, SubscriptionStore
 from urbanos.types import JSONObject
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SubscriptionStore]:
     if request.param == "memory":
         yield MemorySubscriptionStore()
+        return
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_database")
+        pg = PostgresStore(url, pool_size=2)
+        await pg.open()
+        pg_subs = PostgresSubscriptionStore(pg)
+        await pg_subs.open()
+        try:
+            yield pg_subs
+        finally:
+            await pg_subs.close()
+            await pg.close()
+            reset_postgres(url)
         return
     entities = SqliteStore(tmp_path / "s.db")
     await entities.open()

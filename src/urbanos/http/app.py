@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import unquote
 
 from starlette.applications import Starlette
@@ -66,12 +67,17 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
                 the_store, history, instance_limit=settings.temporal_instance_limit,
                 retention=Retention.parse(settings.temporal_retention_days),
             )
+        leave_cluster = await _join_cluster(the_store, subscriptions)
         # after every store is open and before serving: no change escapes the outbox
         app.state.workers = await start_workers(settings, the_store, subscriptions, policy)
+        temporal = app.state.services.temporal
+        if temporal is not None and temporal.retention.active:
+            app.state.workers.run("temporal.retention", temporal.run_retention)
         try:
             yield
         finally:
             await app.state.workers.stop()  # first: lets sends in progress finish
+            await leave_cluster()
             await subscription_store.close()
             await contexts.aclose()
             await the_store.close()
@@ -87,6 +93,40 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
     )
     app.router.redirect_slashes = False
     return PathNormalizer(metrics.Instrument(app))
+
+
+async def _join_cluster(
+    store: EntityStore, subscriptions: SubscriptionService
+) -> Callable[[], Awaitable[None]]:
+    """On PostgreSQL, this process is one node among several: another node's change to a
+    tenant's subscriptions drops this node's index of that tenant (reloaded on next use);
+    after a lost connection every index is reloaded. Returns the shutdown step."""
+    from urbanos.storage.postgres import PostgresStore
+
+    if not isinstance(store, PostgresStore):
+        return _nothing
+    from urbanos.storage.postgres import listen
+
+    node = listen.node_for(store)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def changed(payload: str) -> None:
+        origin, tenant = listen.parse_subscription_payload(payload)
+        if tenant is not None:
+            if origin != node.node_id:  # this node's own writes keep its index current
+                subscriptions.invalidate(tenant)
+            return
+        task = asyncio.ensure_future(subscriptions.open())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    node.on(listen.SUBSCRIPTIONS_CHANNEL, changed)
+    await node.start()
+    return node.stop
+
+
+async def _nothing() -> None:
+    return None
 
 
 class PathNormalizer:

@@ -143,4 +143,10 @@ def open_outbox(store: EntityStore) -> Outbox | None:
         from urbanos.storage.sqlite.outbox import SqliteOutbox
 
         return SqliteOutbox(store)
+    from urbanos.storage.postgres import PostgresStore
+
+    if isinstance(store, PostgresStore):
+        from urbanos.storage.postgres.outbox import PostgresOutbox
+
+        return PostgresOutbox(store)
     return None

@@ -139,10 +139,15 @@ class MemorySubscriptionStore:
 
 def subscription_store_for(entity_store: object) -> SubscriptionStore:
     """The subscription store that lives beside an entity store: the same SQLite file for
-    the SQLite store, memory otherwise."""
+    the SQLite store, the same database (catalog schema) for PostgreSQL, memory otherwise."""
+    from urbanos.storage.postgres import PostgresStore
     from urbanos.storage.sqlite import SqliteStore
     from urbanos.storage.sqlite.subscriptions import SqliteSubscriptionStore
 
     if isinstance(entity_store, SqliteStore):
         return SqliteSubscriptionStore(entity_store.db)
+    if isinstance(entity_store, PostgresStore):
+        from urbanos.storage.postgres.subscriptions import PostgresSubscriptionStore
+
+        return PostgresSubscriptionStore(entity_store)
     return MemorySubscriptionStore()

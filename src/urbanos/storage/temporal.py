@@ -166,9 +166,10 @@ MemoryHook = Callable[[str, list[Write]], None]
 
 def temporal_store_for(entity_store: object) -> TemporalStore | None:
     """The history store beside an entity store, its hook registered on the entity store's
-    ``write_hooks``: the same SQLite file and transactions, or memory. None for stores
-    without a temporal flavour yet."""
+    ``write_hooks``: the same SQLite file or PostgreSQL database and transactions, or
+    memory. None for stores without a temporal flavour yet."""
     from urbanos.storage.memory import MemoryStore
+    from urbanos.storage.postgres import PostgresStore
     from urbanos.storage.sqlite import SqliteStore
 
     if isinstance(entity_store, SqliteStore):
@@ -177,6 +178,12 @@ def temporal_store_for(entity_store: object) -> TemporalStore | None:
         sqlite_history = SqliteTemporalStore(entity_store.db)
         entity_store.write_hooks.append(sqlite_history.record)
         return sqlite_history
+    if isinstance(entity_store, PostgresStore):
+        from urbanos.storage.postgres.temporal import PostgresTemporalStore
+
+        pg_history = PostgresTemporalStore(entity_store)
+        entity_store.write_hooks.append(pg_history.record)
+        return pg_history
     if isinstance(entity_store, MemoryStore):
         from urbanos.storage.memory_temporal import MemoryTemporalStore
 

@@ -6,7 +6,7 @@ a write is an explicit ``transaction()``. JSONB goes through orjson both ways.
 Schemas: ``urbanos`` is the catalog (``tenants``, ``schema_migrations``); each tenant owns a
 schema built from the numbered files ``migrations/NNNN_name.sql``, run in order with
 ``search_path`` set to that schema (then ``public``, where PostGIS lives), so the files use
-unqualified names. Files in ``migrations/catalog/`` (none yet) run once, in ``urbanos``.
+unqualified names. Files in ``migrations/catalog/`` (subscriptions, outbox, temporal) run once, in ``urbanos``.
 Every schema change takes one transaction-scoped advisory lock, so nodes that start
 together, or create the same tenant at the same moment, apply each migration once; each
 applied file is recorded in ``urbanos.schema_migrations``.

@@ -1,0 +1,571 @@
+"""History in PostgreSQL, written in the entity store's transactions (catalog migration 0003).
+
+The same three tables and the same row shapes as ``storage/sqlite/temporal.py`` (whose
+docstring explains them), in the ``urbanos`` schema with a tenant column: history is read
+per (tenant, entity) and the tables stay few. Times are integer microseconds; ``doc`` keeps
+the instance as recorded and the pk is its instanceId. Aggregates over fixed periods are
+grouped by PostgreSQL (``(ts - origin) / period``), scanning only the periods a page needs;
+calendar periods (months, years) aggregate one period after the other.
+
+Column names come from the closed ``COLUMN`` table and aggregate expressions from
+``AGGREGATE_SQL``; every value is a bound parameter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from urbanos.core.temporal import (
+    Aggregation,
+    NewInstance,
+    TemporalQuery,
+    derive_instances,
+    instance_id,
+    numeric_value,
+    time_of,
+    value_key,
+)
+from urbanos.core.temporal_render import AggregatedSeries, Bucket, EntityHistory, Series
+from urbanos.core.timeutil import now_iso
+from urbanos.storage.base import Write
+from urbanos.storage.temporal import (
+    ALL_DATASETS,
+    Directive,
+    Directives,
+    HistoryRequest,
+    TemporalEntity,
+)
+from urbanos.types import JSONObject
+
+if TYPE_CHECKING:
+    from urbanos.storage.postgres import PostgresStore
+
+__all__ = ["PostgresTemporalStore"]
+
+#: timeproperty -> column (a closed list: never interpolate anything else)
+COLUMN = {"observedAt": "observed_ts", "createdAt": "created_ts", "modifiedAt": "modified_ts",
+          "deletedAt": "deleted_ts"}
+#: aggregate method -> SQL expression over the period's rows
+AGGREGATE_SQL = {
+    "totalCount": "count(*)", "distinctCount": "count(DISTINCT coalesce(num::text, val))",
+    "sum": "sum(num)", "avg": "avg(num)", "min": "min(num)", "max": "max(num)",
+    "sumsq": "sum(num * num)",
+}
+_STDDEV_SQL = ("count(num)", "sum(num)", "sum(num * num)")
+_I = "urbanos.temporal_instances"
+_S = "urbanos.temporal_series"
+_E = "urbanos.temporal_entities"
+
+
+def _dataset(value: str | None) -> str:
+    return value or ""
+
+
+def _columns(inst: JSONObject) -> tuple[Any, ...]:
+    """The indexed columns of an instance, computed once when it is written."""
+    num = numeric_value(inst)
+    return (
+        time_of(inst, "observedAt"), time_of(inst, "createdAt") or 0,
+        time_of(inst, "modifiedAt") or 0, time_of(inst, "deletedAt"), num,
+        None if num is not None else value_key(inst),
+        orjson.dumps({k: v for k, v in inst.items() if k != "instanceId"}).decode(),
+    )
+
+
+def _doc(pk: int, doc: str) -> JSONObject:
+    inst: JSONObject = orjson.loads(doc)
+    inst["instanceId"] = instance_id(pk)
+    return inst
+
+
+def _window_sql(query: TemporalQuery) -> tuple[str, list[Any]]:
+    col = COLUMN[query.timeproperty]
+    where, params = f" AND {col} IS NOT NULL", []
+    if query.start is not None:
+        where += f" AND {col} >= %s"
+        params.append(query.start)
+    if query.end is not None:
+        where += f" AND {col} < %s"
+        params.append(query.end)
+    return where, params
+
+
+async def _all(conn: AsyncConnection, query: str, params: Iterable[Any] = ()) -> list[Any]:
+    cur = await conn.execute(query, tuple(params))  # type: ignore[arg-type]
+    return await cur.fetchall()
+
+
+async def _one(conn: AsyncConnection, query: str, params: Iterable[Any] = ()) -> Any:
+    cur = await conn.execute(query, tuple(params))  # type: ignore[arg-type]
+    return await cur.fetchone()
+
+
+class PostgresTemporalStore:
+    def __init__(self, store: PostgresStore, clock: Callable[[], str] = now_iso) -> None:
+        self.db = store.db
+        self.clock = clock
+        self.directives = Directives()
+
+    async def open(self) -> None:
+        return None  # the catalog migrations ran when the entity store opened
+
+    async def close(self) -> None:
+        return None
+
+    # -- the write hook (runs inside the entity store's transaction) ----------------------
+    async def record(self, conn: AsyncConnection, tenant: str, writes: list[Write]) -> None:
+        pending: list[tuple[int, list[NewInstance], bool]] = []
+        for w in writes:
+            d = self.directives.take(w)
+            if d is not None and d.purge_entity:
+                await _purge_entity(conn, tenant, w.entity_id)
+                continue
+            pk, now = await self._entity_row(conn, tenant, w)
+            d = d or Directive()
+            for attr, dataset in d.purge:
+                await _purge_series(conn, pk, attr, dataset)
+            pending.append((pk, derive_instances(w.before, w.entity, now, skip=d.skip), False))
+            if d.explicit:
+                pending.append((pk, d.explicit, d.replace_observed))
+        if pending:
+            await _insert(conn, pending)
+
+    async def _entity_row(self, conn: AsyncConnection, tenant: str, w: Write) -> tuple[int, str]:
+        after = w.entity
+        now = str(after.get("modifiedAt") or self.clock()) if after else self.clock()
+        doc = after or w.before or {}
+        scope = doc.get("scope") if after is not None else None
+        row = await _one(
+            conn,
+            f"""INSERT INTO {_E} (tenant, id, types, scope, created_at, modified_at, deleted_at)
+               VALUES (%s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (tenant, id) DO UPDATE SET types = excluded.types,
+                   scope = excluded.scope, modified_at = excluded.modified_at,
+                   deleted_at = excluded.deleted_at
+               RETURNING pk""",
+            (tenant, w.entity_id, Jsonb(doc.get("type", [])), Jsonb(scope) if scope else None,
+             doc.get("createdAt", now), now, None if after is not None else now),
+        )
+        return int(row[0]), now
+
+    # -- reads ---------------------------------------------------------------------------
+    async def entity(self, tenant: str, entity_id: str) -> TemporalEntity | None:
+        async with self.db.connection() as conn:
+            found = await _headers(conn, tenant, [entity_id])
+        return found[0][1] if found else None
+
+    async def select(
+        self, tenant: str, ids: tuple[str, ...] | None, types: frozenset[str] | None
+    ) -> list[TemporalEntity]:
+        if ids is not None and not ids:
+            return []
+        query = ("SELECT pk, id, types, scope, created_at, modified_at, deleted_at"
+                 f" FROM {_E} WHERE tenant = %s")
+        params: list[Any] = [tenant]
+        if ids is not None:
+            query += " AND id = ANY(%s::text[])"
+            params.append(list(ids))
+        if types is not None:
+            query += " AND types ?| %s::text[]"
+            params.append(list(types))
+        async with self.db.connection() as conn:
+            return [_header(r) for r in await _all(conn, query + " ORDER BY pk", params)]
+
+    async def series_names(self, tenant: str, entity_id: str) -> set[tuple[str, str | None]]:
+        async with self.db.connection() as conn:
+            rows = await _all(
+                conn,
+                f"""SELECT s.attr, s.dataset FROM {_S} s JOIN {_E} e ON e.pk = s.entity
+                   WHERE e.tenant = %s AND e.id = %s
+                   AND EXISTS (SELECT 1 FROM {_I} i WHERE i.series = s.pk)""",
+                (tenant, entity_id),
+            )
+        return {(a, d or None) for a, d in rows}
+
+    async def window(
+        self, tenant: str, entity_ids: list[str], request: HistoryRequest
+    ) -> dict[str, dict[str, list[JSONObject]]]:
+        out: dict[str, dict[str, list[JSONObject]]] = {}
+        where, params = _window_sql(request.query)
+        col = COLUMN[request.query.timeproperty]
+        async with self.db.connection() as conn:
+            for eid, attr, _, spk in await _series(conn, tenant, entity_ids, request):
+                rows = await _all(
+                    conn, f"SELECT pk, doc FROM {_I} WHERE series = %s{where} ORDER BY {col}, pk",
+                    (spk, *params))
+                found = [_doc(pk, doc) for pk, doc in rows]
+                if found:
+                    out.setdefault(eid, {}).setdefault(attr, []).extend(found)
+        return out
+
+    async def with_instances(
+        self, tenant: str, entity_ids: list[str], request: HistoryRequest
+    ) -> set[str]:
+        where, params = _window_sql(request.query)
+        out: set[str] = set()
+        async with self.db.connection() as conn:
+            for eid, _, _, spk in await _series(conn, tenant, entity_ids, request):
+                if eid not in out and await _one(
+                    conn, f"SELECT 1 FROM {_I} WHERE series = %s{where} LIMIT 1", (spk, *params)
+                ):
+                    out.add(eid)
+        return out
+
+    async def history(
+        self, tenant: str, entity_ids: list[str], request: HistoryRequest
+    ) -> list[EntityHistory]:
+        if not entity_ids:
+            return []
+        async with self.db.connection() as conn:
+            return await _history(conn, tenant, entity_ids, request)
+
+    # -- temporal API writes -------------------------------------------------------------
+    async def update_instance(
+        self, tenant: str, entity_id: str, attr: str, number: int,
+        change: Callable[[JSONObject], JSONObject],
+    ) -> bool:
+        async with self.db.transaction() as conn:
+            row = await _find_instance(conn, tenant, entity_id, attr, number, for_update=True)
+            if row is None:
+                return False
+            new = change(_doc(number, row[1]))
+            await conn.execute(
+                f"""UPDATE {_I} SET observed_ts = %s, created_ts = %s, modified_ts = %s,
+                   deleted_ts = %s, num = %s, val = %s, doc = %s WHERE pk = %s""",
+                (*_columns(new), number),
+            )
+            return True
+
+    async def delete_instance(self, tenant: str, entity_id: str, attr: str, number: int) -> bool:
+        async with self.db.transaction() as conn:
+            if await _find_instance(conn, tenant, entity_id, attr, number) is None:
+                return False
+            await conn.execute(f"DELETE FROM {_I} WHERE pk = %s", (number,))
+            return True
+
+    async def delete_series(
+        self, tenant: str, entity_id: str, attr: str, dataset_id: str | None
+    ) -> bool:
+        async with self.db.transaction() as conn:
+            row = await _one(conn, f"SELECT pk FROM {_E} WHERE tenant = %s AND id = %s",
+                             (tenant, entity_id))
+            return row is not None and await _purge_series(conn, row[0], attr, dataset_id)
+
+    async def delete_entity(self, tenant: str, entity_id: str) -> bool:
+        async with self.db.transaction() as conn:
+            return await _purge_entity(conn, tenant, entity_id)
+
+    async def tenants(self) -> list[str]:
+        async with self.db.connection() as conn:
+            return [r[0] for r in await _all(conn, f"SELECT DISTINCT tenant FROM {_E}")]
+
+    async def expire(self, tenant: str, before: int, *, batch: int = 5000) -> int:
+        async with self.db.connection() as conn:
+            series = [r[0] for r in await _all(
+                conn, f"SELECT s.pk FROM {_S} s JOIN {_E} e ON e.pk = s.entity"
+                " WHERE e.tenant = %s", (tenant,))]
+        gone = 0
+        for i in range(0, len(series), 64):
+            async with self.db.transaction() as conn:
+                cur = await conn.execute(
+                    f"""DELETE FROM {_I} WHERE series = ANY(%s::bigint[])
+                       AND coalesce(observed_ts, created_ts) < %s""",
+                    (series[i:i + 64], before),
+                )
+                gone += cur.rowcount
+        return gone
+
+
+# ---- SQL helpers ------------------------------------------------------------------------------
+
+
+def _header(row: tuple[Any, ...]) -> TemporalEntity:
+    _, eid, types, scope, created, modified, deleted = row
+    return TemporalEntity(eid, list(types), list(scope) if scope else None,
+                          created, modified, deleted)
+
+
+async def _headers(conn: AsyncConnection, tenant: str,
+                   ids: list[str]) -> list[tuple[int, TemporalEntity]]:
+    rows = await _all(
+        conn,
+        "SELECT pk, id, types, scope, created_at, modified_at, deleted_at"
+        f" FROM {_E} WHERE tenant = %s AND id = ANY(%s::text[])",
+        (tenant, ids),
+    )
+    found = {row[1]: (row[0], _header(row)) for row in rows}
+    return [found[i] for i in ids if i in found]
+
+
+async def _series(conn: AsyncConnection, tenant: str, entity_ids: list[str],
+                  request: HistoryRequest) -> list[tuple[str, str, str | None, int]]:
+    """(entity id, attribute, datasetId, series pk) of the series a request selects."""
+    query = (f"SELECT e.id, s.attr, s.dataset, s.pk FROM {_S} s JOIN {_E} e ON e.pk = s.entity"
+             " WHERE e.tenant = %s AND e.id = ANY(%s::text[])")
+    params: list[Any] = [tenant, entity_ids]
+    if request.attrs is not None:
+        query += " AND s.attr = ANY(%s::text[])"
+        params.append(list(request.attrs))
+    if request.datasets is not None:
+        query += " AND s.dataset = ANY(%s::text[])"
+        params.append(["" if d == "@none" else d for d in request.datasets])
+    rows = await _all(conn, query + " ORDER BY s.pk", params)
+    return [(eid, attr, dataset or None, spk) for eid, attr, dataset, spk in rows]
+
+
+async def _history(conn: AsyncConnection, tenant: str, entity_ids: list[str],
+                   request: HistoryRequest) -> list[EntityHistory]:
+    out = {h.id: EntityHistory(h.id, h.types) for _, h in await _headers(conn, tenant, entity_ids)}
+    for eid, attr, dataset, spk in await _series(conn, tenant, entity_ids, request):
+        history = out.get(eid)
+        if history is None:
+            continue
+        if request.aggregation is not None:
+            found = await _aggregate(conn, spk, request, request.aggregation)
+            if found is not None:
+                buckets, truncated, kind = found
+                history.aggregated.append(AggregatedSeries(attr, dataset, kind, buckets,
+                                                           truncated))
+        else:
+            instances, times, truncated = await _instances(conn, spk, request)
+            if instances:
+                history.series.append(Series(attr, dataset, instances, truncated, times))
+    return [out[i] for i in entity_ids if i in out]
+
+
+def _page_size(request: HistoryRequest) -> tuple[int, bool]:
+    """How many rows to keep per series, and whether more means the limit cut it."""
+    last_n, limit = request.query.last_n, request.limit
+    return min(limit, last_n or limit), last_n is None or last_n > limit
+
+
+async def _instances(conn: AsyncConnection, spk: int, request: HistoryRequest,
+                     ) -> tuple[list[JSONObject], list[int | None], bool]:
+    query = request.query
+    col = COLUMN[query.timeproperty]
+    where, params = _window_sql(query)
+    keep, cut_by_limit = _page_size(request)
+    order = "DESC" if query.last_n else "ASC"
+    rows = await _all(
+        conn,
+        f"SELECT pk, doc, {col} FROM {_I} WHERE series = %s{where}"
+        f" ORDER BY {col} {order}, pk {order} LIMIT %s",
+        (spk, *params, keep + 1),
+    )
+    truncated = cut_by_limit and len(rows) > keep
+    rows = rows[:keep]
+    if query.last_n:
+        rows.reverse()
+    return [_doc(pk, doc) for pk, doc, _ in rows], [t for _, _, t in rows], truncated
+
+
+async def _aggregate(conn: AsyncConnection, spk: int, request: HistoryRequest,
+                     aggregation: Aggregation) -> tuple[list[Bucket], bool, str] | None:
+    query = request.query
+    col = COLUMN[query.timeproperty]
+    where, params = _window_sql(query)
+    first = await _one(conn, f"SELECT {col}, doc FROM {_I} WHERE series = %s{where}"
+                       f" ORDER BY {col} LIMIT 1", (spk, *params))
+    if first is None:
+        return None
+    last = await _one(conn, f"SELECT {col}, doc FROM {_I} WHERE series = %s{where}"
+                      f" ORDER BY {col} DESC LIMIT 1", (spk, *params))
+    kind = str(orjson.loads(last[1]).get("type", "Property"))
+    methods = aggregation.methods
+    exprs = [AGGREGATE_SQL[m] for m in methods if m in AGGREGATE_SQL]
+    if "stddev" in methods:
+        exprs.extend(_STDDEV_SQL)
+    select = ", ".join(exprs)
+    origin = query.start if query.start is not None else first[0]
+    period = aggregation.period
+    keep, cut_by_limit = _page_size(request)
+    backwards = bool(query.last_n)
+    if period.zero:
+        row = await _one(conn, f"SELECT 0, {select} FROM {_I} WHERE series = %s{where}",
+                         (spk, *params))
+        end = query.end if query.end is not None else last[0]
+        return [_bucket(origin, end, row[1:], methods)], False, kind
+    if period.months:
+        buckets = await _calendar_periods(conn, spk, col, select, origin, aggregation,
+                                          (first[0], last[0]), query, keep + 1, backwards)
+    else:
+        rows = await _scan_periods(conn, spk, col, select, origin, period.micros,
+                                   (first[0], last[0]), query, keep + 1, backwards)
+        buckets = [_bucket(origin + b * period.micros, origin + (b + 1) * period.micros,
+                           r, methods) for b, *r in rows]
+    truncated = cut_by_limit and len(buckets) > keep
+    buckets = buckets[:keep]
+    if backwards:
+        buckets.reverse()
+    return buckets, truncated, kind
+
+
+async def _calendar_periods(conn: AsyncConnection, spk: int, col: str, select: str,
+                            origin: int, aggregation: Aggregation, extent: tuple[int, int],
+                            query: TemporalQuery, wanted: int,
+                            backwards: bool) -> list[Bucket]:
+    """Months and years have no fixed length: walk the periods from ``origin`` over the
+    series' extent and aggregate each non-empty one (a handful per page)."""
+    period = aggregation.period
+    edges = [origin]
+    while edges[-1] <= extent[1]:
+        edges.append(period.add_to(edges[-1]))
+    spans = [(lo, hi) for lo, hi in zip(edges, edges[1:], strict=False) if hi > extent[0]]
+    if backwards:
+        spans.reverse()
+    out: list[Bucket] = []
+    for lo, hi in spans:
+        floor = max(lo, query.start) if query.start is not None else lo
+        ceiling = min(hi, query.end) if query.end is not None else hi
+        row = await _one(conn, f"SELECT count(*), {select} FROM {_I} WHERE series = %s"
+                         f" AND {col} >= %s AND {col} < %s", (spk, floor, ceiling))
+        if row[0]:
+            out.append(_bucket(lo, hi, row[1:], aggregation.methods))
+            if len(out) >= wanted:
+                break
+    return out
+
+
+async def _scan_periods(conn: AsyncConnection, spk: int, col: str, select: str, origin: int,
+                        period: int, extent: tuple[int, int], query: TemporalQuery,
+                        wanted: int, backwards: bool) -> list[tuple[Any, ...]]:
+    """Group fixed-length periods, reading only as many periods as ``wanted`` still needs
+    and seeking over gaps through the index (as the SQLite store does)."""
+    first, last = extent
+    low_edge = origin + (first - origin) // period * period
+    high_edge = origin + ((last - origin) // period + 1) * period
+    floor = max(low_edge, query.start) if query.start is not None else low_edge
+    ceiling = min(high_edge, query.end) if query.end is not None else high_edge
+    group = (f"SELECT floor(({col} - %s)::numeric / %s)::bigint AS b, {select} FROM {_I}"
+             f" WHERE series = %s AND {col} >= %s AND {col} < %s GROUP BY b ORDER BY b")
+    rows: list[tuple[Any, ...]] = []
+    if not backwards:
+        lo = low_edge
+        while len(rows) < wanted and lo < ceiling:
+            hi = min(ceiling, lo + (wanted - len(rows)) * period)
+            rows += await _all(conn, group, (origin, period, spk, max(lo, floor), hi))
+            following = await _one(
+                conn, f"SELECT {col} FROM {_I} WHERE series = %s AND {col} >= %s"
+                f" AND {col} < %s ORDER BY {col} LIMIT 1", (spk, hi, ceiling))
+            if following is None:
+                break
+            lo = origin + (following[0] - origin) // period * period
+        return rows[:wanted]
+    hi = high_edge
+    while len(rows) < wanted and hi > floor:
+        lo = max(floor, hi - (wanted - len(rows)) * period)
+        rows += await _all(conn, group + " DESC", (origin, period, spk, lo, min(hi, ceiling)))
+        preceding = await _one(
+            conn, f"SELECT {col} FROM {_I} WHERE series = %s AND {col} < %s"
+            f" AND {col} >= %s ORDER BY {col} DESC LIMIT 1", (spk, lo, floor))
+        if preceding is None:
+            break
+        hi = origin + ((preceding[0] - origin) // period + 1) * period
+    return rows[:wanted]
+
+
+def _number(value: Any) -> Any:
+    """numeric/bigint aggregates as Python numbers like SQLite's (int counts, float sums)."""
+    if value is None or isinstance(value, int | float):
+        return value
+    return float(value)
+
+
+def _bucket(start: int, end: int, row: Iterable[Any], methods: tuple[str, ...]) -> Bucket:
+    values = [_number(v) for v in row]
+    out: dict[str, Any] = {}
+    pos = 0
+    for m in methods:
+        if m in AGGREGATE_SQL:
+            out[m] = values[pos]
+            pos += 1
+    if "stddev" in methods:
+        n, total, squares = values[pos:pos + 3]
+        out["stddev"] = (math.sqrt(max(0.0, squares / n - (total / n) ** 2)) if n else None)
+    return Bucket(start, end, {m: out.get(m) for m in methods})
+
+
+async def _insert(conn: AsyncConnection,
+                  pending: list[tuple[int, list[NewInstance], bool]]) -> None:
+    """Insert instances for (entity pk, instances, replace same observation) groups: the
+    series they need in one statement, then the rows."""
+    keys = sorted({(pk, new.attr, _dataset(new.dataset_id))
+                   for pk, items, _ in pending for new in items})
+    if not keys:
+        return
+    rows = await _all(
+        conn,
+        f"""WITH k AS (SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[])
+                          AS k(entity, attr, dataset)),
+               ins AS (INSERT INTO {_S} (entity, attr, dataset) SELECT * FROM k
+                       ON CONFLICT DO NOTHING RETURNING pk, entity, attr, dataset)
+           SELECT pk, entity, attr, dataset FROM ins
+           UNION ALL
+           SELECT s.pk, s.entity, s.attr, s.dataset FROM {_S} s
+           JOIN k ON (s.entity, s.attr, s.dataset) = (k.entity, k.attr, k.dataset)""",
+        ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
+    )
+    series = {(entity, attr, dataset): spk for spk, entity, attr, dataset in rows}
+    if len(series) < len(keys):  # created by a transaction that committed meanwhile
+        rows = await _all(
+            conn, f"SELECT pk, entity, attr, dataset FROM {_S} WHERE entity = ANY(%s::bigint[])",
+            (sorted({k[0] for k in keys}),))
+        series = {(entity, attr, dataset): spk for spk, entity, attr, dataset in rows}
+    values: list[tuple[Any, ...]] = []
+    replaced: list[tuple[int, int]] = []
+    for pk, items, replace_observed in pending:
+        for new in items:
+            spk = series[(pk, new.attr, _dataset(new.dataset_id))]
+            cols = _columns(new.instance)
+            if replace_observed and cols[0] is not None:
+                replaced.append((spk, cols[0]))
+            values.append((spk, *cols))
+    async with conn.cursor() as cur:
+        if replaced:
+            await cur.executemany(
+                f"DELETE FROM {_I} WHERE series = %s AND observed_ts = %s", replaced)
+        await cur.executemany(
+            f"""INSERT INTO {_I} (series, observed_ts, created_ts, modified_ts, deleted_ts,
+                   num, val, doc) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
+            values,
+        )
+
+
+async def _purge_series(conn: AsyncConnection, entity: int, attr: str,
+                        dataset: str | None) -> bool:
+    query = f"DELETE FROM {_S} WHERE entity = %s AND attr = %s"
+    params: list[Any] = [entity, attr]
+    if dataset != ALL_DATASETS:
+        query += " AND dataset = %s"
+        params.append(_dataset(dataset))
+    async with conn.transaction():  # a savepoint: the count and the delete agree
+        found = await _one(
+            conn, f"SELECT count(*) FROM {_I} i JOIN ({query.replace('DELETE', 'SELECT pk', 1)})"
+            " s ON s.pk = i.series", params)
+        await conn.execute(query, tuple(params))  # type: ignore[arg-type]
+    return bool(found[0])
+
+
+async def _purge_entity(conn: AsyncConnection, tenant: str, entity_id: str) -> bool:
+    cur = await conn.execute(f"DELETE FROM {_E} WHERE tenant = %s AND id = %s",
+                             (tenant, entity_id))
+    return cur.rowcount > 0
+
+
+async def _find_instance(conn: AsyncConnection, tenant: str, entity_id: str, attr: str,
+                         number: int, *, for_update: bool = False) -> tuple[int, str] | None:
+    row = await _one(
+        conn,
+        f"""SELECT i.pk, i.doc FROM {_I} i JOIN {_S} s ON s.pk = i.series
+           JOIN {_E} e ON e.pk = s.entity
+           WHERE i.pk = %s AND s.attr = %s AND e.tenant = %s AND e.id = %s"""
+        + (" FOR UPDATE OF i" if for_update else ""),
+        (number, attr, tenant, entity_id),
+    )
+    return (row[0], row[1]) if row else None
