@@ -164,7 +164,7 @@ def query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Page:
     if query.q is not None:
         filters.extend(q_sql.q_filter(query.q, tenant))
     if not exact and len(filters) > 1:
-        filters = [_most_selective(conn, filters)]  # the rest is checked in Python
+        filters = _narrowest(conn, filters)  # what is left out is checked in Python
     if filters:  # the subqueries are tenant-scoped; dropping e.tenant lets SQLite seek by pk
         where, params = where[1:], params[1:]
     for sub, sub_params in filters:
@@ -207,18 +207,19 @@ def query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Page:
     return Page(selected, seen if query.count else None)
 
 
-def _most_selective(
+def _narrowest(
     conn: sqlite3.Connection, filters: list[q_sql.Filter], cap: int = 500
-) -> q_sql.Filter:
-    """The filter with the fewest rows, probed with bounded counts; the query is driven by
-    it and ``matches`` checks the others, so a broad condition (every entity has that
-    name) never costs a full list."""
-    best, best_n = filters[0], cap + 1
+) -> list[q_sql.Filter]:
+    """The filters to run in SQL. Bounded count probes find the narrowest; when it selects
+    fewer than ``cap`` rows it drives the query alone (a broad condition such as "every
+    entity has that name" then costs nothing); when every filter is broad, SQL intersects
+    them all, which is cheaper than decoding the candidates to check them in Python."""
+    best, best_n = filters[0], cap
     for sub, params in filters:
         (n,) = conn.execute(f"SELECT count(*) FROM ({sub} LIMIT {cap})", params).fetchone()
         if n < best_n:
             best, best_n = (sub, params), n
-    return best
+    return [best] if best_n < cap else filters
 
 
 def _prefetch_linked(
