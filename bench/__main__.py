@@ -96,8 +96,8 @@ def run_wrk(base: str, script: str, seconds: int, connections: int) -> dict[str,
         f.write(text)
     try:
         out = subprocess.run(
-            ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "-s", f.name,
-             base],
+            ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--timeout", "30s",
+             "-s", f.name, base],
             capture_output=True, text=True, check=True,
         ).stdout
     finally:
@@ -119,6 +119,8 @@ def main() -> None:
     parser.add_argument("--only", help="run only scenarios whose name contains this")
     parser.add_argument("--skip-extra", action="store_true",
                         help="skip the temporal and notification suites")
+    parser.add_argument("--reuse-extra", action="store_true",
+                        help="report the latest temporal and notification results, not new runs")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -153,9 +155,10 @@ def main() -> None:
         finally:
             broker.terminate()
             broker.wait(10)
+    suite = latest if args.reuse_extra else run_suite
     extra = {} if args.skip_extra else {
-        "Temporal (10 entities x 100,000 instances, Stellio's scenario)": run_suite("temporal"),
-        "Notifications (update -> delivery)": run_suite("notifications"),
+        "Temporal (10 entities x 100,000 instances, Stellio's scenario)": suite("temporal"),
+        "Notifications (update -> delivery)": suite("notifications"),
     }
     write_report(results, args, extra)
 
@@ -168,6 +171,14 @@ def run_suite(name: str) -> list[dict[str, Any]]:
     if not written:
         return []
     return [json.loads(line) for line in written[-1].read_text().splitlines() if line.strip()]
+
+
+def latest(name: str) -> list[dict[str, Any]]:
+    """The JSON lines of the newest ``bench/results/<name>-*.jsonl``."""
+    found = sorted((HERE / "results").glob(f"{name}-*.jsonl"))
+    if not found:
+        return []
+    return [json.loads(line) for line in found[-1].read_text().splitlines() if line.strip()]
 
 
 def table(rows: list[dict[str, Any]]) -> str:

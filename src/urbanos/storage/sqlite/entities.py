@@ -208,18 +208,22 @@ def query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Page:
 
 
 def _narrowest(
-    conn: sqlite3.Connection, filters: list[q_sql.Filter], cap: int = 500
+    conn: sqlite3.Connection, filters: list[q_sql.Filter], small: int = 500,
+    large: int = 20_000,
 ) -> list[q_sql.Filter]:
-    """The filters to run in SQL. Bounded count probes find the narrowest; when it selects
-    fewer than ``cap`` rows it drives the query alone (a broad condition such as "every
-    entity has that name" then costs nothing); when every filter is broad, SQL intersects
-    them all, which is cheaper than decoding the candidates to check them in Python."""
-    best, best_n = filters[0], cap
-    for sub, params in filters:
-        (n,) = conn.execute(f"SELECT count(*) FROM ({sub} LIMIT {cap})", params).fetchone()
-        if n < best_n:
-            best, best_n = (sub, params), n
-    return [best] if best_n < cap else filters
+    """The filters worth running in SQL, found with bounded count probes: one that selects
+    fewer than ``small`` rows drives the query alone; otherwise SQL intersects those under
+    ``large`` rows, and the broadest (every entity has that name) are left to Python."""
+
+    def count(f: q_sql.Filter, cap: int) -> int:
+        return int(conn.execute(f"SELECT count(*) FROM ({f[0]} LIMIT {cap})", f[1]).fetchone()[0])
+
+    sized = sorted(((count(f, small), i, f) for i, f in enumerate(filters)), key=lambda t: t[:2])
+    if sized[0][0] < small:
+        return [sized[0][2]]
+    sized = sorted(((count(f, large), i, f) for i, f in enumerate(filters)), key=lambda t: t[:2])
+    kept = [f for n, _, f in sized if n < large]
+    return kept or [sized[0][2]]
 
 
 def _prefetch_linked(
