@@ -26,10 +26,6 @@ from urbanos.core.temporal import (
     NewInstance,
     TemporalQuery,
     derive_instances,
-    instance_id,
-    numeric_value,
-    time_of,
-    value_key,
 )
 from urbanos.core.temporal_render import AggregatedSeries, Bucket, EntityHistory, Series
 from urbanos.core.timeutil import now_iso
@@ -41,6 +37,14 @@ from urbanos.storage.temporal import (
     HistoryRequest,
     TemporalEntity,
 )
+from urbanos.storage.temporal_rows import (
+    COLUMN,
+    STDDEV_SQL,
+    dataset_key,
+    instance_columns,
+    instance_from_row,
+    window_sql,
+)
 from urbanos.types import JSONObject
 
 if TYPE_CHECKING:
@@ -48,52 +52,27 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresTemporalStore"]
 
-#: timeproperty -> column (a closed list: never interpolate anything else)
-COLUMN = {"observedAt": "observed_ts", "createdAt": "created_ts", "modifiedAt": "modified_ts",
-          "deletedAt": "deleted_ts"}
 #: aggregate method -> SQL expression over the period's rows
 AGGREGATE_SQL = {
     "totalCount": "count(*)", "distinctCount": "count(DISTINCT coalesce(num::text, val))",
     "sum": "sum(num)", "avg": "avg(num)", "min": "min(num)", "max": "max(num)",
     "sumsq": "sum(num * num)",
 }
-_STDDEV_SQL = ("count(num)", "sum(num)", "sum(num * num)")
 _I = "urbanos.temporal_instances"
 _S = "urbanos.temporal_series"
 _E = "urbanos.temporal_entities"
 
 
-def _dataset(value: str | None) -> str:
-    return value or ""
 
 
-def _columns(inst: JSONObject) -> tuple[Any, ...]:
-    """The indexed columns of an instance, computed once when it is written."""
-    num = numeric_value(inst)
-    return (
-        time_of(inst, "observedAt"), time_of(inst, "createdAt") or 0,
-        time_of(inst, "modifiedAt") or 0, time_of(inst, "deletedAt"), num,
-        None if num is not None else value_key(inst),
-        orjson.dumps({k: v for k, v in inst.items() if k != "instanceId"}).decode(),
-    )
 
 
-def _doc(pk: int, doc: str) -> JSONObject:
-    inst: JSONObject = orjson.loads(doc)
-    inst["instanceId"] = instance_id(pk)
-    return inst
 
 
-def _window_sql(query: TemporalQuery) -> tuple[str, list[Any]]:
-    col = COLUMN[query.timeproperty]
-    where, params = f" AND {col} IS NOT NULL", []
-    if query.start is not None:
-        where += f" AND {col} >= %s"
-        params.append(query.start)
-    if query.end is not None:
-        where += f" AND {col} < %s"
-        params.append(query.end)
-    return where, params
+
+
+
+
 
 
 async def _all(conn: AsyncConnection, query: str, params: Iterable[Any] = ()) -> list[Any]:
@@ -192,14 +171,14 @@ class PostgresTemporalStore:
         self, tenant: str, entity_ids: list[str], request: HistoryRequest
     ) -> dict[str, dict[str, list[JSONObject]]]:
         out: dict[str, dict[str, list[JSONObject]]] = {}
-        where, params = _window_sql(request.query)
+        where, params = window_sql(request.query, "%s")
         col = COLUMN[request.query.timeproperty]
         async with self.db.connection() as conn:
             for eid, attr, _, spk in await _series(conn, tenant, entity_ids, request):
                 rows = await _all(
                     conn, f"SELECT pk, doc FROM {_I} WHERE series = %s{where} ORDER BY {col}, pk",
                     (spk, *params))
-                found = [_doc(pk, doc) for pk, doc in rows]
+                found = [instance_from_row(pk, doc) for pk, doc in rows]
                 if found:
                     out.setdefault(eid, {}).setdefault(attr, []).extend(found)
         return out
@@ -207,7 +186,7 @@ class PostgresTemporalStore:
     async def with_instances(
         self, tenant: str, entity_ids: list[str], request: HistoryRequest
     ) -> set[str]:
-        where, params = _window_sql(request.query)
+        where, params = window_sql(request.query, "%s")
         out: set[str] = set()
         async with self.db.connection() as conn:
             for eid, _, _, spk in await _series(conn, tenant, entity_ids, request):
@@ -234,11 +213,11 @@ class PostgresTemporalStore:
             row = await _find_instance(conn, tenant, entity_id, attr, number, for_update=True)
             if row is None:
                 return False
-            new = change(_doc(number, row[1]))
+            new = change(instance_from_row(number, row[1]))
             await conn.execute(
                 f"""UPDATE {_I} SET observed_ts = %s, created_ts = %s, modified_ts = %s,
                    deleted_ts = %s, num = %s, val = %s, doc = %s WHERE pk = %s""",
-                (*_columns(new), number),
+                (*instance_columns(new), number),
             )
             return True
 
@@ -349,7 +328,7 @@ async def _instances(conn: AsyncConnection, spk: int, request: HistoryRequest,
                      ) -> tuple[list[JSONObject], list[int | None], bool]:
     query = request.query
     col = COLUMN[query.timeproperty]
-    where, params = _window_sql(query)
+    where, params = window_sql(query, "%s")
     keep, cut_by_limit = _page_size(request)
     order = "DESC" if query.last_n else "ASC"
     rows = await _all(
@@ -362,14 +341,14 @@ async def _instances(conn: AsyncConnection, spk: int, request: HistoryRequest,
     rows = rows[:keep]
     if query.last_n:
         rows.reverse()
-    return [_doc(pk, doc) for pk, doc, _ in rows], [t for _, _, t in rows], truncated
+    return [instance_from_row(pk, doc) for pk, doc, _ in rows], [t for _, _, t in rows], truncated
 
 
 async def _aggregate(conn: AsyncConnection, spk: int, request: HistoryRequest,
                      aggregation: Aggregation) -> tuple[list[Bucket], bool, str] | None:
     query = request.query
     col = COLUMN[query.timeproperty]
-    where, params = _window_sql(query)
+    where, params = window_sql(query, "%s")
     first = await _one(conn, f"SELECT {col}, doc FROM {_I} WHERE series = %s{where}"
                        f" ORDER BY {col} LIMIT 1", (spk, *params))
     if first is None:
@@ -380,7 +359,7 @@ async def _aggregate(conn: AsyncConnection, spk: int, request: HistoryRequest,
     methods = aggregation.methods
     exprs = [AGGREGATE_SQL[m] for m in methods if m in AGGREGATE_SQL]
     if "stddev" in methods:
-        exprs.extend(_STDDEV_SQL)
+        exprs.extend(STDDEV_SQL)
     select = ", ".join(exprs)
     origin = query.start if query.start is not None else first[0]
     period = aggregation.period
@@ -495,7 +474,7 @@ async def _insert(conn: AsyncConnection,
                   pending: list[tuple[int, list[NewInstance], bool]]) -> None:
     """Insert instances for (entity pk, instances, replace same observation) groups: the
     series they need in one statement, then the rows."""
-    keys = sorted({(pk, new.attr, _dataset(new.dataset_id))
+    keys = sorted({(pk, new.attr, dataset_key(new.dataset_id))
                    for pk, items, _ in pending for new in items})
     if not keys:
         return
@@ -521,8 +500,8 @@ async def _insert(conn: AsyncConnection,
     replaced: list[tuple[int, int]] = []
     for pk, items, replace_observed in pending:
         for new in items:
-            spk = series[(pk, new.attr, _dataset(new.dataset_id))]
-            cols = _columns(new.instance)
+            spk = series[(pk, new.attr, dataset_key(new.dataset_id))]
+            cols = instance_columns(new.instance)
             if replace_observed and cols[0] is not None:
                 replaced.append((spk, cols[0]))
             values.append((spk, *cols))
@@ -543,7 +522,7 @@ async def _purge_series(conn: AsyncConnection, entity: int, attr: str,
     params: list[Any] = [entity, attr]
     if dataset != ALL_DATASETS:
         query += " AND dataset = %s"
-        params.append(_dataset(dataset))
+        params.append(dataset_key(dataset))
     async with conn.transaction():  # a savepoint: the count and the delete agree
         found = await _one(
             conn, f"SELECT count(*) FROM {_I} i JOIN ({query.replace('DELETE', 'SELECT pk', 1)})"

@@ -42,10 +42,6 @@ from urbanos.core.temporal import (
     NewInstance,
     TemporalQuery,
     derive_instances,
-    instance_id,
-    numeric_value,
-    time_of,
-    value_key,
 )
 from urbanos.core.temporal_render import (
     AggregatedSeries,
@@ -64,6 +60,14 @@ from urbanos.storage.temporal import (
     HistoryRequest,
     TemporalEntity,
 )
+from urbanos.storage.temporal_rows import (
+    COLUMN,
+    STDDEV_SQL,
+    dataset_key,
+    instance_columns,
+    instance_from_row,
+    window_sql,
+)
 from urbanos.types import JSONObject
 
 SCHEMA = [
@@ -81,49 +85,24 @@ SCHEMA = [
     """CREATE INDEX IF NOT EXISTS temporal_instances_observed
         ON temporal_instances (series, observed_ts)""",
 ]
-#: timeproperty -> column (a closed list: never interpolate anything else)
-COLUMN = {"observedAt": "observed_ts", "createdAt": "created_ts", "modifiedAt": "modified_ts",
-          "deletedAt": "deleted_ts"}
 #: aggregate method -> SQL expression over the period's rows
 AGGREGATE_SQL = {
     "totalCount": "count(*)", "distinctCount": "count(DISTINCT coalesce(num, val))",
     "sum": "sum(num)", "avg": "avg(num)", "min": "min(num)", "max": "max(num)",
     "sumsq": "sum(num * num)",
 }
-_STDDEV_SQL = ("count(num)", "sum(num)", "sum(num * num)")
 
 
-def _dataset(value: str | None) -> str:
-    return value or ""
 
 
-def _columns(inst: JSONObject) -> tuple[Any, ...]:
-    """The indexed columns of an instance, computed once when it is written."""
-    num = numeric_value(inst)
-    return (
-        time_of(inst, "observedAt"), time_of(inst, "createdAt") or 0,
-        time_of(inst, "modifiedAt") or 0, time_of(inst, "deletedAt"), num,
-        None if num is not None else value_key(inst),
-        orjson.dumps({k: v for k, v in inst.items() if k != "instanceId"}).decode(),
-    )
 
 
-def _doc(pk: int, doc: str) -> JSONObject:
-    inst: JSONObject = orjson.loads(doc)
-    inst["instanceId"] = instance_id(pk)
-    return inst
 
 
-def _window_sql(query: TemporalQuery) -> tuple[str, list[Any]]:
-    col = COLUMN[query.timeproperty]
-    sql, params = f" AND {col} IS NOT NULL", []
-    if query.start is not None:
-        sql += f" AND {col} >= ?"
-        params.append(query.start)
-    if query.end is not None:
-        sql += f" AND {col} < ?"
-        params.append(query.end)
-    return sql, params
+
+
+
+
 
 
 class SqliteTemporalStore:
@@ -224,13 +203,13 @@ class SqliteTemporalStore:
     ) -> dict[str, dict[str, list[JSONObject]]]:
         def run(conn: sqlite3.Connection) -> dict[str, dict[str, list[JSONObject]]]:
             out: dict[str, dict[str, list[JSONObject]]] = {}
-            where, params = _window_sql(request.query)
+            where, params = window_sql(request.query, "?")
             col = COLUMN[request.query.timeproperty]
             for eid, attr, _, spk in _series(conn, tenant, entity_ids, request):
                 rows = conn.execute(
                     f"SELECT pk, doc FROM temporal_instances WHERE series = ?{where}"
                     f" ORDER BY {col}, pk", (spk, *params))
-                found = [_doc(pk, doc) for pk, doc in rows]
+                found = [instance_from_row(pk, doc) for pk, doc in rows]
                 if found:
                     out.setdefault(eid, {}).setdefault(attr, []).extend(found)
             return out
@@ -241,7 +220,7 @@ class SqliteTemporalStore:
         self, tenant: str, entity_ids: list[str], request: HistoryRequest
     ) -> set[str]:
         def run(conn: sqlite3.Connection) -> set[str]:
-            where, params = _window_sql(request.query)
+            where, params = window_sql(request.query, "?")
             out: set[str] = set()
             for eid, _, _, spk in _series(conn, tenant, entity_ids, request):
                 if eid not in out and conn.execute(
@@ -267,11 +246,11 @@ class SqliteTemporalStore:
             row = _find_instance(conn, tenant, entity_id, attr, number)
             if row is None:
                 return False
-            new = change(_doc(number, row[1]))
+            new = change(instance_from_row(number, row[1]))
             conn.execute(
                 """UPDATE temporal_instances SET observed_ts = ?, created_ts = ?,
                    modified_ts = ?, deleted_ts = ?, num = ?, val = ?, doc = ? WHERE pk = ?""",
-                (*_columns(new), number),
+                (*instance_columns(new), number),
             )
             return True
 
@@ -398,7 +377,7 @@ def _instances(conn: sqlite3.Connection, spk: int,
                request: HistoryRequest) -> tuple[list[JSONObject], list[int | None], bool]:
     query = request.query
     col = COLUMN[query.timeproperty]
-    where, params = _window_sql(query)
+    where, params = window_sql(query, "?")
     keep, cut_by_limit = _page_size(request)
     order = "DESC" if query.last_n else "ASC"
     rows = conn.execute(
@@ -410,14 +389,14 @@ def _instances(conn: sqlite3.Connection, spk: int,
     rows = rows[:keep]
     if query.last_n:
         rows.reverse()
-    return [_doc(pk, doc) for pk, doc, _ in rows], [t for _, _, t in rows], truncated
+    return [instance_from_row(pk, doc) for pk, doc, _ in rows], [t for _, _, t in rows], truncated
 
 
 def _aggregate(conn: sqlite3.Connection, spk: int, request: HistoryRequest,
                aggregation: Aggregation) -> tuple[list[Bucket], bool, str] | None:
     query = request.query
     col = COLUMN[query.timeproperty]
-    where, params = _window_sql(query)
+    where, params = window_sql(query, "?")
     first = conn.execute(f"SELECT {col}, doc FROM temporal_instances WHERE series = ?{where}"
                          f" ORDER BY {col} LIMIT 1", (spk, *params)).fetchone()
     if first is None:
@@ -428,7 +407,7 @@ def _aggregate(conn: sqlite3.Connection, spk: int, request: HistoryRequest,
     methods = aggregation.methods
     exprs = [AGGREGATE_SQL[m] for m in methods if m in AGGREGATE_SQL]
     if "stddev" in methods:
-        exprs.extend(_STDDEV_SQL)
+        exprs.extend(STDDEV_SQL)
     select = ", ".join(exprs)
     origin = query.start if query.start is not None else first[0]
     period = aggregation.period
@@ -522,7 +501,7 @@ def _insert(conn: sqlite3.Connection,
             pending: list[tuple[int, list[NewInstance], bool]]) -> None:
     """Insert instances for (entity pk, instances, replace same observation) groups: the
     series they need in one pass, then the rows."""
-    keys = {(pk, new.attr, _dataset(new.dataset_id)) for pk, items, _ in pending for new in items}
+    keys = {(pk, new.attr, dataset_key(new.dataset_id)) for pk, items, _ in pending for new in items}
     if not keys:
         return
     conn.executemany(
@@ -540,8 +519,8 @@ def _insert(conn: sqlite3.Connection,
     replaced = []
     for pk, items, replace_observed in pending:
         for new in items:
-            spk = series[(pk, new.attr, _dataset(new.dataset_id))]
-            cols = _columns(new.instance)
+            spk = series[(pk, new.attr, dataset_key(new.dataset_id))]
+            cols = instance_columns(new.instance)
             if replace_observed and cols[0] is not None:
                 replaced.append((spk, cols[0]))
             rows.append((spk, *cols))
@@ -561,7 +540,7 @@ def _purge_series(conn: sqlite3.Connection, entity: int, attr: str, dataset: str
     params: list[Any] = [entity, attr]
     if dataset != ALL_DATASETS:
         sql += " AND dataset = ?"
-        params.append(_dataset(dataset))
+        params.append(dataset_key(dataset))
     pks = [r[0] for r in conn.execute(sql, params)]
     found = False
     for spk in pks:
