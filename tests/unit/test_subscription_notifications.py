@@ -333,3 +333,29 @@ async def test_pick_and_omit(env: Env) -> None:
     picked, omitted = await env.fired()
     assert picked["data"] == [{"id": "urn:b:1", "name": {"type": "Property", "value": "Eiffel"}}]
     assert omitted["data"] == [{"id": "urn:b:1", "name": {"type": "Property", "value": "Eiffel"}}]
+
+
+async def test_an_invalidation_during_a_load_is_not_lost() -> None:
+    """Another node's change that lands while the index loads forces a reload next time."""
+    from urbanos.services.subscriptions import SubscriptionService
+    from urbanos.storage.subscriptions import MemorySubscriptionStore
+
+    class SlowStore(MemorySubscriptionStore):
+        service: SubscriptionService | None = None
+
+        async def load(self, tenant: str | None = None):  # type: ignore[no-untyped-def]
+            rows = await super().load(tenant)
+            assert self.service is not None
+            self.service.invalidate("t")  # arrives mid-load
+            return rows
+
+    store = SlowStore()
+    await store.open()
+
+    class Contexts:
+        policy = None
+
+    service = SubscriptionService(store, Contexts())  # type: ignore[arg-type]
+    store.service = service
+    await service._index("t")
+    assert "t" not in service._indexes  # the possibly stale load was not kept

@@ -169,6 +169,7 @@ class SubscriptionService:
         self.own_origins = {(h.lower().strip("[]"), p) for h, p in own_origins}
         self.periodic_limit = periodic_limit
         self._indexes: dict[str, _TenantIndex] = {}
+        self._generation: dict[str, int] = {}  # bumped by invalidate(): see _index
         self._tenants: set[str] = set()
         self._last_fired: dict[Key, str] = {}
         self._last_failure: dict[Key, str] = {}
@@ -186,14 +187,19 @@ class SubscriptionService:
     def invalidate(self, tenant: str) -> None:
         """Forget a tenant's index (another node changed its subscriptions)."""
         self._indexes.pop(tenant, None)
+        self._generation[tenant] = self._generation.get(tenant, 0) + 1
 
     async def _index(self, tenant: str) -> _TenantIndex:
         index = self._indexes.get(tenant)
         if index is None:
+            generation = self._generation.get(tenant, 0)
             index = _TenantIndex()
             for stored in await self.store.load(tenant):
                 index.add(self._compile(stored))
-            self._indexes[tenant] = index
+            if self._generation.get(tenant, 0) == generation:
+                # an invalidation during the load means the rows may be stale: use them
+                # for this call only and load again next time
+                self._indexes[tenant] = index
             if index.subs:
                 self._tenants.add(tenant)
         return index
