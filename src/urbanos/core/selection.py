@@ -20,6 +20,7 @@ from urbanos.core.query.evaluate import (
     matches_type,
     regex_problem,
 )
+from urbanos.core.render import relationship_targets
 from urbanos.errors import BadRequestData
 from urbanos.types import JSONObject
 
@@ -152,3 +153,15 @@ def matches(
         ):
             return False
     return True
+
+
+def hop_targets(frontier: list[JSONObject], names: frozenset[str]) -> set[str]:
+    """The entity ids the ``names`` relationships of ``frontier`` point to: one hop of a
+    linked q (clause 4.9), which a store then fetches in one query."""
+    return {
+        target
+        for entity in frontier
+        for name in names
+        for inst in entity["attrs"].get(name, ())
+        for target in relationship_targets(inst)
+    }

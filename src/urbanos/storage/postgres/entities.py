@@ -20,8 +20,7 @@ from shapely.geometry import shape
 from urbanos.core import geo
 from urbanos.core.ordering import sort_entities
 from urbanos.core.query import EntityResolver
-from urbanos.core.render import relationship_targets
-from urbanos.core.selection import EntityQuery, linked_steps, matches
+from urbanos.core.selection import EntityQuery, hop_targets, linked_steps, matches
 from urbanos.errors import BadRequestData
 from urbanos.storage.base import AttributeInfo, Page, TypeInfo, Write
 from urbanos.storage.postgres import filters
@@ -223,13 +222,7 @@ async def _prefetch_linked(
     cache: dict[str, JSONObject] = {}
     frontier = batch
     for names in steps:
-        targets = {
-            target
-            for entity in frontier
-            for name in names
-            for inst in entity["attrs"].get(name, ())
-            for target in relationship_targets(inst)
-        }
+        targets = hop_targets(frontier, names)
         cache.update(await get_many(conn, schema, [t for t in targets if t not in cache]))
         frontier = [cache[t] for t in targets if t in cache]
     return cache.get

@@ -16,8 +16,7 @@ import orjson
 from urbanos.core import geo
 from urbanos.core.ordering import sort_entities
 from urbanos.core.query import EntityResolver
-from urbanos.core.render import relationship_targets
-from urbanos.core.selection import EntityQuery, linked_steps, matches, simple_type_set
+from urbanos.core.selection import EntityQuery, hop_targets, linked_steps, matches, simple_type_set
 from urbanos.storage.base import AttributeInfo, Page, TypeInfo
 from urbanos.storage.sqlite import q_sql
 from urbanos.types import JSONObject
@@ -233,13 +232,7 @@ def _prefetch_linked(
     cache: dict[str, JSONObject] = {}
     frontier = batch
     for names in steps:
-        targets = {
-            target
-            for entity in frontier
-            for name in names
-            for inst in entity["attrs"].get(name, ())
-            for target in relationship_targets(inst)
-        }
+        targets = hop_targets(frontier, names)
         cache.update(get_many(conn, tenant, [t for t in targets if t not in cache]))
         frontier = [cache[t] for t in targets if t in cache]
     return cache.get
