@@ -6,83 +6,22 @@ delay another subscriber. Everything goes through the HTTP API.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.integration.broker_process import Broker, free_port
 from tests.integration.receiver import Receiver
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Broker:
-    """``python -m urbanos.cli serve`` on a SQLite file; start, kill -9, start again."""
-
-    db: Path
-    port: int
-    env: dict[str, str]
-    proc: subprocess.Popen[bytes] | None = None
-    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/ngsi-ld/v1/"
-
-    def start(self) -> None:
-        log = open(self.db.with_suffix(".log"), "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "urbanos.cli", "serve", "--port", str(self.port),
-             "--store", f"sqlite:///{self.db}", "--log-level", "warning"],
-            env=self.env, stdout=log, stderr=log,
-        )
-        log.close()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert self.proc.poll() is None, self.db.with_suffix(".log").read_text()
-            time.sleep(0.1)
-        raise AssertionError("the broker did not start")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def call(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        return self.client.request(method, self.url + path, json=body)
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     env = {**os.environ, "URBANOS_NOTIFY_BACKOFF": "0.5", "URBANOS_NOTIFY_BACKOFF_MAX": "1",
            "URBANOS_NOTIFY_TIMEOUT": "3", "URBANOS_NOTIFY_MAX_ATTEMPTS": "1000"}
-    b = Broker(tmp_path / "broker.db", free_port(), env)
+    b = Broker(f"sqlite:///{tmp_path}/broker.db", tmp_path / "broker.log", env=env)
     yield b
     b.stop()
     b.client.close()

@@ -12,10 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.broker_process import Broker, free_port
 from tests.integration.receiver import Receiver
 from tests.integration.test_two_nodes import (  # noqa: F401 - pg_url is a fixture
-    Broker,
-    free_port,
     lamp,
     pg_url,
     subscription,
