@@ -141,34 +141,37 @@ def query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Page:
         if names is None:
             exact = False
         else:
-            filters.append((
-                "SELECT pk FROM entity_types WHERE tenant = ? AND type IN "
-                f"({','.join('?' * len(names))})", [tenant, *names],
+            filters.append(q_sql.Filter.of(
+                "entity_types", f"tenant = ? AND type IN ({','.join('?' * len(names))})",
+                [tenant, *names],
             ))
     if query.attrs is not None:
-        filters.append((
-            "SELECT pk FROM entity_attrs WHERE tenant = ? AND attr IN "
-            f"({','.join('?' * len(query.attrs))})", [tenant, *query.attrs],
+        filters.append(q_sql.Filter.of(
+            "entity_attrs", f"tenant = ? AND attr IN ({','.join('?' * len(query.attrs))})",
+            [tenant, *query.attrs],
         ))
     if query.geo is not None:
         box = query.geo.candidate_bbox()
         if box is not None:
             minx, miny, maxx, maxy = box
-            filters.append((
-                """SELECT k.pk FROM geo_index g JOIN geo_keys k ON k.gid = g.gid
-                   WHERE k.tenant = ? AND k.attr = ? AND g.minx <= ? AND g.maxx >= ?
-                   AND g.miny <= ? AND g.maxy >= ?""",
+            filters.append(q_sql.Filter.of(
+                "geo_keys k JOIN geo_index g ON g.gid = k.gid",
+                "k.tenant = ? AND k.attr = ? AND g.minx <= ? AND g.maxx >= ? "
+                "AND g.miny <= ? AND g.maxy >= ?",
                 [tenant, query.geo.geoproperty, maxx, minx, maxy, miny],
             ))
     if query.q is not None:
         filters.extend(q_sql.q_filter(query.q, tenant))
-    if not exact and len(filters) > 1:
-        filters = _narrowest(conn, filters)  # what is left out is checked in Python
-    if filters:  # the subqueries are tenant-scoped; dropping e.tenant lets SQLite seek by pk
+    driver, checks = _plan(conn, filters)
+    if driver is not None:  # tenant-scoped already; dropping e.tenant lets SQLite seek by pk
         where, params = where[1:], params[1:]
-    for sub, sub_params in filters:
-        where.append(f"e.pk IN ({sub})")
-        params.extend(sub_params)
+        where.append(f"e.pk IN ({driver.select})")
+        params.extend(driver.params)
+    elif checks:  # a scan in pk order, stopped early by LIMIT: no tenant index, no sort
+        where[0] = "+e.tenant = ?"
+    for check in checks:
+        where.append(check.check)
+        params.extend(check.check_params)
     sql_where = " AND ".join(where)
     if exact and query.order is None:
         rows = conn.execute(
@@ -185,7 +188,10 @@ def query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Page:
     cursor = conn.execute(f"SELECT doc FROM entities e WHERE {sql_where} ORDER BY e.pk", params)
     selected: list[JSONObject] = []
     seen = 0
-    while rows := cursor.fetchmany(256):
+    # the first batch is one page: SQL then stops early when the candidates mostly match
+    size = 256 if query.order is not None or query.count else query.offset + query.limit
+    while rows := cursor.fetchmany(min(max(size, 1), 256)):
+        size = 256
         batch = [orjson.loads(doc) for (doc,) in rows]
         resolver = _prefetch_linked(conn, tenant, batch, steps) if steps else None
         for entity in batch:
@@ -206,23 +212,32 @@ def query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Page:
     return Page(selected, seen if query.count else None)
 
 
-def _narrowest(
-    conn: sqlite3.Connection, filters: list[q_sql.Filter], small: int = 500,
-    large: int = 20_000,
-) -> list[q_sql.Filter]:
-    """The filters worth running in SQL, found with bounded count probes: one that selects
-    fewer than ``small`` rows drives the query alone; otherwise SQL intersects those under
-    ``large`` rows, and the broadest (every entity has that name) are left to Python."""
+#: count-probe caps: a filter admitting fewer rows than the first drives a query at once;
+#: when every filter admits more than the last, none drives (see ``_plan``)
+PROBE_CAPS = (1_000, 20_000)
+
+
+def _plan(
+    conn: sqlite3.Connection, filters: list[q_sql.Filter]
+) -> tuple[q_sql.Filter | None, list[q_sql.Filter]]:
+    """Which filter drives the query (its pks are listed from an index) and which are
+    checked per candidate. Bounded count probes find the most selective; when every filter
+    admits more rows than the largest cap, none drives: entities are read in pk order and
+    the checks stop the scan as soon as a page is full."""
+    if not filters:
+        return None, []
+    if len(filters) == 1:
+        return filters[0], []
 
     def count(f: q_sql.Filter, cap: int) -> int:
-        return int(conn.execute(f"SELECT count(*) FROM ({f[0]} LIMIT {cap})", f[1]).fetchone()[0])
+        sql = f"SELECT count(*) FROM ({f.select} LIMIT {cap})"
+        return int(conn.execute(sql, f.params).fetchone()[0])
 
-    sized = sorted(((count(f, small), i, f) for i, f in enumerate(filters)), key=lambda t: t[:2])
-    if sized[0][0] < small:
-        return [sized[0][2]]
-    sized = sorted(((count(f, large), i, f) for i, f in enumerate(filters)), key=lambda t: t[:2])
-    kept = [f for n, _, f in sized if n < large]
-    return kept or [sized[0][2]]
+    for cap in PROBE_CAPS:
+        n, i = min((count(f, cap), i) for i, f in enumerate(filters))
+        if n < cap:
+            return filters[i], filters[:i] + filters[i + 1 :]
+    return None, filters
 
 
 def _prefetch_linked(

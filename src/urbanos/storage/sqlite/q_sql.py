@@ -1,4 +1,4 @@
-"""q -> SQL candidate filters (``SELECT pk ...`` subqueries) for the SQLite store.
+"""q -> SQL candidate filters for the SQLite store.
 
 The translation is a *superset* filter: every entity the q expression selects passes it,
 and the store then evaluates the exact expression (``core.selection.matches``) on the few
@@ -6,11 +6,16 @@ candidates left. So the SQL only has to be right about what it excludes, which k
 small: numeric comparisons, string and URI equality, and "the attribute exists" for
 everything else it can narrow. Values come from ``attr_values``, one row per scalar that an
 attribute instance holds.
+
+Each filter has two forms: ``select`` lists the pks it admits (to drive a query from an
+index) and ``check`` tests one entity ``e`` (a correlated ``EXISTS`` seek), so a query is
+driven by its most selective filter and the others cost one index seek per candidate.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from urbanos.core.query.ast import (
@@ -33,14 +38,57 @@ from urbanos.types import JSONObject
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS attr_values (
         tenant TEXT NOT NULL, attr TEXT NOT NULL, num REAL, str TEXT, pk INTEGER NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS attr_values_num ON attr_values (tenant, attr, num)",
-    "CREATE INDEX IF NOT EXISTS attr_values_str ON attr_values (tenant, attr, str)",
-    "CREATE INDEX IF NOT EXISTS attr_values_pk ON attr_values (pk)",
+    # covering (pk last) so that selecting candidates never reads the table; the pk index
+    # serves the per-entity checks and the deletes
+    "DROP INDEX IF EXISTS attr_values_num",
+    "DROP INDEX IF EXISTS attr_values_str",
+    "DROP INDEX IF EXISTS attr_values_pk",
+    "CREATE INDEX IF NOT EXISTS attr_values_num_pk ON attr_values (tenant, attr, num, pk)",
+    "CREATE INDEX IF NOT EXISTS attr_values_str_pk ON attr_values (tenant, attr, str, pk)",
+    "CREATE INDEX IF NOT EXISTS attr_values_by_pk ON attr_values (pk, attr)",
 ]
 _SQL_OPS = {Op.EQ: "=", Op.GT: ">", Op.GE: ">=", Op.LT: "<", Op.LE: "<="}
 _MEMBERS = ("value", "object", "vocab", "json", "valueList", "objectList", "languageMap")
 
-Filter = tuple[str, list[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """A condition on entities: ``select`` yields admitted pks, ``check`` tests ``e.pk``."""
+
+    select: str
+    params: list[Any]
+    check: str
+    check_params: list[Any]
+
+    @staticmethod
+    def of(table: str, where: str, params: list[Any], index: str | None = None) -> Filter:
+        """A filter over one index table with a ``pk`` column."""
+        hint = f" INDEXED BY {index}" if index else ""
+        return Filter(
+            f"SELECT pk FROM {table} WHERE {where}", params,
+            f"EXISTS (SELECT 1 FROM {table}{hint} WHERE pk = e.pk AND {where})", params,
+        )
+
+    @staticmethod
+    def all_of(filters: list[Filter]) -> Filter:
+        if len(filters) == 1:
+            return filters[0]
+        return Filter(
+            "SELECT pk FROM (" + " INTERSECT ".join(f.select for f in filters) + ")",
+            [x for f in filters for x in f.params],
+            "(" + " AND ".join(f.check for f in filters) + ")",
+            [x for f in filters for x in f.check_params],
+        )
+
+    @staticmethod
+    def any_of(filters: list[Filter]) -> Filter:
+        return Filter(
+            " UNION ".join(f.select for f in filters),
+            [x for f in filters for x in f.params],
+            "(" + " OR ".join(f.check for f in filters) + ")",
+            [x for f in filters for x in f.check_params],
+        )
 
 
 def scalars(instance: JSONObject) -> Iterator[tuple[float | None, str | None]]:
@@ -75,27 +123,14 @@ def q_filter(expr: QExpr, tenant: str) -> list[Filter]:
         branches = [q_filter(c, tenant) for c in expr.children]
         if any(not b for b in branches):
             return []
-        parts = [_intersect(b) for b in branches]
-        return [(" UNION ".join(p[0] for p in parts), [x for p in parts for x in p[1]])]
+        return [Filter.any_of([Filter.all_of(b) for b in branches])]
     if isinstance(expr, Comparison) and _plain(expr.path):
         exact = _comparison(expr, tenant)
         if exact is not None:
             return [exact]
     if isinstance(expr, Exists | Comparison | Pattern) and _attribute(expr.path):
-        return [(
-            "SELECT pk FROM entity_attrs WHERE tenant = ? AND attr = ?",
-            [tenant, expr.path.attr],
-        )]
+        return [Filter.of("entity_attrs", "tenant = ? AND attr = ?", [tenant, expr.path.attr])]
     return []
-
-
-def _intersect(filters: list[Filter]) -> Filter:
-    if len(filters) == 1:
-        return filters[0]
-    return (
-        "SELECT pk FROM (" + " INTERSECT ".join(f[0] for f in filters) + ")",
-        [x for f in filters for x in f[1]],
-    )
 
 
 def _attribute(path: AttrPath) -> bool:
@@ -107,9 +142,9 @@ def _plain(path: AttrPath) -> bool:
 
 
 def _values(where: str, params: list[Any], tenant: str, attr: str) -> Filter:
-    return (
-        f"SELECT pk FROM attr_values WHERE tenant = ? AND attr = ? AND {where}",
-        [tenant, attr, *params],
+    return Filter.of(
+        "attr_values", f"tenant = ? AND attr = ? AND {where}", [tenant, attr, *params],
+        index="attr_values_by_pk",
     )
 
 
