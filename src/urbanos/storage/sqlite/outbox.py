@@ -4,6 +4,11 @@
 hook on ``SqliteStore.write_hooks``), and loses it when the worker has turned it into
 ``outbox_deliveries`` rows (same transaction as their insertion). A delivery row is
 deleted once the receiver acknowledged it, so both tables only hold work still to do.
+
+A write to a tenant without any subscription records no change: nothing could be notified
+of it (a subscription only hears of writes after its creation, and its row is written by
+the same writer thread). The check needs the subscriptions table in the same file; an
+outbox opened without it records every change.
 """
 
 from __future__ import annotations
@@ -76,10 +81,16 @@ class SqliteOutbox:
     def __init__(self, store: SqliteStore) -> None:
         self.db = store.db
         self.on_change: Callable[[], None] | None = None
+        #: whether writes are checked against the subscriptions table (set on open)
+        self._gated = False
         store.write_hooks.append(self._record)
 
     def _record(self, conn: sqlite3.Connection, tenant: str, writes: list[Write]) -> None:
         """Runs inside the entity write's transaction: the change commits with it."""
+        if self._gated and conn.execute(
+            "SELECT 1 FROM subscriptions WHERE tenant = ? LIMIT 1", (tenant,)
+        ).fetchone() is None:
+            return
         rows = [
             (c.tenant, c.entity_id, _dump(c.before), _dump(c.after), c.at)
             for c in changes_of(tenant, writes, now_iso())
@@ -94,12 +105,15 @@ class SqliteOutbox:
             self.on_change()
 
     async def open(self) -> None:
-        def run(conn: sqlite3.Connection) -> None:
+        def run(conn: sqlite3.Connection) -> bool:
             for stmt in SCHEMA:
                 conn.execute(stmt)
             conn.execute("UPDATE outbox_deliveries SET claimed = 0 WHERE claimed = 1")
+            return conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'subscriptions'"
+            ).fetchone() is not None
 
-        await self.db.transact(run)
+        self._gated = await self.db.transact(run)
 
     async def changes(self, limit: int) -> list[Change]:
         def run(conn: sqlite3.Connection) -> list[Change]:
