@@ -1,8 +1,11 @@
-"""`make bench`: start a broker on a fresh SQLite file, load data, drive it with wrk.
+"""`make bench`: start a broker on a fresh store, load data, drive it with wrk.
 
 Scenarios follow the shapes of Stellio's public load tests (REFERENCES.md) so that figures
-compare; two ceilings are measured in the same run so figures read as ratios: a bare
-endpoint on the same HTTP stack, and executemany of the same rows into SQLite. Writes
+compare. They run on SQLite and, when a server answers (``--postgres``), on a PostgreSQL
+database created for the run. Ceilings are measured in the same run so figures read as
+ratios: a bare endpoint on the same HTTP stack, and executemany of the same rows into each
+store. The temporal, notification and memory suites (``bench.temporal``,
+``bench.notifications``, ``bench.rss``) run after them on SQLite. Writes
 bench/results/<timestamp>.json and docs/benchmarks.md. The machine is shared by broker and
 load generator: read figures as ratios and orders of magnitude.
 """
@@ -10,6 +13,7 @@ load generator: read figures as ratios and orders of magnitude.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -20,13 +24,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import psycopg
 
 from bench.data import stellio_entity
-from bench.raw_store import executemany_rows_per_second
+from bench.raw_store import executemany_rows_per_second, postgres_rows_per_second
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -61,8 +68,10 @@ def wait_until_up(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-def start_broker(port: int, db: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "URBANOS_STORE": f"sqlite:///{db}", "URBANOS_PORT": str(port),
+def start_broker(port: int, store: Path | str) -> subprocess.Popen[bytes]:
+    """A broker on ``store``: a SQLite file path or a store URL."""
+    url = f"sqlite:///{store}" if isinstance(store, Path) else store
+    env = {**os.environ, "URBANOS_STORE": url, "URBANOS_PORT": str(port),
            "URBANOS_LOG_LEVEL": "warning", "URBANOS_MAX_BODY_BYTES": str(8 * 1024 * 1024)}
     proc = subprocess.Popen([sys.executable, "-m", "urbanos.cli", "serve"], env=env)
     wait_until_up(f"http://127.0.0.1:{port}/health", proc)
@@ -117,6 +126,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--entities", type=int, default=100_000)
     parser.add_argument("--only", help="run only scenarios whose name contains this")
+    parser.add_argument("--stores", default="sqlite,postgres",
+                        help="comma-separated: sqlite, postgres (skipped if unreachable)")
+    parser.add_argument("--postgres", default=os.environ.get(
+        "URBANOS_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        help="a PostgreSQL database to create the bench database from")
     parser.add_argument("--skip-extra", action="store_true",
                         help="skip the temporal and notification suites")
     parser.add_argument("--reuse-extra", action="store_true",
@@ -136,31 +150,73 @@ def main() -> None:
         bare.wait(10)
     raw = executemany_rows_per_second()
     results.append({"scenario": "ceiling: SQLite executemany of the same rows",
-                    "rps": raw, "unit": 1, "p50_ms": 0, "p95_ms": 0, "p99_ms": 0,
+                    "store": "sqlite", "rps": raw, "unit": 1, "p50_ms": 0, "p95_ms": 0, "p99_ms": 0,
                     "errors": 0, "requests": 0})
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = start_broker(port, Path(tmp) / "bench.db")
-        try:
-            load_rate = preload(base, args.entities)
-            print(f"preloaded {args.entities} entities at {load_rate:,.0f}/s")
-            for name, script, connections, unit in SCENARIOS:
-                if args.only and args.only not in name:
-                    continue
-                r = run_wrk(base, script, args.seconds, connections)
-                r.update(scenario=name, unit=unit, rss_mb=round(rss_mb(broker.pid), 1))
-                results.append(r)
-                print(json.dumps(r))
-        finally:
-            broker.terminate()
-            broker.wait(10)
+    for store in args.stores.split(","):
+        if store == "postgres":
+            raw_pg = postgres_rows_per_second(args.postgres)
+            if raw_pg is None:
+                print(f"no PostgreSQL at {args.postgres}: skipping the PostgreSQL runs")
+                continue
+            results.append({"scenario": "ceiling: PostgreSQL executemany of the same rows",
+                            "store": "postgres", "rps": raw_pg, "unit": 1, "p50_ms": 0,
+                            "p95_ms": 0, "p99_ms": 0, "errors": 0, "requests": 0})
+        with broker_store(store, args.postgres) as url:
+            results.extend(run_scenarios(store, url, args))
     suite = latest if args.reuse_extra else run_suite
     extra = {} if args.skip_extra else {
         "Temporal (10 entities x 100,000 instances, Stellio's scenario)": suite("temporal"),
         "Notifications (update -> delivery)": suite("notifications"),
+        "Memory: broker RSS with 1,000,000 entities stored (SQLite)": suite("rss"),
     }
     write_report(results, args, extra)
+
+
+@contextlib.contextmanager
+def broker_store(store: str, postgres: str) -> Iterator[str]:
+    """A fresh, empty store for one run: a SQLite file, or a PostgreSQL database created
+    for the run and dropped after it."""
+    if store == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite:///{Path(tmp) / 'bench.db'}"
+        return
+    name = f"urbanos_bench_{os.getpid()}"
+    with psycopg.connect(postgres, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield conninfo_to_url(postgres, name)
+    finally:
+        with psycopg.connect(postgres, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def conninfo_to_url(url: str, dbname: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{dbname}"))
+
+
+def run_scenarios(store: str, url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Preload, then every scenario against one broker on ``url``."""
+    out: list[dict[str, Any]] = []
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    broker = start_broker(port, url)
+    try:
+        load_rate = preload(base, args.entities)
+        print(f"{store}: preloaded {args.entities} entities at {load_rate:,.0f}/s")
+        for name, script, connections, unit in SCENARIOS:
+            if args.only and args.only not in name:
+                continue
+            r = run_wrk(base, script, args.seconds, connections)
+            r.update(scenario=name, store=store, unit=unit,
+                     rss_mb=round(rss_mb(broker.pid), 1))
+            out.append(r)
+            print(json.dumps(r))
+    finally:
+        broker.terminate()
+        broker.wait(10)
+    return out
 
 
 def run_suite(name: str) -> list[dict[str, Any]]:
@@ -220,20 +276,22 @@ def write_report(
                                                    else "req/s")
         rss = f"{r['rss_mb']:.0f}" if "rss_mb" in r else ""
         rows.append(
-            f"| {r['scenario']} | {per_s:,.0f} {unit} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
+            f"| {r['scenario']} | {r.get('store', '')} | {per_s:,.0f} {unit} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
             f"| {r['p99_ms']:.1f} | {r['errors']} | {rss} |"
         )
     (ROOT / "docs").mkdir(exist_ok=True)
     (ROOT / "docs" / "benchmarks.md").write_text(
         f"""# Benchmarks
 
-Run: {when}, commit {commit}. Machine: {machine}. The broker (one process, SQLite store)
+Run: {when}, commit {commit}. Machine: {machine}. The broker (one process, on the store
+of the row: a SQLite file, or the local PostgreSQL 15 server, which shares the machine too)
 and the load generator (wrk, 1 thread) share the machine; {args.entities:,} Stellio-shaped
-entities in 10 types are preloaded; {args.seconds} s per scenario. Regenerate with
-`make bench`. Read figures as ratios: the two ceiling rows were measured in the same run.
+entities in 10 types are preloaded into a fresh store; {args.seconds} s per scenario.
+Regenerate with `make bench`. Read figures as ratios: the ceiling rows were measured in
+the same run.
 
-| scenario | throughput | p50 ms | p95 ms | p99 ms | errors | broker RSS MB |
-|---|---:|---:|---:|---:|---:|---:|
+| scenario | store | throughput | p50 ms | p95 ms | p99 ms | errors | broker RSS MB |
+|---|---|---:|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
 """
         + "".join(f"\n## {title}\n\n{table(rows)}\n" for title, rows in (extra or {}).items())
