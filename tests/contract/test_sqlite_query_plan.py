@@ -51,13 +51,13 @@ QUERIES = [
 ]
 
 
-@pytest.mark.parametrize("caps", [(1_000, 20_000), (5, 100), (1, 2)],
+@pytest.mark.parametrize("caps", [(1_000, 4_000, 16_000), (5, 100), (1, 2)],
                          ids=["one-drives", "second-probe", "scan"])
 @pytest.mark.parametrize(("types", "q"), QUERIES)
 @pytest.mark.parametrize(("limit", "offset"), [(20, 0), (7, 30)])
 async def test_every_plan_selects_what_the_reference_store_selects(
     stores: tuple[EntityStore, EntityStore], monkeypatch: pytest.MonkeyPatch,
-    caps: tuple[int, int], types: str | None, q: str | None, limit: int, offset: int,
+    caps: tuple[int, ...], types: str | None, q: str | None, limit: int, offset: int,
 ) -> None:
     monkeypatch.setattr(sqlite_entities, "PROBE_CAPS", caps)
     query = EntityQuery(

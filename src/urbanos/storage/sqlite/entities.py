@@ -212,30 +212,34 @@ def query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Page:
     return Page(selected, seen if query.count else None)
 
 
-#: count-probe caps: a filter admitting fewer rows than the first drives a query at once;
-#: when every filter admits more than the last, none drives (see ``_plan``)
-PROBE_CAPS = (1_000, 20_000)
+#: count-probe caps, smallest first: the first cap under which a filter's count falls ends
+#: the search; when every filter admits more rows than the last, none drives (``_plan``)
+PROBE_CAPS = (1_000, 4_000, 16_000)
 
 
 def _plan(
     conn: sqlite3.Connection, filters: list[q_sql.Filter]
 ) -> tuple[q_sql.Filter | None, list[q_sql.Filter]]:
     """Which filter drives the query (its pks are listed from an index) and which are
-    checked per candidate. Bounded count probes find the most selective; when every filter
-    admits more rows than the largest cap, none drives: entities are read in pk order and
-    the checks stop the scan as soon as a page is full."""
-    if not filters:
-        return None, []
-    if len(filters) == 1:
-        return filters[0], []
+    checked per candidate (one index seek each).
 
-    def count(f: q_sql.Filter, cap: int) -> int:
-        sql = f"SELECT count(*) FROM ({f.select} LIMIT {cap})"
-        return int(conn.execute(sql, f.params).fetchone()[0])
-
+    Bounded count probes find the most selective filter; each probe stops at the best count
+    so far, so a broad filter costs no more than the best one. When every filter admits
+    more rows than the largest cap, none drives: entities are read in pk order and the
+    checks stop the scan as soon as a page is full.
+    """
+    if len(filters) <= 1:
+        return (filters[0] if filters else None), []
+    best: tuple[int, int] | None = None  # (count, index)
     for cap in PROBE_CAPS:
-        n, i = min((count(f, cap), i) for i, f in enumerate(filters))
-        if n < cap:
+        for i, f in enumerate(filters):
+            bound = cap if best is None else min(cap, best[0])
+            sql = f"SELECT count(*) FROM ({f.select} LIMIT {bound})"
+            n = int(conn.execute(sql, f.params).fetchone()[0])
+            if n < bound:
+                best = (n, i)
+        if best is not None:
+            i = best[1]
             return filters[i], filters[:i] + filters[i + 1 :]
     return None, filters
 
