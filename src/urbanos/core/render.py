@@ -134,6 +134,13 @@ def render_entity(
         for key in _SYS:
             if key in entity:
                 out[key] = entity[key]
+    if _whole(opts):  # the common case, without the projection machinery
+        for name, instances in entity["attrs"].items():
+            out[terms.compact(name)] = (
+                render_instance(instances[0], terms, opts) if len(instances) == 1
+                else [render_instance(i, terms, opts) for i in instances]
+            )
+        return out
     inline = linked if opts.join == "inline" and depth < opts.join_level else None
     for name, instances in visible_attributes(entity, opts):
         rendered = [
@@ -202,8 +209,44 @@ def render_flat(
     return [render_entity(e, terms, o) for e, o in flat_members(roots, opts, linked)]
 
 
+def _whole(opts: RenderOptions) -> bool:
+    """Normalized, every attribute and instance, no join: each instance renders alone."""
+    return (
+        opts.fmt == "normalized" and opts.attrs is None and opts.pick is None
+        and opts.omit is None and opts.dataset_ids is None and opts.join is None
+        and not opts.legacy and opts.lang is None
+    )
+
+
+_HIDDEN = frozenset((*_SYS, "lang", "type"))
+_HIDDEN_NO_SYS = frozenset(("lang", "type"))
+_VOCAB_MEMBERS = frozenset(("objectType", "entityTypeSealed"))
+_SHOWN = CORE_MEMBERS - _HIDDEN - _VOCAB_MEMBERS
+
+
+def _normalized(inst: JSONObject, kind: str, terms: Terms, opts: RenderOptions) -> JSONObject:
+    """The normalized form: ``type`` first, then the stored members in order."""
+    hidden = _HIDDEN_NO_SYS if opts.sys_attrs else _HIDDEN
+    out: JSONObject = {"type": kind}
+    for key, val in inst.items():
+        if key in _SHOWN:
+            out[key] = val
+        elif key in hidden:
+            continue
+        elif key in _VOCAB_MEMBERS:
+            out[key] = _compact_vocab(val, terms)
+        elif key in _SYS:
+            out[key] = val
+        elif isinstance(val, dict):
+            out[terms.compact(key)] = render_instance(val, terms, opts)
+    return out
+
+
 def render_instance(inst: JSONObject, terms: Terms, opts: RenderOptions) -> JSON:
     kind = inst.get("type", "Property")
+    if (opts.fmt == "normalized" and not opts.legacy and kind != "VocabProperty"
+            and not (kind == "LanguageProperty" and opts.lang is not None)):
+        return _normalized(inst, kind, terms, opts)
     if opts.legacy and kind in _SINCE_1_8:
         inst = _as_legacy(inst, terms)
         kind = inst["type"]
