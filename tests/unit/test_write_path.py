@@ -4,12 +4,16 @@ entity changed) leave the same state as writing everything."""
 
 from __future__ import annotations
 
+import random
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 from urbanos.storage.base import Write
 from urbanos.storage.outbox import open_outbox
-from urbanos.storage.sqlite import SqliteStore
+from urbanos.storage.sqlite import SqliteStore, entities
 from urbanos.storage.sqlite.subscriptions import SqliteSubscriptionStore
+from urbanos.types import JSONObject
 
 DOC = {"id": "urn:e:1", "type": ["T"], "attrs": {}}
 
@@ -32,3 +36,60 @@ async def test_no_change_is_recorded_for_a_tenant_without_subscriptions(tmp_path
         assert (change.tenant, change.entity_id) == ("b", "urn:e:1")
     finally:
         await store.close()
+
+
+def _index_rows(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
+    """Every index row, with the entity's id in place of its pk (pks differ between files)."""
+    ids = dict(conn.execute("SELECT pk, id FROM entities").fetchall())
+    queries = {
+        "types": "SELECT tenant, type, pk FROM entity_types",
+        "attrs": "SELECT tenant, attr, kind, pk FROM entity_attrs",
+        "values": "SELECT tenant, attr, num, str, pk FROM attr_values",
+        "geo": """SELECT k.tenant, k.attr, g.minx, g.maxx, g.miny, g.maxy, k.pk
+                  FROM geo_keys k JOIN geo_index g ON g.gid = k.gid""",
+    }
+    return {
+        name: sorted(((*row[:-1], ids[row[-1]]) for row in conn.execute(sql)), key=repr)
+        for name, sql in queries.items()
+    }
+
+
+def _instance(rnd: random.Random, name: str) -> JSONObject:
+    if name == "location":
+        x = rnd.choice([1.5, 2.25, 3.0])
+        return {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [x, 4.0]}}
+    if name == "rel":
+        return {"type": "Relationship", "object": f"urn:x:{rnd.randint(0, 2)}"}
+    return {"type": "Property", "value": rnd.choice([1, 2.5, "a", "b", [1, "c"], {"k": 3}])}
+
+
+def _random_entity(rnd: random.Random, eid: str) -> JSONObject:
+    names = rnd.sample(["p", "q", "location", "rel"], rnd.randint(0, 4))
+    attrs = {name: [_instance(rnd, name)] for name in names}
+    if "q" in attrs and rnd.random() < 0.5:
+        attrs["q"].append({**_instance(rnd, "q"), "datasetId": "urn:ds:1"})
+    return {"id": eid, "type": rnd.sample(["A", "B"], rnd.randint(1, 2)), "attrs": attrs}
+
+
+def test_index_rows_after_updates_are_those_of_a_fresh_write() -> None:
+    """Rows rewritten only where an entity changed equal the rows of writing it anew."""
+    rnd = random.Random(7)
+    live = sqlite3.connect(":memory:", isolation_level=None)
+    for stmt in entities.SCHEMA:
+        live.execute(stmt)
+    current: dict[str, JSONObject] = {}
+    for step in range(300):
+        eid = f"urn:e:{rnd.randint(0, 9)}"
+        if eid in current and rnd.random() < 0.15:
+            entities.delete(live, "t", eid)
+            del current[eid]
+        else:
+            current[eid] = _random_entity(rnd, eid)
+            entities.put(live, "t", current[eid])
+        if step % 25 == 0 or step == 299:
+            fresh = sqlite3.connect(":memory:", isolation_level=None)
+            for stmt in entities.SCHEMA:
+                fresh.execute(stmt)
+            for doc in current.values():
+                entities.put(fresh, "t", doc)
+            assert _index_rows(live) == _index_rows(fresh), step

@@ -62,49 +62,98 @@ def get_many(conn: sqlite3.Connection, tenant: str, ids: Iterable[str]) -> dict[
 
 
 def put(conn: sqlite3.Connection, tenant: str, entity: JSONObject) -> None:
-    (pk,) = conn.execute(
-        """INSERT INTO entities (tenant, id, doc) VALUES (?, ?, ?)
-           ON CONFLICT (tenant, id) DO UPDATE SET doc = excluded.doc RETURNING pk""",
-        (tenant, entity["id"], orjson.dumps(entity)),
+    """Store a document and keep its index rows in step with it.
+
+    Index rows are a function of the types and of each attribute's instances, so only what
+    differs from the stored document is rewritten: a new entity has no rows to remove, and
+    an update touching one attribute rewrites that attribute's rows alone.
+    """
+    doc = orjson.dumps(entity)
+    types: list[str] = entity.get("type", [])
+    attrs: dict[str, list[JSONObject]] = entity["attrs"]
+    row = conn.execute(
+        "SELECT pk, doc FROM entities WHERE tenant = ? AND id = ?", (tenant, entity["id"])
     ).fetchone()
-    _unindex(conn, pk)
+    if row is None:
+        pk = conn.execute(
+            "INSERT INTO entities (tenant, id, doc) VALUES (?, ?, ?)", (tenant, entity["id"], doc)
+        ).lastrowid
+        assert pk is not None
+        _index_types(conn, tenant, pk, types)
+        _index_attrs(conn, tenant, pk, attrs)
+        return
+    pk, stored = row
+    conn.execute("UPDATE entities SET doc = ? WHERE pk = ?", (doc, pk))
+    old: JSONObject = orjson.loads(stored)
+    if old.get("type", []) != types:
+        conn.execute("DELETE FROM entity_types WHERE pk = ?", (pk,))
+        _index_types(conn, tenant, pk, types)
+    old_attrs: dict[str, list[JSONObject]] = old["attrs"]
+    changed = {name: insts for name, insts in attrs.items() if old_attrs.get(name) != insts}
+    stale = [name for name in old_attrs if name in changed or name not in attrs]
+    if stale:
+        _unindex_attrs(conn, tenant, pk, stale)
+    _index_attrs(conn, tenant, pk, changed)
+
+
+def _index_types(conn: sqlite3.Connection, tenant: str, pk: int, types: list[str]) -> None:
     conn.executemany(
         "INSERT OR IGNORE INTO entity_types (tenant, type, pk) VALUES (?, ?, ?)",
-        [(tenant, t, pk) for t in entity.get("type", [])],
+        [(tenant, t, pk) for t in types],
     )
-    rows = {
-        (tenant, name, inst.get("type", "Property"), pk)
-        for name, instances in entity["attrs"].items()
-        for inst in instances
-    }
-    conn.executemany(
-        "INSERT OR IGNORE INTO entity_attrs (tenant, attr, kind, pk) VALUES (?, ?, ?, ?)", rows
-    )
-    conn.executemany(
-        "INSERT INTO attr_values (tenant, attr, num, str, pk) VALUES (?, ?, ?, ?, ?)",
-        [
-            (tenant, name, num, text, pk)
-            for name, instances in entity["attrs"].items()
-            for inst in instances
-            if inst.get("type") != "GeoProperty"
-            for num, text in q_sql.scalars(inst)
-        ],
-    )
-    for name, instances in entity["attrs"].items():
+
+
+def _index_attrs(
+    conn: sqlite3.Connection, tenant: str, pk: int, attrs: dict[str, list[JSONObject]]
+) -> None:
+    """The attribute-name, scalar-value and bounding-box rows of ``attrs``."""
+    kinds: set[tuple[str, str, str, int]] = set()
+    values: list[tuple[str, str, float | None, str | None, int]] = []
+    shapes: list[tuple[str, tuple[float, float, float, float]]] = []
+    for name, instances in attrs.items():
         for inst in instances:
-            if inst.get("type") != "GeoProperty":
+            kind = inst.get("type", "Property")
+            kinds.add((tenant, name, kind, pk))
+            if kind != "GeoProperty":
+                values.extend((tenant, name, num, text, pk) for num, text in q_sql.scalars(inst))
                 continue
             try:
-                minx, miny, maxx, maxy = geo.geometry_bbox(inst.get("value"))
+                shapes.append((name, geo.geometry_bbox(inst["value"])))
             except Exception:  # noqa: BLE001 - an unindexable shape is still stored
                 continue
-            gid = conn.execute(
-                "INSERT INTO geo_keys (tenant, pk, attr) VALUES (?, ?, ?)", (tenant, pk, name)
-            ).lastrowid
-            conn.execute(
-                "INSERT INTO geo_index (gid, minx, maxx, miny, maxy) VALUES (?, ?, ?, ?, ?)",
-                (gid, minx, maxx, miny, maxy),
-            )
+    if kinds:
+        conn.executemany(
+            "INSERT OR IGNORE INTO entity_attrs (tenant, attr, kind, pk) VALUES (?, ?, ?, ?)",
+            kinds,
+        )
+    if values:
+        conn.executemany(
+            "INSERT INTO attr_values (tenant, attr, num, str, pk) VALUES (?, ?, ?, ?, ?)",
+            values,
+        )
+    for name, (minx, miny, maxx, maxy) in shapes:
+        gid = conn.execute(
+            "INSERT INTO geo_keys (tenant, pk, attr) VALUES (?, ?, ?)", (tenant, pk, name)
+        ).lastrowid
+        conn.execute(
+            "INSERT INTO geo_index (gid, minx, maxx, miny, maxy) VALUES (?, ?, ?, ?, ?)",
+            (gid, minx, maxx, miny, maxy),
+        )
+
+
+def _unindex_attrs(conn: sqlite3.Connection, tenant: str, pk: int, names: list[str]) -> None:
+    """Drop the index rows of some attributes of one entity (each a seek on pk)."""
+    keys = [(pk, name) for name in names]
+    conn.executemany(
+        "DELETE FROM entity_attrs WHERE tenant = ? AND attr = ? AND pk = ?",
+        [(tenant, name, pk) for name in names],
+    )
+    conn.executemany("DELETE FROM attr_values WHERE pk = ? AND attr = ?", keys)
+    conn.executemany(
+        "DELETE FROM geo_index WHERE gid IN (SELECT gid FROM geo_keys WHERE pk = ? AND attr = ?)",
+        keys,
+    )
+    conn.executemany("DELETE FROM geo_keys WHERE pk = ? AND attr = ?", keys)
 
 
 def _unindex(conn: sqlite3.Connection, pk: int) -> None:
