@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from urbanos.errors import NgsiLdError
 from urbanos.http import metrics
 from urbanos.http.context import Services
+from urbanos.http.fast_paths import FastRetrieve
 from urbanos.http.problems import handle_http_error, handle_ngsi_error, handle_unexpected
 from urbanos.http.routes import ROUTES
 from urbanos.outbound import OutboundPolicy
@@ -92,7 +93,7 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
         },
     )
     app.router.redirect_slashes = False
-    return PathNormalizer(metrics.Instrument(app))
+    return PathNormalizer(metrics.Instrument(FastRetrieve(app)))
 
 
 async def _join_cluster(
