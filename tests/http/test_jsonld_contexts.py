@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import httpx
 import pytest
+
+from tests.conftest import _lifespan
+from urbanos.http.app import create_app
+from urbanos.settings import Settings
 
 LD = "application/ld+json"
 ERRORS = "https://uri.etsi.org/ngsi-ld/errors/"
@@ -161,3 +168,43 @@ async def test_scoped_user_contexts_are_refused(client: httpx.AsyncClient) -> No
     r = await client.post("entities", json={"id": "urn:ngsi-ld:Vehicle:S2", "type": "Vehicle"},
                           headers=_link(url))
     assert r.status_code == 400 and "scoped" in r.json()["detail"]
+
+
+@asynccontextmanager
+async def _broker(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """One run of the app (start, serve, stop), like one run of the broker process."""
+    app = create_app(settings)
+    async with _lifespan(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://broker/ngsi-ld/v1/"
+    ) as c:
+        yield c
+
+
+async def test_the_registry_outlives_a_restart(settings: Settings, store_url: str) -> None:
+    """Hosted and ImplicitlyCreated entries, their counts and deletions are stored: URLs
+    handed out before a restart keep working after it."""
+    if store_url.startswith("memory"):
+        pytest.skip("the memory store keeps nothing across runs")
+    entity = {"id": "urn:ngsi-ld:T:1", "type": "T", "A1": {"type": "Property", "value": 1}}
+    async with _broker(settings) as client:
+        location = await _add(client)
+        url = (await client.get(location, params={"details": "true"})).json()["URL"]
+        assert (await client.post("entities", json=entity, headers=_link(url))).status_code == 201
+        query = {"type": "Query", "entities": [{"type": "Zone"}],
+                 "@context": {"Zone": "urn:example:Zone"}}
+        r = await client.post("entityOperations/query", json=query,
+                              headers={"Content-Type": LD, "Accept": "application/json"})
+        implicit = r.headers["link"].split(">")[0].lstrip("<").rsplit("/", 1)[1]
+        gone = await _add(client, {"@context": {"G": "urn:g"}})
+        assert (await client.delete(gone)).status_code == 204
+    async with _broker(settings) as client:
+        assert (await client.get(location)).json() == CTX
+        details = (await client.get(location, params={"details": "true"})).json()
+        # two uses before the restart (details, the entity), one after (served)
+        assert details["URL"] == url and details["numberOfHits"] == 3
+        assert (await client.get("jsonldContexts", params={"kind": "Hosted"})).json() == [url]
+        assert (await client.get(gone)).status_code == 404
+        served = await client.get(f"jsonldContexts/{implicit}")
+        assert served.json() == {"@context": {"Zone": "urn:example:Zone"}}
+        r = await client.get("entities/urn:ngsi-ld:T:1", headers=_link(url))
+        assert r.json()["A1"]["value"] == 1  # the stored document still expands the terms

@@ -1,7 +1,9 @@
 """Two real broker processes on one PostgreSQL database behave as one broker: a subscription
 created through node A fires for a write through node B, exactly once; the outbox is
 drained by both nodes without double delivery; a subscription deleted through A stops
-firing for writes through B (cross-node index invalidation). Fresh database per test.
+firing for writes through B (cross-node index invalidation); the @context registry is one
+registry; periodic notifications are sent by one node at a time, and by the other once it
+is killed. Fresh database per test.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from psycopg import sql
 
 from tests.conftest import PG_ADMIN, postgres_enabled
 from tests.integration.broker_process import Broker
-from tests.integration.receiver import Receiver
+from tests.integration.receiver import Received, Receiver
+from urbanos.storage.postgres.listen import LEAD_LOCK
 
 #: how long to keep counting after the expected notifications arrived (duplicates show up)
 SETTLE = 1.0
@@ -138,3 +141,93 @@ def test_a_subscription_deleted_on_a_stops_firing_on_b(nodes: tuple[Broker, Brok
             assert b.call("POST", "entities", lamp(n)).status_code == 201
         time.sleep(SETTLE)
         assert notified_ids(receiver, "/d") == Counter({"urn:ngsi-ld:Lamp:1": 1})
+
+
+CTX = {"@context": {"A1": "urn:ngsi-ld:attributes:A1"}}
+ERRORS = "https://uri.etsi.org/ngsi-ld/errors/"
+
+
+def link(url: str) -> dict[str, str]:
+    return {"Link": f'<{url}>; rel="http://www.w3.org/ns/json-ld#context"'}
+
+
+def test_the_context_registry_is_one_registry(nodes: tuple[Broker, Broker]) -> None:
+    """Added on A: served, listed and used by B at once; its counts add up over the nodes;
+    deleted on B: gone on A, which also stops expanding terms with it."""
+    a, b = nodes
+    r = a.call("POST", "jsonldContexts", CTX)
+    assert r.status_code == 201, r.text
+    path = r.headers["location"].removeprefix("/ngsi-ld/v1/")
+    assert b.call("GET", path).json() == CTX  # read from the store: no wait for NOTIFY
+    url = b.call("GET", path + "?details=true").json()["URL"]  # a use counted by B
+    assert b.call("GET", "jsonldContexts?kind=Hosted").json() == [url]
+    entity = {"id": "urn:ngsi-ld:T:1", "type": "T", "A1": {"type": "Property", "value": 1}}
+    r = b.client.post(b.url + "entities", json=entity, headers=link(url))  # B uses it
+    assert r.status_code == 201, r.text
+    r = a.client.get(a.url + "entities/urn:ngsi-ld:T:1", headers=link(url))  # A uses it
+    assert r.json()["A1"]["value"] == 1
+    b.stop()  # a stopping node adds its counts to the stored ones
+    details = a.call("GET", path + "?details=true").json()
+    assert details["numberOfHits"] == 4  # B: served, described, written with; A: read with
+    b.start()
+    assert b.call("DELETE", path).status_code == 204
+    r = a.call("GET", path)
+    assert r.status_code == 404 and r.json()["type"] == ERRORS + "ResourceNotFound"
+    assert a.call("GET", "jsonldContexts?kind=Hosted").json() == []
+    time.sleep(0.3)  # A drops the terms it built from the document when B's NOTIFY arrives
+    r = a.client.get(a.url + "entities/urn:ngsi-ld:T:1", headers=link(url))
+    assert r.status_code == 504 and r.json()["type"] == ERRORS + "LdContextNotAvailable"
+
+
+def periodic(sid: str, uri: str, interval: float) -> dict[str, Any]:
+    return {"id": sid, "type": "Subscription", "entities": [{"type": "Lamp"}],
+            "timeInterval": interval,
+            "notification": {"endpoint": {"uri": uri, "accept": "application/json"}}}
+
+
+def leader_pid(pg_url: str) -> int:
+    """The broker process that holds a lead lock (its session is named after its pid)."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        rows = conn.execute(
+            """SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+               WHERE l.locktype = 'advisory' AND l.classid = %s::bigint::oid AND l.granted
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())""",
+            (LEAD_LOCK,),
+        ).fetchall()
+    assert len(rows) == 1, rows
+    return int(rows[0][0].rsplit("pid=", 1)[1])
+
+
+def arrivals(receiver: Receiver, prefix: str, start: float, end: float) -> list[Received]:
+    return [r for r in receiver.on(prefix) if start <= r.at < end]
+
+
+def assert_one_sender(got: list[Received], interval: float, window: float) -> None:
+    """The rate of one node: about window / interval notifications, never two at once."""
+    expected = window / interval
+    assert expected - 2 <= len(got) <= expected + 1, [round(r.at, 2) for r in got]
+    gaps = [later.at - earlier.at for earlier, later in zip(got, got[1:], strict=False)]
+    assert all(g > interval / 2 for g in gaps), gaps
+
+
+def test_periodic_notifications_come_from_one_node_then_from_the_other(
+    nodes: tuple[Broker, Broker], pg_url: str,
+) -> None:
+    a, b = nodes
+    interval, window = 2.0, 10.0
+    with Receiver() as receiver:
+        assert b.call("POST", "entities", lamp(1)).status_code == 201
+        r = a.call("POST", "subscriptions", periodic("urn:s:p", f"{receiver.base}/p", interval))
+        assert r.status_code == 201, r.text
+        start = time.time()
+        time.sleep(window + 0.5)
+        assert_one_sender(arrivals(receiver, "/p", start, start + window), interval, window)
+        assert a.proc is not None
+        leader, other = (a, b) if leader_pid(pg_url) == a.proc.pid else (b, a)
+        leader.kill()
+        killed = time.time()
+        time.sleep(window + 0.5)
+        after = arrivals(receiver, "/p", killed, killed + window)
+        assert after and after[0].at - killed < interval + 2.5  # taken over within a beat
+        assert_one_sender(after, interval, window)
+        assert other.proc is not None and leader_pid(pg_url) == other.proc.pid

@@ -49,7 +49,9 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
             max_bytes=settings.context_max_bytes,
             max_depth=settings.context_max_depth,
             public_url=settings.base_url,
+            store=the_store.contexts,
         )
+        await contexts.open()
         app.state.services = Services(
             settings=settings, store=the_store, entities=EntityService(the_store),
             contexts=contexts,
@@ -68,9 +70,12 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
                 the_store, history, instance_limit=settings.temporal_instance_limit,
                 retention=Retention.parse(settings.temporal_retention_days),
             )
-        leave_cluster = await _join_cluster(the_store, subscriptions)
+        leave_cluster = await _join_cluster(the_store, subscriptions, contexts)
         # after every store is open and before serving: no change escapes the outbox
-        app.state.workers = await start_workers(settings, the_store, subscriptions, policy)
+        app.state.workers = await start_workers(
+            settings, the_store, subscriptions, policy, leader=the_store.try_lead
+        )
+        app.state.workers.run("contexts.uses", contexts.run_flush)
         temporal = app.state.services.temporal
         if temporal is not None and temporal.retention.active:
             app.state.workers.run("temporal.retention", temporal.run_retention)
@@ -97,11 +102,12 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
 
 
 async def _join_cluster(
-    store: EntityStore, subscriptions: SubscriptionService
+    store: EntityStore, subscriptions: SubscriptionService, contexts: ContextService
 ) -> Callable[[], Awaitable[None]]:
     """On PostgreSQL, this process is one node among several: another node's change to a
-    tenant's subscriptions drops this node's index of that tenant (reloaded on next use);
-    after a lost connection every index is reloaded. Returns the shutdown step."""
+    tenant's subscriptions drops this node's index of that tenant (reloaded on next use),
+    one to its @context registry reloads this node's cache of it; after a lost
+    connection every index and cache is reloaded. Returns the shutdown step."""
     from urbanos.storage.postgres import PostgresStore
 
     if not isinstance(store, PostgresStore):
@@ -121,8 +127,15 @@ async def _join_cluster(
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
+    def contexts_changed(payload: str) -> None:
+        origin, tenant = listen.parse_announcement(payload)
+        if origin != node.node_id:  # this node's own writes keep its cache current
+            contexts.invalidate(tenant)
+
     node.on(listen.SUBSCRIPTIONS_CHANNEL, changed)
+    node.on(listen.CONTEXTS_CHANNEL, contexts_changed)
     await node.start()
+    contexts.invalidate(None)  # what was written between loading the cache and LISTEN
     return node.stop
 
 

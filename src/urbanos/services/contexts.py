@@ -24,20 +24,45 @@ out an ImplicitlyCreated URL again do not count. ``lastUsage`` moves with it. Th
 Cached entry: it cannot be deleted (BadRequestData); ``reload=true`` on it is a no-op,
 since it is never downloaded. Entries are per tenant (NGSILD-Tenant), like every other
 resource; the fetch of a URL is shared between tenants.
+
+What is stored (``storage.base.ContextStore``), so that the nodes of one database act as
+one registry and a restart forgets nothing a client may rely on:
+
+* Hosted and ImplicitlyCreated entries, written before their URL is handed out (an
+  ImplicitlyCreated one just after: ``link_url`` is synchronous): clients and stored
+  subscriptions (``jsonldContext``) keep these URLs and fetch them from any node, later;
+* Cached entries (document, download URL, expiry): one listing on every node, a Delete
+  or Reload on one node holds for all, a copy one node downloaded serves the others
+  while it is fresh, and a stale copy outlives a restart while its origin is down;
+* deletions, which is why List, Serve and Delete read the store, not the cache.
+
+``numberOfHits`` and ``lastUsage`` change on every request that uses an entry: writing them
+each time would turn every read into a write, so each node counts in memory and adds its
+counts to the stored ones every ``flush_interval`` seconds (and when it stops). Details add
+the node's unflushed counts to the stored ones: a node's own counts are exact, the other
+nodes' lag by at most the interval, and a crash loses at most that interval of counts.
+
+Each node keeps a cache of the entries (the per-request lookups are synchronous: by URL,
+by content, hit counting) and of the processed TermMaps. A write on this node updates its
+cache; another node's write reaches it through ``invalidate(tenant)`` (PostgreSQL
+LISTEN/NOTIFY), which reloads the tenant's entries and drops its TermMaps. The "retry a
+minute later" mark on a stale Cached entry stays in the node's cache only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import copy
+import logging
 import re
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
 
 import httpx
@@ -63,6 +88,8 @@ from urbanos.errors import (
     ResourceNotFound,
 )
 from urbanos.outbound import GuardedTransport, OutboundPolicy, OutboundRefused, Resolver
+from urbanos.storage.base import ContextEntry, ContextStore, ContextUse
+from urbanos.storage.memory import MemoryContextStore
 from urbanos.types import JSONObject
 
 __all__ = [
@@ -70,13 +97,15 @@ __all__ = [
     "CORE_LOCAL_ID",
     "KINDS",
     "ContextEntry",
-    "ContextRegistry",
     "ContextService",
-    "MemoryContextRegistry",
+    "RegistryCache",
 ]
+
+log = logging.getLogger("urbanos.contexts")
 
 CONTEXTS_PATH = "/ngsi-ld/v1/jsonldContexts"
 CORE_LOCAL_ID = "urn:ngsi-ld:jsonldContext:core"
+_ID_PREFIX = "urn:ngsi-ld:jsonldContext:"
 KINDS = ("Hosted", "Cached", "ImplicitlyCreated")
 MAX_REDIRECTS = 3
 _ACCEPT = "application/ld+json, application/json;q=0.9"
@@ -84,51 +113,9 @@ _MAX_AGE = re.compile(r"max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
 _MIN_TTL, _MAX_TTL = 60.0, 30 * 86400.0
 
 
-@dataclass(frozen=True, slots=True)
-class ContextEntry:
-    """One stored @context; ``document`` is the whole JSON document ({"@context": ...})."""
-
-    local_id: str
-    kind: str
-    document: JSONObject
-    created_at: datetime
-    url: str | None = None  # where a Cached entry was downloaded from
-    expires_at: datetime | None = None
-    last_usage: datetime | None = None
-    hits: int = 0
-    key: bytes | None = None  # canonical @context of an ImplicitlyCreated entry
-
-
-class ContextRegistry(Protocol):
-    """Storage of @context entries, per tenant ("" is the default tenant).
-
-    Consulted on every request (lookups, hit counting), so it is synchronous: a
-    persistent implementation keeps its entries in memory and writes behind.
-    """
-
-    def put(self, tenant: str, entry: ContextEntry) -> None: ...
-
-    def get(self, tenant: str, local_id: str) -> ContextEntry | None: ...
-
-    def by_url(self, tenant: str, url: str) -> ContextEntry | None:
-        """The Cached entry downloaded from ``url``."""
-        ...
-
-    def by_key(self, tenant: str, key: bytes) -> ContextEntry | None:
-        """The ImplicitlyCreated entry holding the @context with this canonical form."""
-        ...
-
-    def entries(self, tenant: str, kind: str | None = None) -> builtins.list[ContextEntry]: ...
-
-    def remove(self, tenant: str, local_id: str) -> bool: ...
-
-    def touch(self, tenant: str, local_ids: Iterable[str], when: datetime) -> None:
-        """Count one use of each entry."""
-        ...
-
-
-class MemoryContextRegistry:
-    """The in-memory ContextRegistry."""
+class RegistryCache:
+    """This node's cache of the registry, per tenant ("" is the default tenant): the
+    lookups every request makes, without a round trip to the store."""
 
     def __init__(self) -> None:
         self._entries: dict[str, dict[str, ContextEntry]] = {}
@@ -137,6 +124,8 @@ class MemoryContextRegistry:
 
     def put(self, tenant: str, entry: ContextEntry) -> None:
         self.remove(tenant, entry.local_id)
+        if entry.kind == "Cached" and entry.url:  # one per URL: the stored one wins
+            self.remove(tenant, self._urls.get(tenant, {}).get(entry.url, ""))
         self._entries.setdefault(tenant, {})[entry.local_id] = entry
         if entry.kind == "Cached" and entry.url:
             self._urls.setdefault(tenant, {})[entry.url] = entry.local_id
@@ -168,6 +157,14 @@ class MemoryContextRegistry:
             del self._keys[entry.key][tenant]
         return True
 
+    def reset(self, tenant: str | None, rows: Iterable[tuple[str, ContextEntry]]) -> None:
+        """Replace the entries of ``tenant`` (of every tenant with None) by ``rows``."""
+        for t in [tenant] if tenant is not None else builtins.list(self._entries):
+            for entry in self.entries(t):
+                self.remove(t, entry.local_id)
+        for t, entry in rows:
+            self.put(t, entry)
+
     def touch(self, tenant: str, local_ids: Iterable[str], when: datetime) -> None:
         stored = self._entries.get(tenant, {})
         for local_id in local_ids:
@@ -195,6 +192,12 @@ def _split(url: str) -> SplitResult:
         raise BadRequestData(f"Invalid @context: {url!r} is not a URL ({exc})") from exc
 
 
+def _issued(local_id: str) -> bool:
+    """Whether ``local_id`` may be one this registry gave out (``_new_id``): anything else,
+    a NUL byte that PostgreSQL text refuses included, is not looked for in the store."""
+    return local_id.startswith(_ID_PREFIX) and "\x00" not in local_id
+
+
 def _unavailable(url: str, why: str) -> LdContextNotAvailable:
     return LdContextNotAvailable(f"@context {url} could not be retrieved: {why}")
 
@@ -212,10 +215,12 @@ class ContextService:
         max_cached: int = 1000,
         transport: httpx.AsyncBaseTransport | None = None,
         resolver: Resolver | None = None,
-        registry: ContextRegistry | None = None,
+        store: ContextStore | None = None,
         public_url: str = "",
         cache_ttl: float = 86400.0,
+        flush_interval: float = 5.0,
     ) -> None:
+        """``store`` keeps the registry (in memory without one); call ``open`` to load it."""
         self.policy = policy
         self.timeout = timeout
         self.max_bytes = max_bytes
@@ -223,9 +228,13 @@ class ContextService:
         self.max_cached = max_cached
         self.cache_ttl = cache_ttl
         self.public_url = public_url.rstrip("/")
-        self.registry: ContextRegistry = (
-            registry if registry is not None else MemoryContextRegistry()
-        )
+        self.store: ContextStore = store if store is not None else MemoryContextStore()
+        self.registry = RegistryCache()
+        self.flush_interval = flush_interval
+        self._uses: dict[tuple[str, str], tuple[int, datetime]] = {}  # not yet flushed
+        self._epoch = 0  # bumped by every change to the cache: see _refresh
+        self._tasks: set[asyncio.Future[None]] = set()  # refreshes, writes behind
+        self._writing: set[asyncio.Future[None]] = set()  # writes behind
         self.started_at = self._now()
         self._client = httpx.AsyncClient(
             transport=GuardedTransport(policy, transport, resolver=resolver),
@@ -236,8 +245,97 @@ class ContextService:
         self._maps: OrderedDict[tuple[str, bytes], _Built] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[tuple[JSONObject, float]]] = {}
 
+    async def open(self) -> None:
+        """Load the stored entries of every tenant into the cache."""
+        self.registry.reset(None, await self.store.load())
+        self._epoch += 1
+
     async def aclose(self) -> None:
+        """Finish the writes behind and flush the counts (the store must still be open)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.flush()
         await self._client.aclose()
+
+    # -- sharing with the other nodes -------------------------------------------------
+
+    def invalidate(self, tenant: str | None) -> None:
+        """Another node changed the entries of ``tenant`` (None: of any tenant): reload
+        them in the background and drop the TermMaps built from the old ones."""
+        self._epoch += 1
+        self._forget(tenant)
+        self._later(self._refresh(tenant))
+
+    async def _refresh(self, tenant: str | None) -> None:
+        for _attempt in range(5):  # a change meanwhile may be missing from what was read
+            epoch = self._epoch
+            rows = await self.store.load(tenant)
+            if epoch == self._epoch:
+                break
+        self.registry.reset(tenant, rows)
+        self._forget(tenant)  # maps built while the reload ran used the old entries
+
+    def _later(self, work: Awaitable[None], *, write: bool = False) -> None:
+        """Run ``work`` in the background; ``aclose`` waits for it, failures are logged.
+        A ``write`` is also awaited by the registry operations (``_written``)."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        if write:
+            self._writing.add(task)
+        task.add_done_callback(self._done)
+
+    async def _written(self) -> None:
+        """Wait for this node's writes behind: its registry answers include them."""
+        if self._writing:
+            await asyncio.gather(*self._writing, return_exceptions=True)
+
+    def _done(self, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)
+        self._writing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("@context registry: background work failed", exc_info=task.exception())
+
+    def _cached(self, tenant: str, entry: ContextEntry) -> None:
+        """Record a change this node made (and stored) in its cache."""
+        self.registry.put(tenant, entry)
+        self._epoch += 1
+
+    def _count(self, tenant: str, local_ids: tuple[str, ...] | list[str], when: datetime) -> None:
+        """One use of each entry: in the cache now, in the store at the next ``flush``."""
+        self.registry.touch(tenant, local_ids, when)
+        for local_id in local_ids:
+            hits, _ = self._uses.get((tenant, local_id), (0, when))
+            self._uses[(tenant, local_id)] = (hits + 1, when)
+
+    def _counted(self, tenant: str, entry: ContextEntry) -> ContextEntry:
+        """A stored entry with this node's counts not flushed yet."""
+        hits, when = self._uses.get((tenant, entry.local_id), (0, None))
+        if not hits or when is None:
+            return entry
+        last = max(when, entry.last_usage) if entry.last_usage else when
+        return replace(entry, hits=entry.hits + hits, last_usage=last)
+
+    async def flush(self) -> None:
+        """Add the counts of this node to the stored ones."""
+        uses, self._uses = self._uses, {}
+        if not uses:
+            return
+        try:
+            await self.store.count_uses(
+                [ContextUse(t, i, hits, when) for (t, i), (hits, when) in uses.items()]
+            )
+        except BaseException:
+            for key, (hits, when) in uses.items():  # kept for the next flush
+                more, later = self._uses.get(key, (0, when))
+                self._uses[key] = (hits + more, max(when, later))
+            raise
+
+    async def run_flush(self) -> None:
+        """The worker loop: ``flush`` every ``flush_interval`` seconds."""
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            await self.flush()
 
     async def __aenter__(self) -> ContextService:
         return self
@@ -272,7 +370,7 @@ class ContextService:
             while len(self._maps) > self.max_cached:
                 self._maps.popitem(last=False)
         if built.entry_ids:
-            self.registry.touch(t, built.entry_ids, now)
+            self._count(t, built.entry_ids, now)
         return built.term_map
 
     async def _gather(
@@ -320,7 +418,7 @@ class ContextService:
 
     async def _document(self, url: str, tenant: str, now: datetime) -> ContextEntry:
         """The registry entry holding ``url``'s document, downloading it if needed."""
-        local = self._local_entry(url, tenant)
+        local = await self._local_entry(url, tenant)
         if local is not None:
             return local
         entry = self.registry.by_url(tenant, url)
@@ -345,32 +443,45 @@ class ContextService:
             last_usage=entry.last_usage if entry else None,
             hits=entry.hits if entry else 0,
         )
-        self.registry.put(tenant, fresh)
+        fresh = await self.store.cache(tenant, fresh)  # may be another node's entry
+        self._cached(tenant, fresh)
         if entry is not None:
             self._forget(tenant)
-        self._evict(tenant)
+        await self._evict(tenant)
         return fresh
 
-    def _local_entry(self, url: str, tenant: str) -> ContextEntry | None:
-        """A Hosted/ImplicitlyCreated entry addressed by its own URL (no self-fetch)."""
+    async def _local_entry(self, url: str, tenant: str) -> ContextEntry | None:
+        """A Hosted/ImplicitlyCreated entry addressed by its own URL (no self-fetch); one
+        this node has not seen yet (just added on another) is read from the store."""
         path = _split(url).path
         marker = CONTEXTS_PATH + "/"
         if marker not in path:
             return None
-        entry = self.registry.get(tenant, unquote(path.rsplit(marker, 1)[1]))
+        local_id = unquote(path.rsplit(marker, 1)[1])
+        entry = self.registry.get(tenant, local_id)
+        if entry is None and _issued(local_id):
+            entry = await self.store.get(tenant, local_id)
+            if entry is not None and entry.kind != "Cached":
+                self._cached(tenant, entry)
         return entry if entry is not None and entry.kind != "Cached" else None
 
-    def _evict(self, tenant: str) -> None:
+    async def _evict(self, tenant: str) -> None:
         cached = self.registry.entries(tenant, "Cached")
         if len(cached) <= self.max_cached:
             return
         cached.sort(key=lambda e: e.last_usage or e.created_at)
         for entry in cached[: len(cached) - self.max_cached]:
+            await self.store.delete(tenant, entry.local_id)
             self.registry.remove(tenant, entry.local_id)
+        self._epoch += 1
         self._forget(tenant)
 
-    def _forget(self, tenant: str) -> None:
-        """Drop the tenant's processed contexts after a document changed or went away."""
+    def _forget(self, tenant: str | None) -> None:
+        """Drop the processed contexts of ``tenant`` (of all with None) after a document
+        changed or went away."""
+        if tenant is None:
+            self._maps.clear()
+            return
         for key in [k for k in self._maps if k[0] == tenant]:
             del self._maps[key]
 
@@ -475,7 +586,8 @@ class ContextService:
                 created_at=self._now(),
                 key=key,
             )
-            self.registry.put(t, entry)
+            self._cached(t, entry)  # this node serves it at once, the store just after
+            self._later(self.store.add(t, entry), write=True)
         return self.url(entry.local_id)
 
     async def add(self, document: Any, *, tenant: str | None = None) -> str:
@@ -492,7 +604,8 @@ class ContextService:
             document={"@context": copy.deepcopy(context)},  # other members are discarded
             created_at=self._now(),
         )
-        self.registry.put(tenant or "", entry)
+        await self.store.add(tenant or "", entry)
+        self._cached(tenant or "", entry)
         return entry.local_id
 
     async def list(
@@ -501,7 +614,11 @@ class ContextService:
         """List @contexts (5.13.3): URLs, or detail objects, optionally of one kind."""
         if kind is not None and kind not in KINDS:
             raise BadRequestData(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
-        found = sorted(self.registry.entries(tenant or "", kind), key=lambda e: e.created_at)
+        t = tenant or ""
+        await self._written()
+        stored = [self._counted(t, e) for _, e in await self.store.load(t)]
+        found = sorted((e for e in stored if kind is None or e.kind == kind),
+                       key=lambda e: e.created_at)
         if kind in (None, "Cached"):
             found.insert(0, self._core_entry())
         return [self._details(e) if details else self._entry_url(e) for e in found]
@@ -511,18 +628,18 @@ class ContextService:
     ) -> JSONObject:
         """Serve @context (5.13.4): a Hosted/ImplicitlyCreated document, or any details."""
         t = tenant or ""
-        entry = self._find(id_or_url, t)
+        entry = await self._find(id_or_url, t)
         if entry is None:
             raise ResourceNotFound(f"No @context {id_or_url}")
         if details:
-            described = self._details(entry)  # as found: this lookup is counted after
-            self.registry.touch(t, [entry.local_id], self._now())
+            described = self._details(self._counted(t, entry))  # this lookup counts after
+            self._count(t, [entry.local_id], self._now())
             return described
         if entry.kind == "Cached":
             raise OperationNotSupported(
                 f"@context {id_or_url} is a Cached copy; only its details can be served"
             )
-        self.registry.touch(t, [entry.local_id], self._now())
+        self._count(t, [entry.local_id], self._now())
         return copy.deepcopy(entry.document)
 
     async def delete(
@@ -532,7 +649,7 @@ class ContextService:
         if not id_or_url:
             raise BadRequestData("A @context identifier is required")
         t = tenant or ""
-        entry = self._find(id_or_url, t)
+        entry = await self._find(id_or_url, t)
         if entry is not None and entry.local_id == CORE_LOCAL_ID:
             if reload:
                 return  # built in, never downloaded: nothing to reload
@@ -542,9 +659,10 @@ class ContextService:
                 raise BadRequestData(f"Only a Cached @context can be reloaded: {id_or_url}")
             await self._reload(entry, t)
             return
-        if entry is None:
+        if entry is None or not await self.store.delete(t, entry.local_id):
             raise ResourceNotFound(f"No @context {id_or_url}")
         self.registry.remove(t, entry.local_id)
+        self._epoch += 1
         self._forget(t)
 
     async def _reload(self, entry: ContextEntry, tenant: str) -> None:
@@ -557,19 +675,25 @@ class ContextService:
             raise _unavailable(entry.url, f"the new document is invalid: {exc.detail}") from exc
         now = self._now()
         expires = now + timedelta(seconds=ttl)
-        self.registry.put(
+        stored = await self.store.cache(
             tenant, replace(entry, document=document, created_at=now, expires_at=expires)
         )
+        self._cached(tenant, stored)
         self._forget(tenant)
 
-    def _find(self, id_or_url: str, tenant: str) -> ContextEntry | None:
+    async def _find(self, id_or_url: str, tenant: str) -> ContextEntry | None:
+        """The stored entry with this id, download URL or own URL: read from the store,
+        so a change made on another node a moment ago already counts."""
         if id_or_url == CORE_LOCAL_ID or is_core_context_url(id_or_url):
             return self._core_entry()
-        return (
-            self.registry.get(tenant, id_or_url)
-            or self.registry.by_url(tenant, id_or_url)
-            or self._local_entry(id_or_url, tenant)
-        )
+        await self._written()
+        entry = await self.store.get(tenant, id_or_url) if _issued(id_or_url) else None
+        if entry is not None:
+            return entry
+        cached = self.registry.by_url(tenant, id_or_url)
+        if cached is not None:
+            return await self.store.get(tenant, cached.local_id)
+        return await self._local_entry(id_or_url, tenant)
 
     def _core_entry(self) -> ContextEntry:
         return ContextEntry(
@@ -602,4 +726,4 @@ class ContextService:
 
     @staticmethod
     def _new_id() -> str:
-        return f"urn:ngsi-ld:jsonldContext:{uuid.uuid4()}"
+        return f"{_ID_PREFIX}{uuid.uuid4()}"

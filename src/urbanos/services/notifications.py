@@ -8,7 +8,9 @@ Three loops, run by ``workers.py``:
 * **deliveries**: claims due delivery rows (new ones, retries, leftovers of a previous
   process) and sends them;
 * **periodic**: once a second, records the notifications of ``timeInterval``
-  subscriptions that are due.
+  subscriptions that are due. With several nodes on one database only the leader does
+  (``leader``: the store's ``try_lead``), else each node would send each one; another
+  node takes over within a tick or two when the leader dies.
 
 Sends are grouped in *lanes*, one per endpoint origin: each lane sends at most
 ``concurrency`` at once and holds at most ``queue`` deliveries in memory, and all lanes
@@ -30,7 +32,7 @@ import heapq
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -47,6 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("urbanos.notifications")
 
 JSON_MT = "application/json"
+#: the job one node of the cluster runs alone (``EntityStore.try_lead``)
+PERIODIC_JOB = "notifications.periodic"
 
 
 class SubscriptionSource(Protocol):
@@ -115,8 +119,11 @@ class NotificationEngine:
         *,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        leader: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
+        """``leader(job)`` says whether this node runs ``job`` now (None: always)."""
         self.outbox = outbox
+        self.leader = leader
         self.subscriptions = subscriptions
         self.sender = sender
         self.config = config or DeliveryConfig()
@@ -173,9 +180,10 @@ class NotificationEngine:
         while True:
             started = time.monotonic()
             try:
-                outgoing = await self.subscriptions.periodic_due(now_iso())
-                if outgoing:
-                    await self._record(outgoing)
+                if self.leader is None or await self.leader(PERIODIC_JOB):
+                    outgoing = await self.subscriptions.periodic_due(now_iso())
+                    if outgoing:
+                        await self._record(outgoing)
             except Exception:  # noqa: BLE001 - logged; the next tick tries again
                 log.exception("periodic notifications failed")
             await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))

@@ -18,7 +18,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from urbanos.core.change import Change
@@ -64,6 +64,8 @@ log = logging.getLogger("urbanos.subscriptions")
 ENDPOINT_SCHEMES = frozenset({"http", "https", "mqtt", "mqtts"})
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0", "::"})
 Key = tuple[str, str]
+#: a longer pause between two ``periodic_due`` calls means another node may have fired
+PERIODIC_GAP = timedelta(seconds=5)
 
 
 def _index_types(expr: TypeExpr | None) -> frozenset[str] | None:
@@ -174,6 +176,7 @@ class SubscriptionService:
         self._last_fired: dict[Key, str] = {}
         self._last_failure: dict[Key, str] = {}
         self._next_due: dict[Key, str] = {}
+        self._periodic_at: datetime | None = None  # the last periodic_due call
 
     # -- the index ---------------------------------------------------------------------
 
@@ -416,12 +419,23 @@ class SubscriptionService:
 
     async def periodic_due(self, now: str) -> list[Outgoing]:
         """Notifications of the timeInterval subscriptions due at ``now``: every entity
-        they select, whether or not it changed; the first one interval after creation."""
+        they select, whether or not it changed; the first one interval after creation
+        or after the last notification sent.
+
+        Called every second by the one node that leads periodic notifications. After a
+        gap (this node just took over from a dead leader, or it was stopped) the schedule
+        in memory is stale: each subscription starts again from its stored
+        lastNotification, which whichever node sent it recorded, so a takeover neither
+        fires at once nor skips a beat."""
         current = parse_datetime(now)
         if current is None or self.entities is None:
             return []
+        if self._periodic_at is None or current - self._periodic_at > PERIODIC_GAP:
+            self._next_due.clear()
+        self._periodic_at = current
         out: list[Outgoing] = []
-        for tenant in sorted(self._tenants | set(self._indexes)):
+        # tenants invalidated by another node may have subscriptions this one never loaded
+        for tenant in sorted(self._tenants | set(self._indexes) | set(self._generation)):
             index = await self._index(tenant)
             for sub_id in sorted(index.periodic):
                 sub = index.subs[sub_id]
@@ -429,7 +443,7 @@ class SubscriptionService:
                 interval = timedelta(seconds=float(sub.time_interval or 0))
                 due = self._next_due.get(key)
                 if due is None:
-                    start = parse_datetime(sub.created_at) or current
+                    start = await self._last_periodic(tenant, sub) or current
                     due = format_datetime(start + interval)
                     self._next_due[key] = due
                 due_at = parse_datetime(due)
@@ -443,6 +457,12 @@ class SubscriptionService:
                     out.append(outgoing)
                     self._last_fired[key] = now
         return out
+
+    async def _last_periodic(self, tenant: str, sub: Subscription) -> datetime | None:
+        """When the subscription last notified (any node), else when it was created."""
+        stored = await self.store.get(tenant, sub.id)
+        last = stored.stats.last_notification if stored is not None else None
+        return parse_datetime(last or sub.created_at)
 
     async def _periodic(self, sub: Subscription, tenant: str, now: str) -> Outgoing | None:
         assert self.entities is not None

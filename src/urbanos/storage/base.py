@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal, Protocol, TypeVar
 
 from urbanos.core.selection import EntityQuery
@@ -57,7 +58,68 @@ class AttributeInfo:
     types: set[str]  # entity types that have it
 
 
+@dataclass(frozen=True, slots=True)
+class ContextEntry:
+    """One @context of the /jsonldContexts registry (clause 5.13); ``document`` is the whole
+    JSON document ({"@context": ...}), ``kind`` Hosted, Cached or ImplicitlyCreated."""
+
+    local_id: str
+    kind: str
+    document: JSONObject
+    created_at: datetime
+    url: str | None = None  # where a Cached entry was downloaded from
+    expires_at: datetime | None = None
+    last_usage: datetime | None = None
+    hits: int = 0
+    key: bytes | None = None  # canonical @context of an ImplicitlyCreated entry
+
+
+@dataclass(frozen=True, slots=True)
+class ContextUse:
+    """Uses of one entry counted by a node since its last flush (added, never replaced)."""
+
+    tenant: str
+    local_id: str
+    hits: int
+    last_usage: datetime
+
+
+class ContextStore(Protocol):
+    """The /jsonldContexts registry of every tenant, shared by the nodes of one database.
+
+    Hosted and ImplicitlyCreated entries never change once added; a Cached entry is kept
+    per download URL, so two nodes downloading the same URL share one entry.
+    """
+
+    async def load(self, tenant: str | None = None) -> list[tuple[str, ContextEntry]]:
+        """(tenant, entry) for every entry of ``tenant`` (of all tenants with None)."""
+        ...
+
+    async def get(self, tenant: str, local_id: str) -> ContextEntry | None: ...
+
+    async def add(self, tenant: str, entry: ContextEntry) -> None:
+        """Store a new Hosted or ImplicitlyCreated entry."""
+        ...
+
+    async def cache(self, tenant: str, entry: ContextEntry) -> ContextEntry:
+        """Store a downloaded (Cached) document: a new entry, or the document, created_at
+        and expires_at of the entry already kept for its URL. Returns the stored entry,
+        whose id and counts may be another node's."""
+        ...
+
+    async def delete(self, tenant: str, local_id: str) -> bool: ...
+
+    async def count_uses(self, uses: list[ContextUse]) -> None:
+        """Add hits and move lastUsage forward; unknown entries are skipped."""
+        ...
+
+
 class EntityStore(Protocol):
+    @property
+    def contexts(self) -> ContextStore:
+        """The @context registry kept beside the entities."""
+        ...
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -84,3 +146,8 @@ class EntityStore(Protocol):
     async def types(self, tenant: str) -> list[TypeInfo]: ...
 
     async def attributes(self, tenant: str) -> list[AttributeInfo]: ...
+
+    async def try_lead(self, name: str) -> bool:
+        """Whether this node leads the cluster-wide job ``name`` (one node fires it). Ask
+        before every run: leadership moves to another node when its holder dies."""
+        ...

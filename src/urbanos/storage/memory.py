@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import replace
 
 from urbanos.core.ordering import sort_entities
 from urbanos.core.selection import EntityQuery, matches
 from urbanos.storage.base import (
     DEFAULT_TENANT,
     AttributeInfo,
+    ContextEntry,
+    ContextUse,
     Page,
     Plan,
     T,
@@ -19,9 +22,49 @@ from urbanos.storage.base import (
 from urbanos.types import JSONObject
 
 
+class MemoryContextStore:
+    """The @context registry in a dict: one process, so nothing to share."""
+
+    def __init__(self) -> None:
+        self._tenants: dict[str, dict[str, ContextEntry]] = {}
+
+    async def load(self, tenant: str | None = None) -> list[tuple[str, ContextEntry]]:
+        tenants = [tenant] if tenant is not None else list(self._tenants)
+        return [(t, e) for t in tenants for e in self._tenants.get(t, {}).values()]
+
+    async def get(self, tenant: str, local_id: str) -> ContextEntry | None:
+        return self._tenants.get(tenant, {}).get(local_id)
+
+    async def add(self, tenant: str, entry: ContextEntry) -> None:
+        self._tenants.setdefault(tenant, {})[entry.local_id] = entry
+
+    async def cache(self, tenant: str, entry: ContextEntry) -> ContextEntry:
+        table = self._tenants.setdefault(tenant, {})
+        kept = next(
+            (e for e in table.values() if e.kind == "Cached" and e.url == entry.url), None
+        )
+        if kept is not None:
+            entry = replace(kept, document=entry.document, created_at=entry.created_at,
+                            expires_at=entry.expires_at)
+        table[entry.local_id] = entry
+        return entry
+
+    async def delete(self, tenant: str, local_id: str) -> bool:
+        return self._tenants.get(tenant, {}).pop(local_id, None) is not None
+
+    async def count_uses(self, uses: list[ContextUse]) -> None:
+        for use in uses:
+            table = self._tenants.get(use.tenant, {})
+            entry = table.get(use.local_id)
+            if entry is not None:
+                last = max(filter(None, (entry.last_usage, use.last_usage)))
+                table[use.local_id] = replace(entry, hits=entry.hits + use.hits, last_usage=last)
+
+
 class MemoryStore:
     def __init__(self) -> None:
         self._tenants: dict[str, dict[str, JSONObject]] = {DEFAULT_TENANT: {}}
+        self.contexts = MemoryContextStore()
         #: called after each applied batch of writes (history, outbox), like the SQL
         #: stores' in-transaction hooks
         self.write_hooks: list[Callable[[str, list[Write]], None]] = []
@@ -34,6 +77,9 @@ class MemoryStore:
 
     async def ping(self) -> bool:
         return True
+
+    async def try_lead(self, name: str) -> bool:
+        return True  # one process: it leads everything
 
     async def tenant_exists(self, tenant: str) -> bool:
         return tenant in self._tenants

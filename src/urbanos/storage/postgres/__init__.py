@@ -11,8 +11,9 @@ nodes are serialised per entity, including ids that do not exist yet. Work that 
 with an entity write (history, the notification outbox) registers in
 ``PostgresStore.write_hooks``: each hook is awaited inside the write transaction with
 ``(conn, tenant, writes)``, ``search_path`` set to the tenant's schema and then ``public``.
-Other PostgreSQL stores share ``PostgresStore.db`` and add their tables as numbered files
-in ``migrations/``.
+Other PostgreSQL stores (``PostgresStore.contexts`` among them) share ``PostgresStore.db``
+and add their tables as numbered files in ``migrations/``. ``try_lead`` elects one node
+per cluster-wide job (``listen.PostgresNode.try_lead``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from psycopg_pool import PoolTimeout
 
 from urbanos.core.selection import EntityQuery
 from urbanos.storage.base import DEFAULT_TENANT, AttributeInfo, Page, Plan, T, TypeInfo, Write
-from urbanos.storage.postgres import entities
+from urbanos.storage.postgres import entities, listen
+from urbanos.storage.postgres.contexts import PostgresContextStore
 from urbanos.storage.postgres.database import Database, set_search_path
 from urbanos.types import JSONObject
 
@@ -67,6 +69,7 @@ class PostgresStore:
         self.db = Database(url, max_size=pool_size)
         self.write_hooks: list[WriteHook] = []
         self._schemas: dict[str, str] = {}
+        self.contexts = PostgresContextStore(self)
 
     async def open(self) -> None:
         await self.db.open()
@@ -75,7 +78,11 @@ class PostgresStore:
         await self._refresh()
 
     async def close(self) -> None:
+        await listen.node_for(self).stop()  # its sessions end: locks and leadership go
         await self.db.close()
+
+    async def try_lead(self, name: str) -> bool:
+        return await listen.node_for(self).try_lead(name)
 
     async def ping(self) -> bool:
         """Whether the database answers within a few seconds (health checks must not hang)."""

@@ -8,19 +8,28 @@ that does two things:
   node no longer holds its lock was left by a dead process and may be taken over at once,
   with no lease to wait out;
 * it LISTENs on the cluster channels and calls the handlers registered for them, so other
-  nodes learn of changes to subscriptions (their in-memory indexes go stale) and of new
-  outbox rows (their delivery loop wakes without waiting for its poll). NOTIFY is sent
-  inside the writing transaction, so it arrives only once the change has committed.
+  nodes learn of changes to subscriptions and to the @context registry (their in-memory
+  indexes and caches go stale) and of new outbox rows (their delivery loop wakes without
+  waiting for its poll). NOTIFY is sent inside the writing transaction, so it arrives only
+  once the change has committed. Every channel but the outbox's carries one payload,
+  ``{"node": <writer>, "tenant": <tenant>}`` (``announcement``).
 
-One node per ``PostgresStore`` (``node_for``): the outbox and the subscription store of a
-process share it, and the app lifespan stops it.
+Jobs that one node of the cluster must run alone (periodic notifications) are led by the
+node that holds a session advisory lock ``(LEAD_LOCK, job)`` (``try_lead``), on a second
+dedicated connection (the first one is busy listening): when the leader dies its session
+ends, the lock is released, and the next node that asks takes the job over.
+
+One node per ``PostgresStore`` (``node_for``): the outbox, the subscription and @context
+stores of a process share it; the app lifespan and ``PostgresStore.close`` stop it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import os
 import secrets
 import weakref
 from collections.abc import Callable
@@ -34,12 +43,16 @@ if TYPE_CHECKING:
     from urbanos.storage.postgres import PostgresStore
 
 __all__ = [
+    "CONTEXTS_CHANNEL",
+    "LEAD_LOCK",
     "LIVE_NODES",
     "NODE_LOCK",
     "OUTBOX_CHANNEL",
     "SUBSCRIPTIONS_CHANNEL",
     "PostgresNode",
+    "announcement",
     "node_for",
+    "parse_announcement",
     "parse_subscription_payload",
     "subscription_payload",
 ]
@@ -48,9 +61,14 @@ log = logging.getLogger("urbanos.postgres.node")
 
 #: first key of every node's liveness lock ("urb0"); the second key is the node id
 NODE_LOCK = 0x75726230
+#: first key of the lock a job's leader holds ("urb1"); the second key is the job's hash
+LEAD_LOCK = 0x75726231
 SUBSCRIPTIONS_CHANNEL = "urbanos_subscriptions"
+CONTEXTS_CHANNEL = "urbanos_contexts"
 OUTBOX_CHANNEL = "urbanos_outbox"
-CHANNELS = (SUBSCRIPTIONS_CHANNEL, OUTBOX_CHANNEL)
+CHANNELS = (SUBSCRIPTIONS_CHANNEL, CONTEXTS_CHANNEL, OUTBOX_CHANNEL)
+#: how long a leader waits for the database to confirm it still holds its session
+LEAD_CHECK_TIMEOUT = 5.0
 
 #: the ids of the nodes alive on this database, one row each (``x <> ALL (LIVE_NODES)``)
 LIVE_NODES = f"""SELECT objid::bigint FROM pg_locks
@@ -78,6 +96,9 @@ class PostgresNode:
         self._handlers: dict[str, list[Handler]] = {c: [] for c in CHANNELS}
         self._conn: AsyncConnection | None = None
         self._task: asyncio.Task[None] | None = None
+        self._lead_conn: AsyncConnection | None = None
+        self._leading: set[int] = set()  # job keys whose lock _lead_conn holds
+        self._lead_guard = asyncio.Lock()
 
     def on(self, channel: str, handler: Handler) -> None:
         """Call ``handler(payload)`` for every notification on ``channel`` (also after a
@@ -101,13 +122,55 @@ class PostgresNode:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()  # ends the session: the liveness lock goes with it
+        for conn in (self._conn, self._lead_conn):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()  # ends the session: its advisory locks go with it
+        self._conn = self._lead_conn = None
+        self._leading.clear()
+
+    async def try_lead(self, job: str) -> bool:
+        """Whether this node leads ``job`` now: it holds the job's lock, or takes it if no
+        live node does. Never waits for another leader; a lost or unresponsive session
+        answers False (and a new one is tried next time), so a node cut off from the
+        database stops leading rather than run the job twice."""
+        key = _job_key(job)
+        async with self._lead_guard:
+            try:
+                async with asyncio.timeout(LEAD_CHECK_TIMEOUT):
+                    if self._lead_conn is None or self._lead_conn.closed:
+                        self._leading.clear()
+                        self._lead_conn = await self._session("leader")
+                    if key in self._leading:  # held while the session lives: check it does
+                        await self._lead_conn.execute("SELECT 1")
+                        return True
+                    cur = await self._lead_conn.execute(
+                        "SELECT pg_try_advisory_lock(%s, %s)", (LEAD_LOCK, key)
+                    )
+                    row = await cur.fetchone()
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                if self._leading:
+                    log.warning("leadership lost with the database session (%s)", exc)
+                conn, self._lead_conn = self._lead_conn, None
+                self._leading.clear()
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+                return False
+            if row is not None and row[0]:
+                self._leading.add(key)
+                log.info("this node now leads %s", job)
+                return True
+            return False
+
+    async def _session(self, role: str) -> AsyncConnection:
+        """A dedicated connection, named for operators (and tests) in pg_stat_activity."""
+        return await AsyncConnection.connect(
+            self.url, autocommit=True, application_name=f"urbanos {role} pid={os.getpid()}"
+        )
 
     async def _connect(self) -> None:
-        conn = await AsyncConnection.connect(self.url, autocommit=True)
+        conn = await self._session("node")
         try:
             while True:  # a random id another live node holds: pick another, never wait
                 cur = await conn.execute(
@@ -160,14 +223,25 @@ class PostgresNode:
             self._dispatch(channel, payload)
 
 
-def subscription_payload(node_id: int, tenant: str) -> str:
-    """What a subscription change announces: who changed it (to skip its own) and where."""
+def _job_key(job: str) -> int:
+    """The second key of a job's lead lock: an int4, identical on every node."""
+    return int.from_bytes(hashlib.blake2b(job.encode(), digest_size=4).digest(), "big",
+                          signed=True)
+
+
+def announcement(node_id: int, tenant: str) -> str:
+    """What a change announces: who changed it (to skip its own) and where."""
     return orjson.dumps({"node": node_id, "tenant": tenant}).decode()
 
 
-def parse_subscription_payload(payload: str) -> tuple[int | None, str | None]:
+def parse_announcement(payload: str) -> tuple[int | None, str | None]:
     """(node, tenant) of an announcement; (None, None) for ``"*"``: every tenant."""
     if payload == "*":
         return None, None
     data = orjson.loads(payload)
     return int(data["node"]), str(data["tenant"])
+
+
+#: the names the subscription store and the app first used for the same payload
+subscription_payload = announcement
+parse_subscription_payload = parse_announcement

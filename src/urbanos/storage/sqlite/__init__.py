@@ -1,9 +1,10 @@
 """The embedded store: SQLite in WAL mode behind the EntityStore interface.
 
 ``database`` owns connections and the group-committing writer; ``entities`` holds the entity
-SQL. Work that must happen in the same transaction as an entity write (history, the
-notification outbox) registers in ``SqliteStore.write_hooks``; other stores (temporal,
-subscriptions, outbox) share ``SqliteStore.db`` and create their own tables on open.
+SQL, ``contexts`` the @context registry (``SqliteStore.contexts``). Work that must happen
+in the same transaction as an entity write (history, the notification outbox) registers in
+``SqliteStore.write_hooks``; other stores (temporal, subscriptions, outbox) share
+``SqliteStore.db`` and create their own tables on open.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import orjson
 
 from urbanos.core.selection import EntityQuery
 from urbanos.storage.base import DEFAULT_TENANT, AttributeInfo, Page, Plan, T, TypeInfo, Write
-from urbanos.storage.sqlite import entities
+from urbanos.storage.sqlite import contexts, entities
 from urbanos.storage.sqlite.database import Database
 from urbanos.types import JSONObject
 
@@ -25,12 +26,14 @@ WriteHook = Callable[[sqlite3.Connection, str, list[Write]], None]
 SCHEMA: list[str] = [
     "CREATE TABLE IF NOT EXISTS tenants (name TEXT PRIMARY KEY)",
     *entities.SCHEMA,
+    *contexts.SCHEMA,
 ]
 
 
 class SqliteStore:
     def __init__(self, path: str | Path, *, readers: int = 4) -> None:
         self.db = Database(path, readers=readers)
+        self.contexts = contexts.SqliteContextStore(self.db)
         self.write_hooks: list[WriteHook] = []
         self._tenants: set[str] = {DEFAULT_TENANT}
 
@@ -48,6 +51,9 @@ class SqliteStore:
 
     async def ping(self) -> bool:
         return await self.db.read(lambda c: c.execute("SELECT 1").fetchone()[0] == 1)
+
+    async def try_lead(self, name: str) -> bool:
+        return True  # one file, one process: it leads everything
 
     async def tenant_exists(self, tenant: str) -> bool:
         return tenant in self._tenants
