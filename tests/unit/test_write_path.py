@@ -4,14 +4,17 @@ entity changed) leave the same state as writing everything."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from urbanos.storage.base import Write
 from urbanos.storage.outbox import open_outbox
 from urbanos.storage.sqlite import SqliteStore, entities
+from urbanos.storage.sqlite.database import Database
 from urbanos.storage.sqlite.subscriptions import SqliteSubscriptionStore
 from urbanos.types import JSONObject
 
@@ -93,3 +96,27 @@ def test_index_rows_after_updates_are_those_of_a_fresh_write() -> None:
             for doc in current.values():
                 entities.put(fresh, "t", doc)
             assert _index_rows(live) == _index_rows(fresh), step
+
+
+async def test_writes_waiting_together_commit_together_and_fail_alone(tmp_path: Path) -> None:
+    """Pieces handed in at once share a transaction; a failing one rolls back alone, the
+    others commit, and work handed in before close still runs."""
+    db = Database(tmp_path / "g.db")
+    await db.open(["CREATE TABLE t (v INTEGER UNIQUE)"])
+
+    def insert(v: int) -> Callable[[sqlite3.Connection], int]:
+        return lambda conn: conn.execute("INSERT INTO t (v) VALUES (?)", (v,)).rowcount
+
+    results = await asyncio.gather(
+        *(db.transact(insert(v)) for v in (1, 2, 1, 3)), return_exceptions=True
+    )
+    assert results[:2] == [1, 1] and results[3] == 1
+    assert isinstance(results[2], sqlite3.IntegrityError)
+    late = asyncio.ensure_future(db.transact(insert(4)))
+    await asyncio.sleep(0)
+    await db.close()
+    assert await late == 1
+    await db.open([])
+    rows = await db.read(lambda conn: conn.execute("SELECT v FROM t ORDER BY v").fetchall())
+    assert rows == [(1,), (2,), (3,), (4,)]
+    await db.close()

@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], Any]
+#: a piece of write work, the future its caller awaits, and that future's loop
+Piece = tuple[Work, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 
 
 class Database:
@@ -24,19 +26,27 @@ class Database:
         self.path = str(path)
         self.max_group = max_group
         self._readers = max(1, readers)
-        self._writer: ThreadPoolExecutor | None = None
+        self._writer: threading.Thread | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._write_conn: sqlite3.Connection | None = None
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._pending: list[tuple[Work, asyncio.Future[Any], asyncio.AbstractEventLoop]] = []
+        #: guards ``_pending`` and ``_closing``; the writer thread waits on it
+        self._queue = threading.Condition(threading.Lock())
+        self._pending: list[Piece] = []
+        self._closing = False
 
     async def open(self, schema: Iterable[str]) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
-        self._reader = ThreadPoolExecutor(self._readers, thread_name_prefix="sqlite-reader")
+        if self._writer is None:  # opened once: one writer thread, whoever opens again
+            self._closing = False
+            self._writer = threading.Thread(
+                target=self._write_loop, name="sqlite-writer", daemon=True
+            )
+            self._writer.start()
+            self._reader = ThreadPoolExecutor(self._readers, thread_name_prefix="sqlite-reader")
         statements = list(schema)
 
         def migrate(conn: sqlite3.Connection) -> None:
@@ -46,13 +56,20 @@ class Database:
         await self.transact(migrate)
 
     async def close(self) -> None:
-        for pool in (self._writer, self._reader):
-            if pool is not None:
-                pool.shutdown(wait=True)
+        if self._writer is not None:
+            with self._queue:
+                self._closing = True
+                self._queue.notify()
+            self._writer.join()  # what was handed in before close still runs
+            self._writer = None
+        if self._reader is not None:
+            self._reader.shutdown(wait=True)
+            self._reader = None
         with self._lock:
             for conn in self._all:
                 conn.close()
             self._all.clear()
+        self._write_conn = None
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -87,23 +104,30 @@ class Database:
         assert self._writer is not None, "store not opened"
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        with self._lock:
+        with self._queue:
             self._pending.append((fn, future, loop))
-        loop.run_in_executor(self._writer, self._drain)
+            self._queue.notify()
         return await future
 
-    def _drain(self) -> None:
+    def _write_loop(self) -> None:
+        """The writer thread: a dedicated thread woken by a condition, not an executor job
+        per call, so a write costs no work item, no chained future and no extra wake-up of
+        the event loop."""
         while True:
-            with self._lock:
+            with self._queue:
+                while not self._pending and not self._closing:
+                    self._queue.wait()
+                if not self._pending:
+                    return
                 group = self._pending[: self.max_group]
                 del self._pending[: self.max_group]
-            if not group:
-                return
-            self._run_group(group)
+            try:
+                outcomes = self._run_group(group)
+            except BaseException as exc:  # noqa: BLE001 - the thread must outlive any failure
+                outcomes = [(None, exc)] * len(group)
+            _hand_back(group, outcomes)
 
-    def _run_group(
-        self, group: list[tuple[Work, asyncio.Future[Any], asyncio.AbstractEventLoop]]
-    ) -> None:
+    def _run_group(self, group: list[Piece]) -> list[tuple[Any, BaseException | None]]:
         if self._write_conn is None:
             self._write_conn = self._connect()
         conn = self._write_conn
@@ -124,14 +148,27 @@ class Database:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             outcomes = [(None, exc)] * len(group)
-        for (_, future, loop), (result, error) in zip(group, outcomes, strict=True):
-            loop.call_soon_threadsafe(_settle, future, result, error)
+        return outcomes
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _hand_back(group: list[Piece], outcomes: list[tuple[Any, BaseException | None]]) -> None:
+    """Settle a group's futures with one call into each event loop (one wake-up each)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any,
+                                                        BaseException | None]]] = {}
+    for (_, future, loop), (result, error) in zip(group, outcomes, strict=True):
+        by_loop.setdefault(loop, []).append((future, result, error))
+    for loop, settled in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, settled)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+
+def _settle(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in settled:
+        if future.cancelled():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
