@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from urbanos.core.ordering import sort_entities
 from urbanos.core.query.ast import And, Not, Or
 from urbanos.core.query.evaluate import (
     EntityResolver,
@@ -165,3 +166,52 @@ def hop_targets(frontier: list[JSONObject], names: frozenset[str]) -> set[str]:
         for inst in entity["attrs"].get(name, ())
         for target in relationship_targets(inst)
     }
+
+
+class Pager:
+    """One page of a query from candidates fed in pk order, in batches.
+
+    Both SQL stores narrow candidates with indexes and feed them here; this decides what is
+    selected (``matches``, unless the store's SQL was exact), the offset and limit, the
+    count and the ordering, and when no more candidates are needed.
+    """
+
+    def __init__(self, query: EntityQuery, *, exact: bool = False) -> None:
+        self.query = query
+        self.exact = exact
+        self.selected: list[JSONObject] = []
+        self.seen = 0
+        self._fed = False
+
+    def batch_size(self, most: int) -> int:
+        """Candidates to fetch next: one page first (the SQL stops early when most
+        candidates match), then ``most``."""
+        q = self.query
+        if self._fed or q.order is not None or q.count:
+            return most
+        return min(max(q.offset + q.limit, 1), most)
+
+    def feed(self, batch: list[JSONObject], linked: EntityResolver | None = None) -> bool:
+        """Take a batch of candidates; True once the page is complete."""
+        self._fed = True
+        q = self.query
+        for entity in batch:
+            if not self.exact and not matches(entity, q, linked):
+                continue
+            if q.order is not None:
+                self.selected.append(entity)
+                continue
+            if q.offset <= self.seen < q.offset + q.limit:
+                self.selected.append(entity)
+            self.seen += 1
+            if not q.count and self.seen >= q.offset + q.limit:
+                return True
+        return False
+
+    def result(self) -> tuple[list[JSONObject], int | None]:
+        """The page and, when the query asked for it, the number of matches."""
+        q = self.query
+        if q.order is None:
+            return self.selected, (self.seen if q.count else None)
+        ordered = sort_entities(self.selected, q.order, q.lang)
+        return ordered[q.offset : q.offset + q.limit], (len(ordered) if q.count else None)

@@ -18,9 +18,8 @@ from psycopg.types.json import Jsonb
 from shapely.geometry import shape
 
 from urbanos.core import geo
-from urbanos.core.ordering import sort_entities
 from urbanos.core.query import EntityResolver
-from urbanos.core.selection import EntityQuery, hop_targets, linked_steps, matches
+from urbanos.core.selection import EntityQuery, Pager, hop_targets, linked_steps
 from urbanos.errors import BadRequestData
 from urbanos.storage.base import AttributeInfo, Page, TypeInfo, Write
 from urbanos.storage.postgres import filters
@@ -185,34 +184,20 @@ async def _evaluate(
     select = sql.SQL(
         "SELECT e.pk, e.doc FROM {} e WHERE {} AND e.pk > %s ORDER BY e.pk LIMIT %s"
     ).format(_t(schema), clause)
-    selected: list[JSONObject] = []
-    seen, last = 0, 0
+    pager = Pager(query, exact=exact)
+    last = 0
     while True:
-        cur = await conn.execute(select, [*params, last, BATCH])
+        size = pager.batch_size(BATCH)
+        cur = await conn.execute(select, [*params, last, size])
         rows = await cur.fetchall()
         if not rows:
             break
         last = rows[-1][0]
         batch = [doc for _, doc in rows]
         resolver = await _prefetch_linked(conn, schema, batch, steps) if steps else None
-        for entity in batch:
-            if not exact and not matches(entity, query, resolver):
-                continue
-            if query.order is not None:
-                selected.append(entity)
-                continue
-            if query.offset <= seen < query.offset + query.limit:
-                selected.append(entity)
-            seen += 1
-            if not query.count and seen >= query.offset + query.limit:
-                return Page(selected, None)
-        if len(rows) < BATCH:
+        if pager.feed(batch, resolver) or len(rows) < size:
             break
-    if query.order is not None:
-        ordered = sort_entities(selected, query.order, query.lang)
-        page = ordered[query.offset : query.offset + query.limit]
-        return Page(page, len(ordered) if query.count else None)
-    return Page(selected, seen if query.count else None)
+    return Page(*pager.result())
 
 
 async def _prefetch_linked(

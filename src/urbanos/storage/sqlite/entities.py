@@ -14,9 +14,14 @@ from typing import Any, TypeVar
 import orjson
 
 from urbanos.core import geo
-from urbanos.core.ordering import sort_entities
 from urbanos.core.query import EntityResolver
-from urbanos.core.selection import EntityQuery, hop_targets, linked_steps, matches, simple_type_set
+from urbanos.core.selection import (
+    EntityQuery,
+    Pager,
+    hop_targets,
+    linked_steps,
+    simple_type_set,
+)
 from urbanos.storage.base import AttributeInfo, Page, TypeInfo
 from urbanos.storage.sqlite import q_sql
 from urbanos.types import JSONObject
@@ -235,30 +240,13 @@ def query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Page:
         return Page([orjson.loads(r[0]) for r in rows], total)
     steps = linked_steps(query.q) if query.q is not None else []
     cursor = conn.execute(f"SELECT doc FROM entities e WHERE {sql_where} ORDER BY e.pk", params)
-    selected: list[JSONObject] = []
-    seen = 0
-    # the first batch is one page: SQL then stops early when the candidates mostly match
-    size = 256 if query.order is not None or query.count else query.offset + query.limit
-    while rows := cursor.fetchmany(min(max(size, 1), 256)):
-        size = 256
+    pager = Pager(query)
+    while rows := cursor.fetchmany(pager.batch_size(256)):
         batch = [orjson.loads(doc) for (doc,) in rows]
         resolver = _prefetch_linked(conn, tenant, batch, steps) if steps else None
-        for entity in batch:
-            if not matches(entity, query, resolver):
-                continue
-            if query.order is not None:
-                selected.append(entity)
-                continue
-            if query.offset <= seen < query.offset + query.limit:
-                selected.append(entity)
-            seen += 1
-            if not query.count and seen >= query.offset + query.limit:
-                return Page(selected, None)
-    if query.order is not None:
-        ordered = sort_entities(selected, query.order, query.lang)
-        page = ordered[query.offset : query.offset + query.limit]
-        return Page(page, len(ordered) if query.count else None)
-    return Page(selected, seen if query.count else None)
+        if pager.feed(batch, resolver):
+            break
+    return Page(*pager.result())
 
 
 #: count-probe caps, smallest first: the first cap under which a filter's count falls ends
