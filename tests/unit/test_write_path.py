@@ -11,6 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
+import pytest
+
+from urbanos.core import entity
+from urbanos.core.entity import Mode, expand_attributes
+from urbanos.core.jsonld import core_term_map
+from urbanos.core.model import NULL_URN
+from urbanos.errors import NgsiLdError
 from urbanos.storage.base import Write
 from urbanos.storage.outbox import open_outbox
 from urbanos.storage.sqlite import SqliteStore, entities
@@ -120,3 +128,67 @@ async def test_writes_waiting_together_commit_together_and_fail_alone(tmp_path: 
     rows = await db.read(lambda conn: conn.execute("SELECT v FROM t ORDER BY v").fetchall())
     assert rows == [(1,), (2,), (3,), (4,)]
     await db.close()
+
+
+_MEMBER_CHOICES: dict[str, list[Any]] = {
+    "type": ["Property", "Relationship", "GeoProperty", "LanguageProperty", 3, ["Property"]],
+    "value": [1, 2.5, True, "text", NULL_URN, None, [1], {"a": 1}, "urn:x:1"],
+    "object": ["urn:x:1", "not a uri", NULL_URN, ["urn:x:1"], 7],
+    "observedAt": ["2024-05-01T10:00:00Z", "2024-05-01T10:00:00+02:00", "yesterday", NULL_URN, 5],
+    "unitCode": ["CEL", "", NULL_URN, 3],
+    "datasetId": ["urn:ds:1", "@none", "not a uri", NULL_URN],
+    "objectType": ["T"],
+    "accuracy": [{"type": "Property", "value": 0.5}],
+    "@id": ["urn:x:2"],
+}
+
+
+def _random_fragment(rnd: random.Random) -> dict[str, Any]:
+    if rnd.random() < 0.5:  # mostly valid: one kind, its value, valid members
+        kind, member = rnd.choice([("Property", "value"), ("Relationship", "object")])
+        out: dict[str, Any] = {"type": kind, member: _MEMBER_CHOICES[member][0]}
+        for key in rnd.sample(["observedAt", "unitCode", "datasetId", "accuracy"], rnd.randint(0, 3)):
+            choices = _MEMBER_CHOICES[key]
+            out[key] = rnd.choice(choices if rnd.random() < 0.3 else choices[:2])
+        return dict(rnd.sample(sorted(out.items()), len(out)))  # any member order
+    keys = rnd.sample(sorted(_MEMBER_CHOICES), rnd.randint(1, 5))
+    if rnd.random() < 0.7:
+        keys = ["type", rnd.choice(["value", "object"]), *keys]
+    return {k: rnd.choice(_MEMBER_CHOICES[k]) for k in keys}
+
+
+def _outcome(name: str, raw: object, mode: Mode) -> bytes:
+    terms = core_term_map()
+    try:
+        attrs = expand_attributes({name: raw}, terms, "2024-01-01T00:00:00Z", mode=mode)
+    except NgsiLdError as exc:
+        return f"{type(exc).__name__}: {exc.detail}".encode()
+    return orjson.dumps(attrs)  # members in order
+
+
+def test_simple_instances_come_out_as_the_general_rules_make_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The shortcut for plain Properties and Relationships gives the same stored form, the
+    same member order and the same errors as the general rules, in every mode."""
+    rnd = random.Random(3)
+    cases = [
+        (name, _random_fragment(rnd) if rnd.random() < 0.8 else [
+            _random_fragment(rnd), _random_fragment(rnd)])
+        for name in ["temperature", "location", "ngsildproof"] for _ in range(700)
+    ]
+    taken = 0
+    simple = entity._simple_instance
+
+    def counted(iri: str, raw: dict[str, Any]) -> JSONObject | None:
+        nonlocal taken
+        out = simple(iri, raw)
+        taken += out is not None
+        return out
+
+    monkeypatch.setattr(entity, "_simple_instance", counted)
+    fast = [_outcome(name, raw, mode) for name, raw in cases for mode in Mode]
+    monkeypatch.setattr(entity, "_simple_instance", lambda iri, raw: None)
+    general = [_outcome(name, raw, mode) for name, raw in cases for mode in Mode]
+    assert fast == general
+    assert taken > 1000 and sum(not o.startswith(b"BadRequestData") for o in general) > 500

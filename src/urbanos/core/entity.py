@@ -48,6 +48,7 @@ from urbanos.core.validation import (
     contains_null,
     is_geometry,
     is_uri,
+    is_utc_datetime,
     looks_like_geometry,
 )
 from urbanos.errors import BadRequestData, InvalidRequest
@@ -240,6 +241,12 @@ def _instance(
     iri: str, raw: object, terms: Terms, now: str, mode: Mode, *, sub: bool = False
 ) -> JSONObject:
     """One attribute instance, inferring the kind of concise input."""
+    if type(raw) is dict:
+        simple = _simple_instance(iri, raw)
+        if simple is not None:
+            if not sub:
+                simple["createdAt"] = simple["modifiedAt"] = now
+            return simple
     stamps: JSONObject = {} if sub else {"createdAt": now, "modifiedAt": now}
     if raw is None:
         raise BadRequestData(f"attribute {iri} is JSON null; the NGSI-LD Null is {NULL_URN!r}")
@@ -295,6 +302,51 @@ def _instance(
     if not sub and iri in _PROOF_IRIS:
         _check_proof(iri, inst)
     return inst | stamps
+
+
+#: kind -> (its value member, every member the simple form may hold)
+_SIMPLE_FORMS = {
+    "Property": ("value", frozenset({"type", "value", "observedAt", "unitCode", "datasetId"})),
+    "Relationship": ("object", frozenset({"type", "object", "observedAt", "datasetId"})),
+}
+_SCALARS = (str, int, float, bool)
+
+
+def _simple_instance(iri: str, raw: dict[str, Any]) -> JSONObject | None:
+    """The commonest instances, checked without the general walk: a Property with a scalar
+    value or a Relationship to one URI, beside at most observedAt, unitCode and datasetId,
+    all valid and none the NGSI-LD Null, so that every mode treats them alike. Anything
+    else is None, and the general rules decide (and word the error). The result is the
+    general rules' result, members in the same order."""
+    kind = raw.get("type")
+    form = _SIMPLE_FORMS.get(kind) if type(kind) is str else None
+    if form is None or iri in GEO_ATTRIBUTES or iri in _PROOF_IRIS:
+        return None
+    member, allowed = form
+    if member not in raw or not allowed.issuperset(raw):
+        return None
+    value = raw[member]
+    if value == NULL_URN or not (
+        type(value) in _SCALARS if member == "value" else is_uri(value)
+    ):
+        return None
+    inst: JSONObject = {"type": kind, member: value}
+    for key, val in raw.items():
+        if key == "observedAt":
+            if not is_utc_datetime(val):
+                return None
+        elif key == "unitCode":
+            if type(val) is not str or not val or val == NULL_URN:
+                return None
+        elif key == "datasetId":
+            if val == "@none":
+                continue
+            if not is_uri(val) or val == NULL_URN:
+                return None
+        else:
+            continue  # type and the value member, already placed
+        inst[key] = val
+    return inst
 
 
 def _concise_value(iri: str, value: Any, mode: Mode) -> JSONObject:

@@ -116,10 +116,20 @@ def check_scopes(value: object) -> list[str]:
 
 def check_datetime(value: object, what: str) -> str:
     """Clause 4.6.3: a DateTime is UTC, written with a trailing ``Z`` and no offset."""
-    if parse_utc_datetime(value) is None:
+    if not is_utc_datetime(value):
         raise BadRequestData(f"{what} is not a UTC date-time (YYYY-MM-DDThh:mm:ss[.s]Z): {value!r}")
     assert isinstance(value, str)
     return value
+
+
+def is_utc_datetime(value: object) -> bool:
+    """Whether ``value`` is a DateTime as clause 4.6.3 writes it."""
+    return isinstance(value, str) and _utc_datetime_ok(value)
+
+
+@lru_cache(maxsize=4096)  # the instances of a write, and of a batch, share their timestamps
+def _utc_datetime_ok(value: str) -> bool:
+    return parse_utc_datetime(value) is not None
 
 
 def is_language_tag(tag: object) -> bool:
