@@ -1,16 +1,16 @@
-"""The SQLite store's q pushdown selects exactly what the reference evaluator selects."""
+"""Each SQL store's q pushdown selects exactly what the reference evaluator selects."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
 from urbanos.core.query.parse import parse_q
 from urbanos.core.selection import EntityQuery
-from urbanos.storage.base import Write
+from urbanos.storage import open_store
+from urbanos.storage.base import EntityStore, Write
 from urbanos.storage.memory import MemoryStore
-from urbanos.storage.sqlite import SqliteStore
 
 V = "https://example.org/"
 
@@ -45,21 +45,25 @@ QUERIES = [
 
 
 @pytest.fixture
-async def stores(tmp_path: Path) -> tuple[MemoryStore, SqliteStore]:
-    memory, sqlite = MemoryStore(), SqliteStore(tmp_path / "q.db")
-    await sqlite.open()
+async def stores(store_url: str) -> AsyncIterator[tuple[MemoryStore, EntityStore]]:
+    """The reference store and the store under test (SQLite, PostgreSQL, memory), both
+    holding the same entities."""
+    memory, store = MemoryStore(), open_store(store_url)
+    await store.open()
     writes = [Write("put", e["id"], e) for e in (entity(n) for n in range(60))]
     await memory.apply("", writes)
-    await sqlite.apply("", writes)
-    yield memory, sqlite
-    await sqlite.close()
+    await store.apply("", writes)
+    yield memory, store
+    await store.close()
 
 
 @pytest.mark.parametrize("q", QUERIES)
-async def test_pushdown_matches_reference(stores: tuple[MemoryStore, SqliteStore], q: str) -> None:
-    memory, sqlite = stores
+async def test_pushdown_matches_reference(
+    stores: tuple[MemoryStore, EntityStore], q: str
+) -> None:
+    memory, store = stores
     query = EntityQuery(q=parse_q(q, expand), limit=1000, count=True)
     expected = await memory.query("", query)
-    got = await sqlite.query("", query)
+    got = await store.query("", query)
     assert [e["id"] for e in got.entities] == [e["id"] for e in expected.entities]
     assert got.total == expected.total

@@ -22,6 +22,7 @@ from urbanos.core.query import EntityResolver
 from urbanos.core.selection import EntityQuery, Pager, hop_targets, linked_steps
 from urbanos.errors import BadRequestData
 from urbanos.storage.base import AttributeInfo, Page, TypeInfo, Write
+from urbanos.storage.index_values import scalars
 from urbanos.storage.postgres import filters
 from urbanos.types import JSONObject
 
@@ -94,12 +95,44 @@ async def _flush(conn: AsyncConnection, schema: str, run: list[Write]) -> None:
            SELECT (SELECT pk FROM {} WHERE id = %s), %s, g, CASE WHEN %s THEN g::geography END, %s
            FROM (SELECT ST_SetSRID(ST_Force2D(ST_GeomFromGeoJSON(%s::text)), 4326) AS g) s"""
     ).format(_t(schema, "geo_values"), _t(schema))
+    values = _value_rows(latest.values())
+    unindex_values = sql.SQL(
+        "DELETE FROM {} WHERE pk IN (SELECT pk FROM {} WHERE id = ANY(%s::text[]))"
+    ).format(_t(schema, "attr_values"), _t(schema))
+    index_values = sql.SQL(
+        """INSERT INTO {} (pk, attr, num, str)
+           SELECT e.pk, v.attr, v.num, v.str
+           FROM unnest(%s::text[], %s::text[], %s::float8[], %s::text[]) AS v(id, attr, num, str)
+           JOIN {} e ON e.id = v.id"""
+    ).format(_t(schema, "attr_values"), _t(schema))
     # no statement needs another's result: one round trip for all of them
     async with conn.pipeline(), conn.cursor() as cur:
         await cur.executemany(upsert, rows)
         await cur.execute(unindex, (list(latest),))
         if shapes:
             await cur.executemany(index, shapes)
+        await cur.execute(unindex_values, (list(latest),))
+        if values[0]:
+            await cur.execute(index_values, values)
+
+
+def _value_rows(docs: Iterable[JSONObject]) -> tuple[list[Any], ...]:
+    """Columns (ids, attrs, nums, strs) of the ``attr_values`` rows of ``docs``."""
+    ids: list[str] = []
+    attrs: list[str] = []
+    nums: list[float | None] = []
+    strs: list[str | None] = []
+    for doc in docs:
+        for name, instances in doc["attrs"].items():
+            for inst in instances:
+                if inst.get("type") == "GeoProperty":
+                    continue
+                for num, text in scalars(inst):
+                    ids.append(doc["id"])
+                    attrs.append(name)
+                    nums.append(num)
+                    strs.append(text)
+    return ids, attrs, nums, strs
 
 
 def _geo_rows(doc: JSONObject) -> list[tuple[Any, ...]]:
@@ -145,7 +178,7 @@ async def query(conn: AsyncConnection, schema: str, query: EntityQuery) -> Page:
             where.append(cond)
     if query.scope_q is not None:
         where.append((sql.SQL("e.doc ? 'scope'"), []))
-    if query.q is not None and (cond := filters.q_condition(query.q)) is not None:
+    if query.q is not None and (cond := filters.q_condition(query.q, schema)) is not None:
         where.append(cond)
     if query.geo is not None and (cond := filters.geo_condition(query.geo, schema)) is not None:
         where.append(cond)

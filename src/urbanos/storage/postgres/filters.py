@@ -117,13 +117,13 @@ def selectors_condition(selectors: tuple[EntitySelector, ...]) -> tuple[Cond | N
 # --------------------------------------------------------------------------- q
 
 
-def q_condition(expr: QExpr) -> Cond | None:
+def q_condition(expr: QExpr, schema: str) -> Cond | None:
     """A condition every entity selected by ``expr`` meets, or None when nothing narrows."""
     if isinstance(expr, And):
-        parts = [c for c in (q_condition(child) for child in expr.children) if c is not None]
+        parts = [c for c in (q_condition(child, schema) for child in expr.children) if c]
         return _join(parts, "AND") if parts else None
     if isinstance(expr, Or):
-        alternatives = [q_condition(child) for child in expr.children]
+        alternatives = [q_condition(child, schema) for child in expr.children]
         if any(a is None for a in alternatives):
             return None
         return _join([a for a in alternatives if a is not None], "OR")
@@ -131,6 +131,9 @@ def q_condition(expr: QExpr) -> Cond | None:
         return None  # negations; createdAt/modifiedAt (temporal comparisons)
     has_attr: Cond = (sql.SQL("e.attrs @> %s::text[]"), [[expr.path.attr]])
     if isinstance(expr, Comparison) and _plain(expr.path):
+        indexed = _indexed_test(expr, schema)
+        if indexed is not None:
+            return indexed
         test = _value_test(expr)
         if test is not None:
             jsonpath, variables = test
@@ -140,6 +143,43 @@ def q_condition(expr: QExpr) -> Cond | None:
             )
             return _join([has_attr, values], "AND")
     return has_attr
+
+
+def _indexed_test(expr: Comparison, schema: str) -> Cond | None:
+    """``e.pk IN`` the ``attr_values`` rows that could satisfy ``expr`` (numbers by value,
+    strings by equality, as storage.index_values records them), or None."""
+    value, op = expr.value, expr.op
+    where: str
+    args: list[Any]
+    if isinstance(value, Scalar):
+        ordered = op is not Op.EQ
+        if op is Op.NE or value.kind is ValueKind.BOOLEAN:
+            return None
+        if not _sql_comparable(value, ordered=ordered):
+            return None
+        column = "num" if value.kind is ValueKind.NUMBER else "str"
+        where, args = f"{column} {_JSONPATH_OPS[op].replace('==', '=')} %s", [value.value]
+    elif op is not Op.EQ:
+        return None
+    elif isinstance(value, Range):
+        if value.low.kind is not ValueKind.NUMBER or value.high.kind is not ValueKind.NUMBER:
+            return None
+        where, args = "num BETWEEN %s AND %s", [value.low.value, value.high.value]
+    else:
+        items = value.items
+        if not all(_sql_comparable(i, ordered=False) and i.kind is not ValueKind.BOOLEAN
+                   for i in items):
+            return None
+        nums = [i.value for i in items if i.kind is ValueKind.NUMBER]
+        strs = [i.value for i in items if i.kind is not ValueKind.NUMBER]
+        where = "(num = ANY(%s::float8[]) OR str = ANY(%s::text[]))"
+        args = [nums, strs]
+    return (
+        sql.SQL("e.pk IN (SELECT pk FROM {} WHERE attr = %s AND " + where + ")").format(
+            sql.Identifier(schema, "attr_values")
+        ),
+        [expr.path.attr, *args],
+    )
 
 
 def _plain(path: AttrPath) -> bool:

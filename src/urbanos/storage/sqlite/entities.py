@@ -23,6 +23,7 @@ from urbanos.core.selection import (
     simple_type_set,
 )
 from urbanos.storage.base import AttributeInfo, Page, TypeInfo
+from urbanos.storage.index_values import scalars
 from urbanos.storage.sqlite import q_sql
 from urbanos.types import JSONObject
 
@@ -120,7 +121,7 @@ def _index_attrs(
             kind = inst.get("type", "Property")
             kinds.add((tenant, name, kind, pk))
             if kind != "GeoProperty":
-                values.extend((tenant, name, num, text, pk) for num, text in q_sql.scalars(inst))
+                values.extend((tenant, name, num, text, pk) for num, text in scalars(inst))
                 continue
             try:
                 shapes.append((name, geo.geometry_bbox(inst["value"])))

@@ -5,7 +5,7 @@ and the store then evaluates the exact expression (``core.selection.matches``) o
 candidates left. So the SQL only has to be right about what it excludes, which keeps it
 small: numeric comparisons, string and URI equality, and "the attribute exists" for
 everything else it can narrow. Values come from ``attr_values``, one row per scalar that an
-attribute instance holds.
+attribute instance holds (``storage.index_values``).
 
 Each filter has two forms: ``select`` lists the pks it admits (to drive a query from an
 index) and ``check`` tests one entity ``e`` (a correlated ``EXISTS`` seek), so a query is
@@ -14,7 +14,6 @@ driven by its most selective filter and the others cost one index seek per candi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +32,6 @@ from urbanos.core.query.ast import (
     ValueList,
 )
 from urbanos.core.timeutil import parse_datetime
-from urbanos.types import JSONObject
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS attr_values (
@@ -48,7 +46,6 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS attr_values_by_pk ON attr_values (pk, attr)",
 ]
 _SQL_OPS = {Op.EQ: "=", Op.GT: ">", Op.GE: ">=", Op.LT: "<", Op.LE: "<="}
-_MEMBERS = ("value", "object", "vocab", "json", "valueList", "objectList", "languageMap")
 
 
 
@@ -89,30 +86,6 @@ class Filter:
             "(" + " OR ".join(f.check for f in filters) + ")",
             [x for f in filters for x in f.check_params],
         )
-
-
-def scalars(instance: JSONObject) -> Iterator[tuple[float | None, str | None]]:
-    """The scalars an instance holds, as (number, string) pairs for ``attr_values``."""
-    for member in _MEMBERS:
-        if member in instance:
-            yield from _flatten(instance[member])
-
-
-def _flatten(value: Any) -> Iterator[tuple[float | None, str | None]]:
-    if isinstance(value, bool):
-        return
-    if isinstance(value, int | float):
-        yield float(value), None
-    elif isinstance(value, str):
-        yield None, value
-    elif isinstance(value, list):
-        for item in value:
-            yield from _flatten(item)
-    elif isinstance(value, dict) and set(value) == {"object"}:  # objectList entries
-        yield from _flatten(value["object"])
-    elif isinstance(value, dict) and all(isinstance(v, str | list) for v in value.values()):
-        for v in value.values():  # a languageMap
-            yield from _flatten(v)
 
 
 def q_filter(expr: QExpr, tenant: str) -> list[Filter]:
