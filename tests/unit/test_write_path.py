@@ -18,7 +18,8 @@ from urbanos.core import entity
 from urbanos.core.entity import Mode, expand_attributes
 from urbanos.core.jsonld import core_term_map
 from urbanos.core.model import NULL_URN
-from urbanos.errors import NgsiLdError
+from urbanos.errors import InvalidRequest, NgsiLdError
+from urbanos.http.negotiation import parse_json
 from urbanos.storage.base import Write
 from urbanos.storage.outbox import open_outbox
 from urbanos.storage.sqlite import SqliteStore, entities
@@ -192,3 +193,20 @@ def test_simple_instances_come_out_as_the_general_rules_make_them(
     general = [_outcome(name, raw, mode) for name, raw in cases for mode in Mode]
     assert fast == general
     assert taken > 1000 and sum(not o.startswith(b"BadRequestData") for o in general) > 500
+
+
+@pytest.mark.parametrize("body", [
+    b'{"a":1,"a":2}', b'{"a":"x:y","b":{"c":1,"c":":"}}', b'{"a" : ":", "a" : 1}',
+    b'{"a":"\\"","a":1}', b'[{"a":1},{"b":2,"b":3}]', b'{"\\u0061":1,"a":2}',
+])
+def test_a_key_given_twice_is_refused_with_or_without_escapes(body: bytes) -> None:
+    with pytest.raises(InvalidRequest, match="duplicate key"):
+        parse_json(body, 32)
+
+
+@pytest.mark.parametrize("body", [
+    b'{"a":":","b":1}', b'{"a\\u003a":1, "b" : "::"}', b'"x:y"', b'[{"a":1},{"a":2}]',
+    b'{"a":123456789012345678901234567890}',
+])
+def test_colons_inside_strings_are_no_keys(body: bytes) -> None:
+    assert parse_json(body, 32) == orjson.loads(body)
