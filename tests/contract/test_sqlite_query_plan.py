@@ -3,6 +3,7 @@ none drives and entities are scanned in pk order) all return what the reference 
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from urbanos.core.query import parse_q, parse_type_expr
 from urbanos.core.selection import EntityQuery
 from urbanos.storage.base import EntityStore, Write
 from urbanos.storage.memory import MemoryStore
-from urbanos.storage.sqlite import SqliteStore
+from urbanos.storage.sqlite import SqliteStore, q_sql
 from urbanos.storage.sqlite import entities as sqlite_entities
 from urbanos.types import JSONObject
 
@@ -70,3 +71,24 @@ async def test_every_plan_selects_what_the_reference_store_selects(
     assert got.total == want.total
     assert want.total, "every query selects something"
     assert [e["id"] for e in got.entities] == [e["id"] for e in want.entities]
+
+
+def test_probe_counts_are_reused_exact_or_as_lower_bounds(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "probe.db")
+    conn.execute("CREATE TABLE t (pk INTEGER PRIMARY KEY, v INTEGER)")
+    conn.executemany("INSERT INTO t (v) VALUES (?)", [(n % 2,) for n in range(100)])
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    f = q_sql.Filter.of("t", "v = ?", [1])  # 50 rows
+    counts = sqlite_entities.ProbeCounts()
+    assert counts.count(conn, f, 10) == 10 and len(statements) == 1  # "at least 10"
+    assert counts.count(conn, f, 5) == 5 and len(statements) == 1
+    assert counts.count(conn, f, 100) == 50 and len(statements) == 2  # probed again: exact
+    assert counts.count(conn, f, 20) == 20 and counts.count(conn, f, 80) == 50
+    assert len(statements) == 2
+    assert counts.count(conn, q_sql.Filter.of("t", "v = ?", [0]), 100) == 50
+    assert len(statements) == 3  # other parameters, another probe
+    stale = sqlite_entities.ProbeCounts(ttl=0)
+    stale.count(conn, f, 100)
+    stale.count(conn, f, 100)
+    assert len(statements) == 5

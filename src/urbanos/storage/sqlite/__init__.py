@@ -35,6 +35,7 @@ class SqliteStore:
         self.db = Database(path, readers=readers)
         self.contexts = contexts.SqliteContextStore(self.db)
         self.write_hooks: list[WriteHook] = []
+        self._probe_counts = entities.ProbeCounts()  # shared by the reader threads
         self._tenants: set[str] = {DEFAULT_TENANT}
 
     async def open(self) -> None:
@@ -101,7 +102,9 @@ class SqliteStore:
         return result
 
     async def query(self, tenant: str, query: EntityQuery) -> Page:
-        return await self.db.read(lambda conn: entities.query(conn, tenant, query))
+        return await self.db.read(
+            lambda conn: entities.query(conn, tenant, query, self._probe_counts)
+        )
 
     async def types(self, tenant: str) -> list[TypeInfo]:
         return await self.db.read(lambda conn: entities.types(conn, tenant))

@@ -8,6 +8,7 @@ cannot decide exactly with ``core.selection.matches``.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -180,7 +181,10 @@ def delete(conn: sqlite3.Connection, tenant: str, entity_id: str) -> None:
         _unindex(conn, row[0])
 
 
-def query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Page:
+def query(
+    conn: sqlite3.Connection, tenant: str, query: EntityQuery,
+    counts: ProbeCounts | None = None,
+) -> Page:
     where = ["e.tenant = ?"]
     params: list[Any] = [tenant]
     exact = query.id_pattern is None and query.q is None and query.scope_q is None
@@ -217,7 +221,7 @@ def query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Page:
             ))
     if query.q is not None:
         filters.extend(q_sql.q_filter(query.q, tenant))
-    driver, checks = _plan(conn, filters)
+    driver, checks = _plan(conn, filters, counts)
     if driver is not None:  # tenant-scoped already; dropping e.tenant lets SQLite seek by pk
         where, params = where[1:], params[1:]
         where.append(f"e.pk IN ({driver.select})")
@@ -255,8 +259,36 @@ def query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Page:
 PROBE_CAPS = (1_000, 4_000, 16_000)
 
 
+class ProbeCounts:
+    """Recent count probes, so that a query asked again plans without probing.
+
+    A count only chooses the plan, never the result: one a few seconds stale costs speed at
+    worst. Each entry is a count (exact, or "at least" when its probe hit its bound).
+    """
+
+    def __init__(self, ttl: float = 5.0, size: int = 4096) -> None:
+        self.ttl, self.size = ttl, size
+        self._known: dict[tuple[Any, ...], tuple[int, bool, float]] = {}
+
+    def count(self, conn: sqlite3.Connection, f: q_sql.Filter, bound: int) -> int:
+        """min(rows ``f`` admits, ``bound``)."""
+        key = (f.select, *f.params)
+        now = time.monotonic()
+        known = self._known.get(key)
+        if known is not None and now - known[2] < self.ttl:
+            n, exact, _ = known
+            if exact or n >= bound:
+                return min(n, bound)
+        sql = f"SELECT count(*) FROM ({f.select} LIMIT {bound})"
+        n = int(conn.execute(sql, f.params).fetchone()[0])
+        if len(self._known) >= self.size:
+            self._known.clear()
+        self._known[key] = (n, n < bound, now)
+        return n
+
+
 def _plan(
-    conn: sqlite3.Connection, filters: list[q_sql.Filter]
+    conn: sqlite3.Connection, filters: list[q_sql.Filter], counts: ProbeCounts | None = None
 ) -> tuple[q_sql.Filter | None, list[q_sql.Filter]]:
     """Which filter drives the query (its pks are listed from an index) and which are
     checked per candidate (one index seek each).
@@ -268,12 +300,12 @@ def _plan(
     """
     if len(filters) <= 1:
         return (filters[0] if filters else None), []
+    probes = counts or ProbeCounts(ttl=0)
     best: tuple[int, int] | None = None  # (count, index)
     for cap in PROBE_CAPS:
         for i, f in enumerate(filters):
             bound = cap if best is None else min(cap, best[0])
-            sql = f"SELECT count(*) FROM ({f.select} LIMIT {bound})"
-            n = int(conn.execute(sql, f.params).fetchone()[0])
+            n = probes.count(conn, f, bound)
             if n < bound:
                 best = (n, i)
         if best is not None:
