@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from urbanos.core import entity
+from urbanos.core import operations as ops
 from urbanos.core.entity import Mode, expand_attributes
 from urbanos.core.jsonld import core_term_map
 from urbanos.core.model import NULL_URN
@@ -210,3 +211,42 @@ def test_a_key_given_twice_is_refused_with_or_without_escapes(body: bytes) -> No
 ])
 def test_colons_inside_strings_are_no_keys(body: bytes) -> None:
     assert parse_json(body, 32) == orjson.loads(body)
+
+
+def _stored() -> JSONObject:
+    inst = {"type": "Property", "value": {"a": {"b": 1}}, "createdAt": "c", "modifiedAt": "m",
+            "urn:sub": {"type": "Property", "value": [1, {"x": 2}]}}
+    return {"id": "urn:e:1", "type": ["T"], "scope": ["/a"], "createdAt": "c", "modifiedAt": "m",
+            "attrs": {"p": [inst, {**inst, "datasetId": "urn:ds:1"}],
+                      "q": [{"type": "Relationship", "object": "urn:x:1"}]}}
+
+
+def _fragment() -> dict[str, list[JSONObject]]:
+    return {"p": [{"type": "Property", "value": {"a": {"c": 2}, "z": NULL_URN},
+                   "urn:sub": {"type": "Property", "value": 3}}],
+            "q": [{"type": "Property", "value": NULL_URN}],
+            "r": [{"type": "Property", "value": 1}]}
+
+
+@pytest.mark.parametrize("op", [
+    lambda e: ops.append_attrs(e, _fragment(), "n", no_overwrite=False, types=["U"],
+                               scope=["/b"]),
+    lambda e: ops.append_attrs(e, _fragment(), "n", no_overwrite=True, scope=["/b"]),
+    lambda e: ops.update_attrs(e, _fragment(), "n", types=["U"], scope=["/b"]),
+    lambda e: ops.merge_entity(e, {"attrs": _fragment(), "type": ["U"], "scope": None}, "n"),
+    lambda e: ops.replace_entity(e, _stored(), "n"),
+    lambda e: ops.patch_attr(e, "p", _fragment()["p"], "n"),
+    lambda e: ops.patch_attr(e, "q", [{"type": "Relationship", "object": NULL_URN}], "n"),
+    lambda e: ops.replace_attr(e, "p", _fragment()["p"], "n"),
+    lambda e: ops.delete_attr(e, "p", "n", dataset_id="urn:ds:1"),
+    lambda e: ops.delete_attr(e, "p", "n", delete_all=True),
+    lambda e: ops.delete_attr(e, "scope", "n"),
+    lambda e: ops.trim_attrs(e, "n", keep=frozenset({"q"})),
+])
+def test_operations_leave_the_entity_they_start_from_as_it_was(op: Any) -> None:
+    """Results share unchanged parts with their input (no deep copy), so an operation must
+    never change the input: it is the write's ``before``."""
+    entity = _stored()
+    out = op(entity)
+    assert entity == _stored()
+    assert out is not None and (out if isinstance(out, dict) else out.entity) != entity

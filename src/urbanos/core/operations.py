@@ -2,11 +2,14 @@
 
 Pure functions: each takes the current entity and returns the new one with what changed,
 so a service can write the result and the change record in one transaction.
+
+The result shares what it did not change with its input: an operation copies the entity
+and its attribute lists (``_copy``) and replaces instances, never changes one in place,
+so the input stays as it was at a fraction of the cost of a deep copy.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 from urbanos.core.model import CORE_MEMBERS, NULL_URN, VALUE_MEMBER, is_null
@@ -27,6 +30,14 @@ class Outcome:
     @property
     def changed(self) -> bool:
         return bool(self.updated)
+
+
+def _copy(entity: JSONObject) -> JSONObject:
+    """The entity to change: a new mapping and new attribute lists, the instances shared."""
+    out = dict(entity)
+    if "attrs" in entity:
+        out["attrs"] = {name: list(instances) for name, instances in entity["attrs"].items()}
+    return out
 
 
 def _index(instances: list[JSONObject], dataset_id: str | None) -> int | None:
@@ -93,7 +104,7 @@ def append_attrs(
     Types are added to the entity's; a scope replaces the entity's, or joins it under
     noOverwrite (clause 4.18).
     """
-    out = copy.deepcopy(entity)
+    out = _copy(entity)
     result = Outcome(out)
     for name, instances in attrs.items():
         _put_instances(out, name, instances, result, overwrite=not no_overwrite)
@@ -112,7 +123,7 @@ def update_attrs(
 ) -> Outcome:
     """Update Entity Attributes (clause 5.6.2, 5.5.8): attributes replaced whole, new ones
     and new datasetIds added, NGSI-LD Null deletes; a scope only replaces an existing one."""
-    out = copy.deepcopy(entity)
+    out = _copy(entity)
     result = Outcome(out)
     for name, instances in attrs.items():
         _put_instances(out, name, instances, result, overwrite=True)
@@ -153,7 +164,7 @@ def merge_instance(
     Merge Entity does (clause 5.6.17); partial updates replace values whole (5.6.4)."""
     if is_null(patch):
         return None
-    new = copy.deepcopy(old)
+    new = dict(old)  # members are replaced or removed, never changed in place
     if patch.get("type") and patch["type"] != old.get("type"):
         for m in VALUE_MEMBER.values():
             new.pop(m, None)
@@ -185,7 +196,7 @@ def merge_instance(
 
 def merge_entity(entity: JSONObject, fragment: JSONObject, now: str) -> Outcome:
     """Merge Entity (clause 5.6.17): attributes merged, NGSI-LD Null deletes."""
-    out = copy.deepcopy(entity)
+    out = _copy(entity)
     result = Outcome(out)
     for name, instances in fragment.get("attrs", {}).items():
         current = out["attrs"].get(name, [])
@@ -220,7 +231,7 @@ def merge_entity(entity: JSONObject, fragment: JSONObject, now: str) -> Outcome:
 
 def replace_entity(entity: JSONObject, new: JSONObject, now: str) -> JSONObject:
     """Replace Entity (clause 5.6.18): everything but id and createdAt comes from ``new``."""
-    out = copy.deepcopy(new)
+    out = _copy(new)
     out["createdAt"] = entity.get("createdAt", now)
     out["modifiedAt"] = now
     return out
@@ -230,7 +241,7 @@ def patch_attr(
     entity: JSONObject, name: str, instances: list[JSONObject], now: str
 ) -> Outcome:
     """Partial Attribute Update (clause 5.6.4): merge into the existing instance."""
-    out = copy.deepcopy(entity)
+    out = _copy(entity)
     result = Outcome(out)
     current = out["attrs"].get(name)
     if current is None:
@@ -261,7 +272,7 @@ def patch_attr(
 
 def replace_attr(entity: JSONObject, name: str, instances: list[JSONObject], now: str) -> Outcome:
     """Replace Attribute (clause 5.6.19): the instance with the same datasetId is replaced."""
-    out = copy.deepcopy(entity)
+    out = _copy(entity)
     result = Outcome(out)
     current = out["attrs"].get(name)
     if current is None:
@@ -291,14 +302,14 @@ def delete_attr(
     if name == "scope":
         if "scope" not in entity:
             return None
-        out = copy.deepcopy(entity)
+        out = _copy(entity)
         del out["scope"]
         _touch(out, now)
         return out
     current = entity["attrs"].get(name)
     if current is None:
         return None
-    out = copy.deepcopy(entity)
+    out = _copy(entity)
     if delete_all:
         del out["attrs"][name]
     else:
@@ -317,7 +328,7 @@ def trim_attrs(
     drop: frozenset[str] | None = None,
 ) -> JSONObject:
     """The entity with only the ``keep`` attributes, or without the ``drop`` ones (5.6.21)."""
-    out = copy.deepcopy(entity)
+    out = _copy(entity)
     names = list(out["attrs"])
     for name in names:
         if (keep is not None and name not in keep) or (drop is not None and name in drop):
