@@ -1,28 +1,31 @@
 """The delivery engine on real stores, with real HTTP receivers on 127.0.0.1.
 
 The subscription side is a small stand-in (``fake_subscriptions``); the outbox, the
-workers, the senders and the receivers are the real ones.
+workers, the senders and the receivers are the real ones. Every store with an outbox runs
+them: memory, SQLite and PostgreSQL (skipped with ``URBANOS_TEST_POSTGRES=0``; one database
+per session, emptied after each test as in tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import reset_postgres
 from tests.integration.fake_subscriptions import FakeSubscriptions
 from tests.integration.receiver import Receiver
 from urbanos.errors import AlreadyExists
 from urbanos.outbound import OutboundPolicy
 from urbanos.services.entities import EntityService
 from urbanos.settings import Settings
+from urbanos.storage import open_store
 from urbanos.storage.base import EntityStore, Write
 from urbanos.storage.memory import MemoryStore
-from urbanos.storage.sqlite import SqliteStore
 from urbanos.types import JSONObject
 from urbanos.workers import Workers, start_workers
 
@@ -49,8 +52,26 @@ class Rig:
         return self.workers.engine
 
 
-def open_store(kind: str, path: Path) -> EntityStore:
-    return MemoryStore() if kind == "memory" else SqliteStore(path / "u.db")
+#: opens a new store on the same data each call (a restart of the process)
+Reopen = Callable[[], EntityStore]
+
+
+def store_factory(request: pytest.FixtureRequest, kind: str, path: Path) -> Iterator[Reopen]:
+    """Stores of ``kind`` that share their data; PostgreSQL's is emptied afterwards."""
+    if kind == "memory":
+        yield MemoryStore
+    elif kind == "sqlite":
+        yield lambda: open_store(f"sqlite:///{path}/u.db")
+    else:
+        url: str = request.getfixturevalue("postgres_database")
+        yield lambda: open_store(url)
+        reset_postgres(url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Reopen]:
+    """A store that keeps its outbox across a restart."""
+    yield from store_factory(request, request.param, tmp_path)
 
 
 async def start(store: EntityStore, subs: FakeSubscriptions, settings: Settings = FAST,
@@ -59,9 +80,14 @@ async def start(store: EntityStore, subs: FakeSubscriptions, settings: Settings 
     return Rig(store, subs, workers, EntityService(store))
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
-    store = open_store(request.param, tmp_path)
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Reopen]:
+    yield from store_factory(request, request.param, tmp_path)
+
+
+@pytest.fixture
+async def rig(reopen: Reopen) -> AsyncIterator[Rig]:
+    store = reopen()
     await store.open()
     r = await start(store, FakeSubscriptions())
     yield r
@@ -174,8 +200,8 @@ async def test_a_hanging_receiver_delays_neither_writes_nor_others(
     assert len(receiver.on("/hang")) <= FAST.notify_concurrency
 
 
-async def test_memory_holds_a_bounded_number_per_endpoint(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "u.db")
+async def test_memory_holds_a_bounded_number_per_endpoint(durable: Reopen) -> None:
+    store = durable()
     await store.open()
     subs = FakeSubscriptions()
     settings = Settings(notify_queue=3, notify_concurrency=1, notify_timeout=30.0)
@@ -232,12 +258,11 @@ async def test_periodic_notifications_are_sent(rig: Rig, receiver: Receiver) -> 
     assert got.json()["data"][0]["id"] == "urn:periodic"
 
 
-async def test_pending_work_survives_a_restart(tmp_path: Path) -> None:
+async def test_pending_work_survives_a_restart(durable: Reopen) -> None:
     """Stopped while the receiver is down: the next process delivers it."""
-    path = tmp_path / "u.db"
     with Receiver() as first:
         port = first.port
-    store = SqliteStore(path)
+    store = durable()
     await store.open()
     subs = FakeSubscriptions()
     subs.add("urn:s:1", f"http://127.0.0.1:{port}/later")
@@ -249,7 +274,7 @@ async def test_pending_work_survives_a_restart(tmp_path: Path) -> None:
     await store.close()
 
     with Receiver(port) as back:
-        store = SqliteStore(path)
+        store = durable()
         await store.open()
         rig = await start(store, subs, slow)
         got = await back.await_("/later", 1)
@@ -259,10 +284,9 @@ async def test_pending_work_survives_a_restart(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_changes_recorded_before_start_are_picked_up(tmp_path: Path) -> None:
+async def test_changes_recorded_before_start_are_picked_up(durable: Reopen) -> None:
     """A change that committed but was never matched (crash) is matched after restart."""
-    path = tmp_path / "u.db"
-    store = SqliteStore(path)
+    store = durable()
     await store.open()
     subs = FakeSubscriptions()
     rig = await start(store, subs)
@@ -271,7 +295,7 @@ async def test_changes_recorded_before_start_are_picked_up(tmp_path: Path) -> No
     await store.close()
     with Receiver() as receiver:
         subs.add("urn:s:1", f"{receiver.base}/late")
-        store = SqliteStore(path)
+        store = durable()
         await store.open()
         rig = await start(store, subs)
         assert len(await receiver.await_("/late", 1)) == 1

@@ -1,7 +1,8 @@
 """Notifications end to end through the API: subscribe, write, a real HTTP receiver gets them.
 
 The app runs in-process (its lifespan starts the delivery workers); the receivers are
-HTTP servers on 127.0.0.1. Stores: SQLite and memory (the ones with an outbox).
+HTTP servers on 127.0.0.1. Stores: every one (``store_url`` of tests/conftest.py), each
+with its own outbox; PostgreSQL is skipped with ``URBANOS_TEST_POSTGRES=0``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,11 +21,6 @@ from urbanos.settings import Settings
 LD = "application/ld+json"
 CORE = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
 LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"'
-
-
-@pytest.fixture(params=["sqlite", "memory"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/n.db" if request.param == "sqlite" else "memory://"
 
 
 @pytest.fixture
