@@ -4,6 +4,9 @@ Every function takes the tenant's schema; table names are composed with
 ``psycopg.sql.Identifier`` and every value is a bound parameter. ``query`` narrows
 candidates in SQL (``filters``) and evaluates what SQL cannot decide exactly with
 ``core.selection.matches``, in insertion (``pk``) order, like the SQLite store.
+
+PostgreSQL text and JSONB cannot hold the character U+0000, which JSON allows in strings:
+a write carrying one is refused as bad request data rather than failing as a server error.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
+import psycopg
 import shapely
 from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
@@ -61,14 +65,33 @@ async def get_many(
 
 async def write(conn: AsyncConnection, schema: str, writes: list[Write]) -> None:
     """Apply writes in order; consecutive puts (and deletes) go as one batch."""
-    run: list[Write] = []
-    for w in writes:
-        if run and run[-1].op != w.op:
+    try:
+        run: list[Write] = []
+        for w in writes:
+            if run and run[-1].op != w.op:
+                await _flush(conn, schema, run)
+                run = []
+            run.append(w)
+        if run:
             await _flush(conn, schema, run)
-            run = []
-        run.append(w)
-    if run:
-        await _flush(conn, schema, run)
+    except psycopg.DataError as exc:
+        # checked only once a write failed: the successful path pays nothing for it
+        if any(w.entity is not None and _has_nul(w.entity) for w in writes):
+            raise BadRequestData(
+                "strings containing the character U+0000 cannot be stored"
+            ) from exc
+        raise
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether U+0000 occurs in any key or string of a JSON value."""
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, dict):
+        return any("\0" in k or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 async def _flush(conn: AsyncConnection, schema: str, run: list[Write]) -> None:
