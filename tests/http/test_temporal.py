@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,11 +13,6 @@ NOT_FOUND = "https://uri.etsi.org/ngsi-ld/errors/ResourceNotFound"
 EID = "urn:ngsi-ld:River:kuma"
 DEFAULT = "https://uri.etsi.org/ngsi-ld/default-context/"
 
-
-@pytest.fixture(params=["sqlite", "memory"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The stores with a history flavour (PostgreSQL has none yet)."""
-    return f"sqlite:///{tmp_path}/test.db" if request.param == "sqlite" else "memory://"
 
 
 def obs(value: Any, minute: int, **extra: Any) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,11 +11,6 @@ BAD = "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
 INVALID = "https://uri.etsi.org/ngsi-ld/errors/InvalidRequest"
 WINDOW = "timerel=after&timeAt=2024-05-01T00:00:00Z"
 
-
-@pytest.fixture(params=["sqlite", "memory"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The stores with a history flavour (PostgreSQL has none yet)."""
-    return f"sqlite:///{tmp_path}/test.db" if request.param == "sqlite" else "memory://"
 
 
 def obs(value: Any, minute: int, hour: int = 10, **extra: Any) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -34,11 +33,6 @@ def mosquitto_up() -> bool:
 pytestmark = pytest.mark.skipif(
     not mosquitto_up() and not os.environ.get("CI"), reason="no MQTT broker on 127.0.0.1:1883"
 )
-
-
-@pytest.fixture(params=["sqlite", "memory"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/m.db" if request.param == "sqlite" else "memory://"
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
 
 from urbanos.core.temporal import (
     Aggregation,
@@ -63,18 +62,6 @@ _S = "urbanos.temporal_series"
 _E = "urbanos.temporal_entities"
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 async def _all(conn: AsyncConnection, query: str, params: Iterable[Any] = ()) -> list[Any]:
     cur = await conn.execute(query, tuple(params))  # type: ignore[arg-type]
     return await cur.fetchall()
@@ -100,38 +87,65 @@ class PostgresTemporalStore:
     # -- the write hook (runs inside the entity store's transaction) ----------------------
     async def record(self, conn: AsyncConnection, tenant: str, writes: list[Write]) -> None:
         pending: list[tuple[int, list[NewInstance], bool]] = []
+        segment: list[tuple[Write, Directive]] = []
+        ids: set[str] = set()
+
+        async def flush() -> None:
+            """The entity rows of the writes so far, in one statement, then their purges."""
+            rows = await self._entity_rows(conn, tenant, [w for w, _ in segment])
+            for (w, d), (pk, now) in zip(segment, rows, strict=True):
+                for attr, dataset in d.purge:
+                    await _purge_series(conn, pk, attr, dataset)
+                pending.append((pk, derive_instances(w.before, w.entity, now, skip=d.skip), False))
+                if d.explicit:
+                    pending.append((pk, d.explicit, d.replace_observed))
+            segment.clear()
+            ids.clear()
+
         for w in writes:
             d = self.directives.take(w)
             if d is not None and d.purge_entity:
+                await flush()  # the writes before it keep their order
                 await _purge_entity(conn, tenant, w.entity_id)
                 continue
-            pk, now = await self._entity_row(conn, tenant, w)
-            d = d or Directive()
-            for attr, dataset in d.purge:
-                await _purge_series(conn, pk, attr, dataset)
-            pending.append((pk, derive_instances(w.before, w.entity, now, skip=d.skip), False))
-            if d.explicit:
-                pending.append((pk, d.explicit, d.replace_observed))
+            if w.entity_id in ids:
+                await flush()  # one statement may upsert an id once
+            segment.append((w, d or Directive()))
+            ids.add(w.entity_id)
+        await flush()
         if pending:
             await _insert(conn, pending)
 
-    async def _entity_row(self, conn: AsyncConnection, tenant: str, w: Write) -> tuple[int, str]:
-        after = w.entity
-        now = str(after.get("modifiedAt") or self.clock()) if after else self.clock()
-        doc = after or w.before or {}
-        scope = doc.get("scope") if after is not None else None
-        row = await _one(
+    async def _entity_rows(
+        self, conn: AsyncConnection, tenant: str, writes: list[Write]
+    ) -> list[tuple[int, str]]:
+        """(pk, time) of each write's ``temporal_entities`` row, upserted in one statement;
+        the rows travel as one JSON array (arrays of jsonb are encoded per element)."""
+        if not writes:
+            return []
+        items: list[list[Any]] = []
+        times: list[str] = []
+        for w in writes:
+            after = w.entity
+            now = str(after.get("modifiedAt") or self.clock()) if after else self.clock()
+            doc = after or w.before or {}
+            scope = doc.get("scope") if after is not None else None
+            items.append([w.entity_id, doc.get("type", []), scope or None,
+                          doc.get("createdAt", now), now, None if after is not None else now])
+            times.append(now)
+        rows = await _all(
             conn,
             f"""INSERT INTO {_E} (tenant, id, types, scope, created_at, modified_at, deleted_at)
-               VALUES (%s, %s, %s, %s, %s, %s, %s)
+               SELECT %s, x->>0, x->1, NULLIF(x->2, 'null'), x->>3, x->>4, x->>5
+               FROM jsonb_array_elements(%s::jsonb) AS x
                ON CONFLICT (tenant, id) DO UPDATE SET types = excluded.types,
                    scope = excluded.scope, modified_at = excluded.modified_at,
                    deleted_at = excluded.deleted_at
-               RETURNING pk""",
-            (tenant, w.entity_id, Jsonb(doc.get("type", [])), Jsonb(scope) if scope else None,
-             doc.get("createdAt", now), now, None if after is not None else now),
+               RETURNING id, pk""",
+            (tenant, orjson.dumps(items).decode()),
         )
-        return int(row[0]), now
+        pks = {eid: int(pk) for eid, pk in rows}
+        return [(pks[w.entity_id], now) for w, now in zip(writes, times, strict=True)]
 
     # -- reads ---------------------------------------------------------------------------
     async def entity(self, tenant: str, entity_id: str) -> TemporalEntity | None:
