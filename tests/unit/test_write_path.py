@@ -78,7 +78,7 @@ def _instance(rnd: random.Random, name: str) -> JSONObject:
 
 def _random_entity(rnd: random.Random, eid: str) -> JSONObject:
     names = rnd.sample(["p", "q", "location", "rel"], rnd.randint(0, 4))
-    attrs = {name: [_instance(rnd, name)] for name in names}
+    attrs = {name: [{**_instance(rnd, name), "modifiedAt": rnd.choice("ab")}] for name in names}
     if "q" in attrs and rnd.random() < 0.5:
         attrs["q"].append({**_instance(rnd, "q"), "datasetId": "urn:ds:1"})
     return {"id": eid, "type": rnd.sample(["A", "B"], rnd.randint(1, 2)), "attrs": attrs}

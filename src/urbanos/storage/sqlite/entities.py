@@ -73,7 +73,8 @@ def put(conn: sqlite3.Connection, tenant: str, entity: JSONObject) -> None:
 
     Index rows are a function of the types and of each attribute's instances, so only what
     differs from the stored document is rewritten: a new entity has no rows to remove, and
-    an update touching one attribute rewrites that attribute's rows alone.
+    an update rewrites the rows of the attributes whose rows differ (a new modifiedAt alone
+    changes none).
     """
     doc = orjson.dumps(entity)
     types: list[str] = entity.get("type", [])
@@ -87,7 +88,7 @@ def put(conn: sqlite3.Connection, tenant: str, entity: JSONObject) -> None:
         ).lastrowid
         assert pk is not None
         _index_types(conn, tenant, pk, types)
-        _index_attrs(conn, tenant, pk, attrs)
+        _index_attrs(conn, _attr_rows(tenant, pk, attrs))
         return
     pk, stored = row
     conn.execute("UPDATE entities SET doc = ? WHERE pk = ?", (doc, pk))
@@ -96,11 +97,18 @@ def put(conn: sqlite3.Connection, tenant: str, entity: JSONObject) -> None:
         conn.execute("DELETE FROM entity_types WHERE pk = ?", (pk,))
         _index_types(conn, tenant, pk, types)
     old_attrs: dict[str, list[JSONObject]] = old["attrs"]
-    changed = {name: insts for name, insts in attrs.items() if old_attrs.get(name) != insts}
+    changed = {
+        name: insts for name, insts in attrs.items()
+        if old_attrs.get(name) != insts and (
+            name not in old_attrs
+            or _attr_rows(tenant, pk, {name: old_attrs[name]})
+            != _attr_rows(tenant, pk, {name: insts})
+        )
+    }
     stale = [name for name in old_attrs if name in changed or name not in attrs]
     if stale:
         _unindex_attrs(conn, tenant, pk, stale)
-    _index_attrs(conn, tenant, pk, changed)
+    _index_attrs(conn, _attr_rows(tenant, pk, changed))
 
 
 def _index_types(conn: sqlite3.Connection, tenant: str, pk: int, types: list[str]) -> None:
@@ -110,13 +118,18 @@ def _index_types(conn: sqlite3.Connection, tenant: str, pk: int, types: list[str
     )
 
 
-def _index_attrs(
-    conn: sqlite3.Connection, tenant: str, pk: int, attrs: dict[str, list[JSONObject]]
-) -> None:
-    """The attribute-name, scalar-value and bounding-box rows of ``attrs``."""
+#: an entity's attribute-name, scalar-value and bounding-box rows
+AttrRows = tuple[
+    set[tuple[str, str, str, int]],
+    list[tuple[str, str, float | None, str | None, int]],
+    list[tuple[str, int, str, tuple[float, float, float, float]]],
+]
+
+
+def _attr_rows(tenant: str, pk: int, attrs: dict[str, list[JSONObject]]) -> AttrRows:
     kinds: set[tuple[str, str, str, int]] = set()
     values: list[tuple[str, str, float | None, str | None, int]] = []
-    shapes: list[tuple[str, tuple[float, float, float, float]]] = []
+    shapes: list[tuple[str, int, str, tuple[float, float, float, float]]] = []
     for name, instances in attrs.items():
         for inst in instances:
             kind = inst.get("type", "Property")
@@ -125,9 +138,14 @@ def _index_attrs(
                 values.extend((tenant, name, num, text, pk) for num, text in scalars(inst))
                 continue
             try:
-                shapes.append((name, geo.geometry_bbox(inst["value"])))
+                shapes.append((tenant, pk, name, geo.geometry_bbox(inst["value"])))
             except Exception:  # noqa: BLE001 - an unindexable shape is still stored
                 continue
+    return kinds, values, shapes
+
+
+def _index_attrs(conn: sqlite3.Connection, rows: AttrRows) -> None:
+    kinds, values, shapes = rows
     if kinds:
         conn.executemany(
             "INSERT OR IGNORE INTO entity_attrs (tenant, attr, kind, pk) VALUES (?, ?, ?, ?)",
@@ -138,7 +156,7 @@ def _index_attrs(
             "INSERT INTO attr_values (tenant, attr, num, str, pk) VALUES (?, ?, ?, ?, ?)",
             values,
         )
-    for name, (minx, miny, maxx, maxy) in shapes:
+    for tenant, pk, name, (minx, miny, maxx, maxy) in shapes:
         gid = conn.execute(
             "INSERT INTO geo_keys (tenant, pk, attr) VALUES (?, ?, ?)", (tenant, pk, name)
         ).lastrowid
