@@ -21,6 +21,7 @@ from urbanos.core.jsonld import core_term_map
 from urbanos.core.model import NULL_URN
 from urbanos.errors import InvalidRequest, NgsiLdError
 from urbanos.http.negotiation import parse_json
+from urbanos.services.entities import EntityService
 from urbanos.storage.base import Write
 from urbanos.storage.outbox import open_outbox
 from urbanos.storage.sqlite import SqliteStore, entities
@@ -250,3 +251,24 @@ def test_operations_leave_the_entity_they_start_from_as_it_was(op: Any) -> None:
     out = op(entity)
     assert entity == _stored()
     assert out is not None and (out if isinstance(out, dict) else out.entity) != entity
+
+
+async def test_batch_upsert_reports_each_id_once_in_first_order(tmp_path: Path) -> None:
+    """An id given twice in one batch is created by the first entry, updated by the second,
+    and reported once, where it first came."""
+    store = SqliteStore(tmp_path / "b.db")
+    await store.open()
+    service = EntityService(store, clock=lambda: "2024-01-01T00:00:00Z")
+    p = {"type": "Property", "value": 1}
+    try:
+        await service.batch_upsert("", [{**DOC, "id": "urn:e:0", "attrs": {"p": [p]}}],
+                                   replace=True)
+        batch = [{**DOC, "id": eid, "attrs": {name: [p]}}
+                 for eid, name in [("urn:e:2", "p"), ("urn:e:0", "q"), ("urn:e:2", "q")]]
+        result = await service.batch_upsert("", batch, replace=False)
+        assert result.success == ["urn:e:2", "urn:e:0"] and result.created == ["urn:e:2"]
+        stored = await store.get_many("", ["urn:e:0", "urn:e:2"])
+        assert {k: sorted(v["attrs"]) for k, v in stored.items()} == {
+            "urn:e:0": ["p", "q"], "urn:e:2": ["p", "q"]}
+    finally:
+        await store.close()

@@ -248,8 +248,7 @@ class EntityService:
                         old, entity["attrs"], now, no_overwrite=False,
                         types=entity.get("type"), scope=entity.get("scope"),
                     ).entity
-                if eid not in result.success:
-                    result.success.append(eid)
+            result.success = list(dict.fromkeys(e["id"] for e in entities))  # in first order
             writes = [_put(before.get(eid), current[eid]) for eid in result.success]
             return writes, result
 

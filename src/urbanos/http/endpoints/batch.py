@@ -64,8 +64,8 @@ async def _expand_all(
                 terms = await contexts.term_map(item["@context"], tenant=ctx.tenant)
             elif "@context" in item:
                 raise BadRequestData("an application/json entity must not carry @context")
-            body = {k: v for k, v in item.items() if k != "@context"}
-            good.append(expand_entity(body, terms, now, require_type=require_type, merge=merge))
+            # expand_entity leaves @context (an entity key, not an attribute) out itself
+            good.append(expand_entity(item, terms, now, require_type=require_type, merge=merge))
         except NgsiLdError as exc:
             result.errors.append((raw_id if isinstance(raw_id, str) else None, exc))
     return good, result
