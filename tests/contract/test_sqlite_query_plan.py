@@ -92,3 +92,39 @@ def test_probe_counts_are_reused_exact_or_as_lower_bounds(tmp_path: Path) -> Non
     stale.count(conn, f, 100)
     stale.count(conn, f, 100)
     assert len(statements) == 5
+
+
+async def test_a_file_of_the_earlier_shape_is_upgraded_on_open(tmp_path: Path) -> None:
+    """Value rows written before they carried the entity's types are rebuilt once, and
+    queries over them select what they did."""
+    path = tmp_path / "old.db"
+    store = SqliteStore(path)
+    await store.open()
+    await store.apply("t", [Write("put", f"urn:s:{n:04d}", sensor(n)) for n in range(60)])
+    await store.close()
+    old = sqlite3.connect(path, isolation_level=None)
+    old.executescript(
+        """DROP INDEX attr_values_num_type; DROP INDEX attr_values_str_type;
+           DROP INDEX attr_values_pk_attr;
+           CREATE TABLE v AS SELECT DISTINCT tenant, attr, num, str, pk FROM attr_values;
+           DROP TABLE attr_values; ALTER TABLE v RENAME TO attr_values;
+           CREATE INDEX attr_values_num_pk ON attr_values (tenant, attr, num, pk);
+           CREATE INDEX attr_values_by_pk ON attr_values (pk, attr);"""
+    )
+    old.close()
+    reference, upgraded = MemoryStore(), SqliteStore(path)
+    await reference.apply("t", [Write("put", f"urn:s:{n:04d}", sensor(n)) for n in range(60)])
+    await upgraded.open()
+    try:
+        query = EntityQuery(types=parse_type_expr("Sensor", lambda t: X + t),
+                            q=parse_q("level>40", lambda a: X + a), count=True)
+        want, got = await reference.query("t", query), await upgraded.query("t", query)
+        assert want.total and [e["id"] for e in got.entities] == [e["id"] for e in want.entities]
+        conn = sqlite3.connect(path)
+        indexes = {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE tbl_name = 'attr_values' AND type = 'index'")}
+        assert indexes == {"attr_values_num_type", "attr_values_str_type", "attr_values_pk_attr"}
+        assert conn.execute("SELECT count(*) FROM attr_values WHERE type IS NULL").fetchone() == (0,)
+        conn.close()
+    finally:
+        await upgraded.close()

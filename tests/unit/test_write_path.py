@@ -58,7 +58,7 @@ def _index_rows(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
     queries = {
         "types": "SELECT tenant, type, pk FROM entity_types",
         "attrs": "SELECT tenant, attr, kind, pk FROM entity_attrs",
-        "values": "SELECT tenant, attr, num, str, pk FROM attr_values",
+        "values": "SELECT tenant, attr, type, num, str, pk FROM attr_values",
         "geo": """SELECT k.tenant, k.attr, g.minx, g.maxx, g.miny, g.maxy, k.pk
                   FROM geo_keys k JOIN geo_index g ON g.gid = k.gid""",
     }

@@ -40,6 +40,7 @@ class SqliteStore:
 
     async def open(self) -> None:
         await self.db.open(SCHEMA)
+        await self.db.transact(entities.upgrade)
 
         def tenants(conn: sqlite3.Connection) -> set[str]:
             conn.execute("INSERT OR IGNORE INTO tenants (name) VALUES (?)", (DEFAULT_TENANT,))

@@ -56,6 +56,23 @@ def _chunks(items: list[T], size: int) -> Iterable[list[T]]:
         yield items[i : i + size]
 
 
+def upgrade(conn: sqlite3.Connection) -> None:
+    """Bring the index tables of a file written by an earlier version to this shape, then
+    create the value indexes (idempotent; runs at every open)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(attr_values)")}
+    if "type" not in columns:  # value rows gained the entity's types
+        conn.execute("ALTER TABLE attr_values RENAME TO attr_values_old")
+        conn.execute(q_sql.VALUES_TABLE)
+        conn.execute(
+            """INSERT INTO attr_values (tenant, attr, type, num, str, pk)
+               SELECT v.tenant, v.attr, t.type, v.num, v.str, v.pk
+               FROM attr_values_old v LEFT JOIN entity_types t ON t.pk = v.pk"""
+        )
+        conn.execute("DROP TABLE attr_values_old")
+    for statement in q_sql.VALUE_INDEXES:
+        conn.execute(statement)
+
+
 def get_many(conn: sqlite3.Connection, tenant: str, ids: Iterable[str]) -> dict[str, JSONObject]:
     found: dict[str, JSONObject] = {}
     for chunk in _chunks(list(dict.fromkeys(ids)), 500):
@@ -88,27 +105,28 @@ def put(conn: sqlite3.Connection, tenant: str, entity: JSONObject) -> None:
         ).lastrowid
         assert pk is not None
         _index_types(conn, tenant, pk, types)
-        _index_attrs(conn, _attr_rows(tenant, pk, attrs))
+        _index_attrs(conn, _attr_rows(tenant, pk, types, attrs))
         return
     pk, stored = row
     conn.execute("UPDATE entities SET doc = ? WHERE pk = ?", (doc, pk))
     old: JSONObject = orjson.loads(stored)
-    if old.get("type", []) != types:
+    retyped = old.get("type", []) != types  # value rows carry the types: all rewritten
+    if retyped:
         conn.execute("DELETE FROM entity_types WHERE pk = ?", (pk,))
         _index_types(conn, tenant, pk, types)
     old_attrs: dict[str, list[JSONObject]] = old["attrs"]
     changed = {
         name: insts for name, insts in attrs.items()
-        if old_attrs.get(name) != insts and (
+        if retyped or old_attrs.get(name) != insts and (
             name not in old_attrs
-            or _attr_rows(tenant, pk, {name: old_attrs[name]})
-            != _attr_rows(tenant, pk, {name: insts})
+            or _attr_rows(tenant, pk, types, {name: old_attrs[name]})
+            != _attr_rows(tenant, pk, types, {name: insts})
         )
     }
     stale = [name for name in old_attrs if name in changed or name not in attrs]
     if stale:
         _unindex_attrs(conn, tenant, pk, stale)
-    _index_attrs(conn, _attr_rows(tenant, pk, changed))
+    _index_attrs(conn, _attr_rows(tenant, pk, types, changed))
 
 
 def _index_types(conn: sqlite3.Connection, tenant: str, pk: int, types: list[str]) -> None:
@@ -121,21 +139,25 @@ def _index_types(conn: sqlite3.Connection, tenant: str, pk: int, types: list[str
 #: an entity's attribute-name, scalar-value and bounding-box rows
 AttrRows = tuple[
     set[tuple[str, str, str, int]],
-    list[tuple[str, str, float | None, str | None, int]],
+    list[tuple[str, str, str | None, float | None, str | None, int]],
     list[tuple[str, int, str, tuple[float, float, float, float]]],
 ]
 
 
-def _attr_rows(tenant: str, pk: int, attrs: dict[str, list[JSONObject]]) -> AttrRows:
+def _attr_rows(
+    tenant: str, pk: int, types: list[str], attrs: dict[str, list[JSONObject]]
+) -> AttrRows:
     kinds: set[tuple[str, str, str, int]] = set()
-    values: list[tuple[str, str, float | None, str | None, int]] = []
+    values: list[tuple[str, str, str | None, float | None, str | None, int]] = []
+    typed: list[str | None] = [*types] or [None]
     shapes: list[tuple[str, int, str, tuple[float, float, float, float]]] = []
     for name, instances in attrs.items():
         for inst in instances:
             kind = inst.get("type", "Property")
             kinds.add((tenant, name, kind, pk))
             if kind != "GeoProperty":
-                values.extend((tenant, name, num, text, pk) for num, text in scalars(inst))
+                values.extend((tenant, name, t, num, text, pk)
+                              for num, text in scalars(inst) for t in typed)
                 continue
             try:
                 shapes.append((tenant, pk, name, geo.geometry_bbox(inst["value"])))
@@ -153,7 +175,7 @@ def _index_attrs(conn: sqlite3.Connection, rows: AttrRows) -> None:
         )
     if values:
         conn.executemany(
-            "INSERT INTO attr_values (tenant, attr, num, str, pk) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO attr_values (tenant, attr, type, num, str, pk) VALUES (?, ?, ?, ?, ?, ?)",
             values,
         )
     for tenant, pk, name, (minx, miny, maxx, maxy) in shapes:
@@ -238,7 +260,8 @@ def query(
                 [tenant, query.geo.geoproperty, maxx, minx, maxy, miny],
             ))
     if query.q is not None:
-        filters.extend(q_sql.q_filter(query.q, tenant))
+        typed = simple_type_set(query.types) if query.types is not None else None
+        filters.extend(q_sql.q_filter(query.q, tenant, typed))
     driver, checks = _plan(conn, filters, counts)
     if driver is not None:  # tenant-scoped already; dropping e.tenant lets SQLite seek by pk
         where, params = where[1:], params[1:]

@@ -33,17 +33,23 @@ from urbanos.core.query.ast import (
 )
 from urbanos.core.timeutil import parse_datetime
 
+#: one row per (scalar, entity type): a comparison under a type selection reads only the
+#: rows of those types, and an entity without types has one row with a NULL type
+VALUES_TABLE = """CREATE TABLE IF NOT EXISTS attr_values (
+    tenant TEXT NOT NULL, attr TEXT NOT NULL, type TEXT, num REAL, str TEXT, pk INTEGER NOT NULL)"""
 SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS attr_values (
-        tenant TEXT NOT NULL, attr TEXT NOT NULL, num REAL, str TEXT, pk INTEGER NOT NULL)""",
-    # covering (pk last) so that selecting candidates never reads the table; the pk index
-    # serves the per-entity checks and the deletes
-    "DROP INDEX IF EXISTS attr_values_num",
-    "DROP INDEX IF EXISTS attr_values_str",
-    "DROP INDEX IF EXISTS attr_values_pk",
-    "CREATE INDEX IF NOT EXISTS attr_values_num_pk ON attr_values (tenant, attr, num, pk)",
-    "CREATE INDEX IF NOT EXISTS attr_values_str_pk ON attr_values (tenant, attr, str, pk)",
-    "CREATE INDEX IF NOT EXISTS attr_values_by_pk ON attr_values (pk, attr)",
+    VALUES_TABLE,
+    *(f"DROP INDEX IF EXISTS {old}" for old in (  # earlier shapes of the indexes
+        "attr_values_num", "attr_values_str", "attr_values_pk", "attr_values_num_pk",
+        "attr_values_str_pk", "attr_values_by_pk")),
+]
+#: covering (type and pk after the value) so that selecting candidates, with or without a
+#: type selection, never reads the table; (pk, attr) serves per-entity checks and deletes.
+#: Created by ``entities.upgrade`` once the table has its current columns.
+VALUE_INDEXES = [
+    "CREATE INDEX IF NOT EXISTS attr_values_num_type ON attr_values (tenant, attr, num, type, pk)",
+    "CREATE INDEX IF NOT EXISTS attr_values_str_type ON attr_values (tenant, attr, str, type, pk)",
+    "CREATE INDEX IF NOT EXISTS attr_values_pk_attr ON attr_values (pk, attr)",
 ]
 _SQL_OPS = {Op.EQ: "=", Op.GT: ">", Op.GE: ">=", Op.LT: "<", Op.LE: "<="}
 
@@ -88,17 +94,20 @@ class Filter:
         )
 
 
-def q_filter(expr: QExpr, tenant: str) -> list[Filter]:
-    """Conditions that every match of ``expr`` satisfies, each a ``SELECT pk ...``."""
+def q_filter(
+    expr: QExpr, tenant: str, types: frozenset[str] | None = None
+) -> list[Filter]:
+    """Conditions that every match of ``expr`` satisfies; ``types``, when the query selects
+    entities of these types only, narrows the value comparisons to their rows."""
     if isinstance(expr, And):
-        return [f for c in expr.children for f in q_filter(c, tenant)]
+        return [f for c in expr.children for f in q_filter(c, tenant, types)]
     if isinstance(expr, Or):
-        branches = [q_filter(c, tenant) for c in expr.children]
+        branches = [q_filter(c, tenant, types) for c in expr.children]
         if any(not b for b in branches):
             return []
         return [Filter.any_of([Filter.all_of(b) for b in branches])]
     if isinstance(expr, Comparison) and _plain(expr.path):
-        exact = _comparison(expr, tenant)
+        exact = _comparison(expr, tenant, types)
         if exact is not None:
             return [exact]
     if isinstance(expr, Exists | Comparison | Pattern) and _attribute(expr.path):
@@ -114,14 +123,21 @@ def _plain(path: AttrPath) -> bool:
     return _attribute(path) and not path.sub and not path.compound and path.linked is None
 
 
-def _values(where: str, params: list[Any], tenant: str, attr: str) -> Filter:
+def _values(
+    where: str, params: list[Any], tenant: str, attr: str, types: frozenset[str] | None
+) -> Filter:
+    if types is not None:
+        where += f" AND type IN ({','.join('?' * len(types))})"
+        params = [*params, *sorted(types)]
     return Filter.of(
         "attr_values", f"tenant = ? AND attr = ? AND {where}", [tenant, attr, *params],
-        index="attr_values_by_pk",
+        index="attr_values_pk_attr",
     )
 
 
-def _comparison(expr: Comparison, tenant: str) -> Filter | None:
+def _comparison(
+    expr: Comparison, tenant: str, types: frozenset[str] | None
+) -> Filter | None:
     attr, value = expr.path.attr, expr.value
     if isinstance(value, Scalar):
         column = _column(value)
@@ -129,13 +145,15 @@ def _comparison(expr: Comparison, tenant: str) -> Filter | None:
             return None
         if column == "str" and expr.op != Op.EQ:
             return None
-        return _values(f"{column} {_SQL_OPS[expr.op]} ?", [value.value], tenant, attr)
+        return _values(f"{column} {_SQL_OPS[expr.op]} ?", [value.value], tenant, attr, types)
     if expr.op != Op.EQ:
         return None
     if isinstance(value, Range):
         if _column(value.low) != "num" or _column(value.high) != "num":
             return None
-        return _values("num BETWEEN ? AND ?", [value.low.value, value.high.value], tenant, attr)
+        return _values(
+            "num BETWEEN ? AND ?", [value.low.value, value.high.value], tenant, attr, types
+        )
     if isinstance(value, ValueList):
         columns = [_column(item) for item in value.items]
         if any(c is None for c in columns):
@@ -147,7 +165,7 @@ def _comparison(expr: Comparison, tenant: str) -> Filter | None:
             ors.append(f"num IN ({','.join('?' * len(nums))})")
         if strs:
             ors.append(f"str IN ({','.join('?' * len(strs))})")
-        return _values("(" + " OR ".join(ors) + ")", [*nums, *strs], tenant, attr)
+        return _values("(" + " OR ".join(ors) + ")", [*nums, *strs], tenant, attr, types)
     return None
 
 
