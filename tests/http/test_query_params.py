@@ -101,3 +101,19 @@ async def test_query_body_ids_pick_and_ordering(seeded: httpx.AsyncClient) -> No
         {"id": "urn:ngsi-ld:Vehicle:2", "speed": {"type": "Property", "value": 120}},
         {"id": "urn:ngsi-ld:Vehicle:1", "speed": {"type": "Property", "value": 80}},
     ]
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [("speed<12345678901234567890", ["urn:ngsi-ld:Vehicle:1", "urn:ngsi-ld:Vehicle:2",
+                                     "urn:ngsi-ld:Vehicle:3"]),
+     ("speed>12345678901234567890", []),
+     ("speed==12345678901234567890,80", ["urn:ngsi-ld:Vehicle:1"]),
+     ("speed==-1" + "0" * 400 + "..100", ["urn:ngsi-ld:Vehicle:1", "urn:ngsi-ld:Vehicle:3"])],
+)
+async def test_numbers_beyond_64_bits_compare_as_numbers(
+    seeded: httpx.AsyncClient, q: str, expected: list[str]
+) -> None:
+    r = await seeded.get("entities", params={"type": "Vehicle", "q": q})
+    assert r.status_code == 200, r.text
+    assert sorted(e["id"] for e in r.json()) == expected

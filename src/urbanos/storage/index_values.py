@@ -8,6 +8,7 @@ lose matches, so this is the one definition both stores index with.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,3 +40,12 @@ def _flatten(value: Any) -> Iterator[tuple[float | None, str | None]]:
     elif isinstance(value, dict) and all(isinstance(v, str | list) for v in value.values()):
         for v in value.values():  # a languageMap
             yield from _flatten(v)
+
+
+def indexed_number(number: int | float) -> float:
+    """A q literal as the double the index holds: an integer beyond 64 bits cannot be bound
+    as is, and one beyond a double's range compares as an infinity."""
+    try:
+        return float(number)
+    except OverflowError:
+        return math.inf if number > 0 else -math.inf

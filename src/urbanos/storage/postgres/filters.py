@@ -50,6 +50,7 @@ from urbanos.core.query.ast import (
     parse_datetime,
 )
 from urbanos.core.selection import EntitySelector
+from urbanos.storage.index_values import indexed_number
 
 Cond = tuple[sql.Composable, list[Any]]
 
@@ -158,19 +159,20 @@ def _indexed_test(expr: Comparison, schema: str) -> Cond | None:
         if not _sql_comparable(value, ordered=ordered):
             return None
         column = "num" if value.kind is ValueKind.NUMBER else "str"
-        where, args = f"{column} {_JSONPATH_OPS[op].replace('==', '=')} %s", [value.value]
+        where = f"{column} {_JSONPATH_OPS[op].replace('==', '=')} %s"
+        args = [_literal(value)]
     elif op is not Op.EQ:
         return None
     elif isinstance(value, Range):
         if value.low.kind is not ValueKind.NUMBER or value.high.kind is not ValueKind.NUMBER:
             return None
-        where, args = "num BETWEEN %s AND %s", [value.low.value, value.high.value]
+        where, args = "num BETWEEN %s AND %s", [_literal(value.low), _literal(value.high)]
     else:
         items = value.items
         if not all(_sql_comparable(i, ordered=False) and i.kind is not ValueKind.BOOLEAN
                    for i in items):
             return None
-        nums = [i.value for i in items if i.kind is ValueKind.NUMBER]
+        nums = [_literal(i) for i in items if i.kind is ValueKind.NUMBER]
         strs = [i.value for i in items if i.kind is not ValueKind.NUMBER]
         where = "(num = ANY(%s::float8[]) OR str = ANY(%s::text[]))"
         args = [nums, strs]
@@ -213,6 +215,14 @@ def _value_test(expr: Comparison) -> tuple[str, dict[str, Any]] | None:
         test = f"@ >= {var(value.low)} && @ <= {var(value.high)}"
     members = " || ".join(f"exists(@.{m} ? ({test}))" for m in _MEMBERS)
     return f"$[*] ? ({members})", variables
+
+
+def _literal(value: Scalar) -> Any:
+    """A literal bound against ``attr_values``: numbers as the double the index holds."""
+    number = value.value
+    if value.kind is ValueKind.NUMBER and isinstance(number, int | float):
+        return indexed_number(number)
+    return number
 
 
 def _sql_comparable(value: Scalar, *, ordered: bool) -> bool:

@@ -32,6 +32,7 @@ from urbanos.core.query.ast import (
     ValueList,
 )
 from urbanos.core.timeutil import parse_datetime
+from urbanos.storage.index_values import indexed_number
 
 #: one row per (scalar, entity type): a comparison under a type selection reads only the
 #: rows of those types, and an entity without types has one row with a NULL type
@@ -145,21 +146,23 @@ def _comparison(
             return None
         if column == "str" and expr.op != Op.EQ:
             return None
-        return _values(f"{column} {_SQL_OPS[expr.op]} ?", [value.value], tenant, attr, types)
+        return _values(
+            f"{column} {_SQL_OPS[expr.op]} ?", [_bound(value)], tenant, attr, types
+        )
     if expr.op != Op.EQ:
         return None
     if isinstance(value, Range):
         if _column(value.low) != "num" or _column(value.high) != "num":
             return None
         return _values(
-            "num BETWEEN ? AND ?", [value.low.value, value.high.value], tenant, attr, types
+            "num BETWEEN ? AND ?", [_bound(value.low), _bound(value.high)], tenant, attr, types
         )
     if isinstance(value, ValueList):
         columns = [_column(item) for item in value.items]
         if any(c is None for c in columns):
             return None
-        nums = [i.value for i, c in zip(value.items, columns, strict=True) if c == "num"]
-        strs = [i.value for i, c in zip(value.items, columns, strict=True) if c == "str"]
+        nums = [_bound(i) for i, c in zip(value.items, columns, strict=True) if c == "num"]
+        strs = [_bound(i) for i, c in zip(value.items, columns, strict=True) if c == "str"]
         ors = []
         if nums:
             ors.append(f"num IN ({','.join('?' * len(nums))})")
@@ -167,6 +170,14 @@ def _comparison(
             ors.append(f"str IN ({','.join('?' * len(strs))})")
         return _values("(" + " OR ".join(ors) + ")", [*nums, *strs], tenant, attr, types)
     return None
+
+
+def _bound(value: Scalar) -> Any:
+    """A literal as SQLite binds it: numbers as the REAL the index holds."""
+    number = value.value
+    if value.kind != ValueKind.NUMBER or not isinstance(number, int | float):
+        return number
+    return indexed_number(number)
 
 
 def _column(value: Scalar) -> str | None:
