@@ -31,6 +31,7 @@ from urbanos.storage.base import DEFAULT_TENANT, AttributeInfo, Page, Plan, T, T
 from urbanos.storage.postgres import entities, listen
 from urbanos.storage.postgres.contexts import PostgresContextStore
 from urbanos.storage.postgres.database import Database, set_search_path
+from urbanos.storage.postgres.statistics import Statistics
 from urbanos.types import JSONObject
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresStore", "WriteHook", "schema_name"]
@@ -70,6 +71,7 @@ class PostgresStore:
         self.write_hooks: list[WriteHook] = []
         self._schemas: dict[str, str] = {}
         self.contexts = PostgresContextStore(self)
+        self.statistics = Statistics(self.db)
 
     async def open(self) -> None:
         await self.db.open()
@@ -79,6 +81,7 @@ class PostgresStore:
 
     async def close(self) -> None:
         await listen.node_for(self).stop()  # its sessions end: locks and leadership go
+        await self.statistics.close()
         await self.db.close()
 
     async def try_lead(self, name: str) -> bool:
@@ -168,6 +171,7 @@ class PostgresStore:
             schema = await self._begin_write(conn, tenant, [w.entity_id for w in writes])
             await self._write(conn, schema, tenant, writes)
         self._schemas[tenant] = schema
+        self.statistics.wrote(schema, len(writes))
 
     async def modify(self, tenant: str, ids: list[str], plan: Plan[T]) -> T:
         if await self._schema(tenant) is None:
@@ -188,6 +192,7 @@ class PostgresStore:
                     )
                 await self._write(conn, schema, tenant, writes)
         self._schemas[tenant] = schema
+        self.statistics.wrote(schema, len(writes))
         return result
 
     async def query(self, tenant: str, query: EntityQuery) -> Page:
