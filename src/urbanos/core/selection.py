@@ -86,6 +86,16 @@ def check_id_pattern(pattern: str) -> None:
 
 def simple_type_set(expr: TypeExpr) -> frozenset[str] | None:
     """The type names of an expression that is only names joined by OR, else None."""
+    return _type_names(expr, exact=True)
+
+
+def required_types(expr: TypeExpr) -> frozenset[str] | None:
+    """Type names one of which every entity the expression selects has; None if none."""
+    return _type_names(expr, exact=False)
+
+
+def _type_names(expr: TypeExpr, *, exact: bool) -> frozenset[str] | None:
+    """Names joined by OR; with ``exact`` off, an AND is represented by one of its parts."""
     from urbanos.core.query import ast
 
     if isinstance(expr, ast.TypeName):
@@ -93,11 +103,16 @@ def simple_type_set(expr: TypeExpr) -> frozenset[str] | None:
     if isinstance(expr, ast.TypeOr):
         out: set[str] = set()
         for child in expr.children:
-            sub = simple_type_set(child)
+            sub = _type_names(child, exact=exact)
             if sub is None:
                 return None
             out |= sub
         return frozenset(out)
+    if isinstance(expr, ast.TypeAnd) and not exact:
+        for child in expr.children:
+            sub = _type_names(child, exact=exact)
+            if sub is not None:
+                return sub
     return None
 
 

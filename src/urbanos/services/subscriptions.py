@@ -30,9 +30,8 @@ from urbanos.core.notification import (
     render_data,
     render_options,
 )
-from urbanos.core.query.ast import TypeAnd, TypeExpr, TypeName, TypeOr
 from urbanos.core.render import relationship_targets
-from urbanos.core.selection import linked_steps
+from urbanos.core.selection import linked_steps, required_types
 from urbanos.core.subscription import (
     AttributeChanges,
     DeliveryStats,
@@ -68,26 +67,6 @@ Key = tuple[str, str]
 PERIODIC_GAP = timedelta(seconds=5)
 
 
-def _index_types(expr: TypeExpr | None) -> frozenset[str] | None:
-    """Type names one of which every entity the expression selects has; None if none."""
-    if isinstance(expr, TypeName):
-        return frozenset({expr.iri})
-    if isinstance(expr, TypeOr):
-        out: set[str] = set()
-        for child in expr.children:
-            names = _index_types(child)
-            if names is None:
-                return None
-            out |= names
-        return frozenset(out)
-    if isinstance(expr, TypeAnd):
-        for child in expr.children:
-            names = _index_types(child)
-            if names is not None:
-                return names
-    return None
-
-
 @dataclass
 class _TenantIndex:
     """Candidate subscriptions of one tenant by entity id, type and watched attribute."""
@@ -111,7 +90,7 @@ class _TenantIndex:
                 if sel.ids:
                     keys.extend((self.by_id, i) for i in sel.ids)
                     continue
-                names = _index_types(sel.types)
+                names = required_types(sel.types) if sel.types is not None else None
                 if names is None:
                     keys.append((None, ""))
                     break
