@@ -11,6 +11,7 @@ default tenant's rows deleted (``reset_postgres``), so each test starts empty.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -36,21 +37,31 @@ def postgres_enabled() -> bool:
     return os.environ.get("URBANOS_TEST_POSTGRES", "1") != "0"
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """A fresh database with PostGIS for this test session; its URL."""
+@contextlib.contextmanager
+def scratch_database(name: str) -> Iterator[str]:
+    """A new database with PostGIS, dropped afterwards; its URL. Skips the test when
+    PostgreSQL tests are switched off."""
     if not postgres_enabled():
         pytest.skip("URBANOS_TEST_POSTGRES=0")
-    name = f"urbanos_test_{os.getpid()}"
     url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(drop)
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
-    yield url
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    try:
+        yield url
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(drop)
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh database with PostGIS for this test session; its URL."""
+    with scratch_database(f"urbanos_test_{os.getpid()}") as url:
+        yield url
 
 
 def reset_postgres(url: str) -> None:

@@ -70,3 +70,14 @@ class Broker:
 
     def call(self, method: str, path: str, body: Any = None) -> httpx.Response:
         return self.client.request(method, self.url + path, json=body)
+
+
+def subscription(sid: str, uri: str) -> dict[str, Any]:
+    """A subscription to every Lamp, notified as plain JSON at ``uri``."""
+    return {"id": sid, "type": "Subscription", "entities": [{"type": "Lamp"}],
+            "notification": {"endpoint": {"uri": uri, "accept": "application/json"}}}
+
+
+def lamp(n: int) -> dict[str, Any]:
+    return {"id": f"urn:ngsi-ld:Lamp:{n}", "type": "Lamp",
+            "level": {"type": "Property", "value": n}}

@@ -9,11 +9,10 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.integration.broker_process import Broker, free_port
+from tests.integration.broker_process import Broker, free_port, lamp, subscription
 from tests.integration.receiver import Receiver
 
 
@@ -25,16 +24,6 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     yield b
     b.stop()
     b.client.close()
-
-
-def subscription(sid: str, uri: str) -> dict[str, Any]:
-    return {"id": sid, "type": "Subscription", "entities": [{"type": "Lamp"}],
-            "notification": {"endpoint": {"uri": uri, "accept": "application/json"}}}
-
-
-def lamp(n: int) -> dict[str, Any]:
-    return {"id": f"urn:ngsi-ld:Lamp:{n}", "type": "Lamp",
-            "level": {"type": "Property", "value": n}}
 
 
 def times_failed(broker: Broker, sid: str) -> int:

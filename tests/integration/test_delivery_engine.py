@@ -95,18 +95,6 @@ async def rig(reopen: Reopen) -> AsyncIterator[Rig]:
     await store.close()
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as r:
-        yield r
-
-
-@pytest.fixture
-def other() -> Iterator[Receiver]:
-    with Receiver() as r:
-        yield r
-
-
 async def test_a_write_is_notified_with_its_headers(rig: Rig, receiver: Receiver) -> None:
     rig.subs.add("urn:s:1", f"{receiver.base}/ok", tenant="city",
                  receiver_info=(("X-Key", "v"),))

@@ -12,13 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.broker_process import Broker, free_port
+from tests.integration.broker_process import Broker, free_port, lamp, subscription
 from tests.integration.receiver import Receiver
-from tests.integration.test_two_nodes import (  # noqa: F401 - pg_url is a fixture
-    lamp,
-    pg_url,
-    subscription,
-)
 
 WRITERS = 12
 LOAD = 1.5  # seconds of load before the kill

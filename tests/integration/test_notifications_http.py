@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -27,18 +26,6 @@ LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"'
 def settings(store_url: str) -> Settings:
     return Settings(store=store_url, notify_backoff=0.1, notify_backoff_max=0.5,
                     notify_timeout=2.0, notify_max_attempts=3)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as r:
-        yield r
-
-
-@pytest.fixture
-def other() -> Iterator[Receiver]:
-    with Receiver() as r:
-        yield r
 
 
 def subscription(sid: str, uri: str, **notification: Any) -> dict[str, Any]:

@@ -8,7 +8,6 @@ is killed. Fresh database per test.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -17,31 +16,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
-from tests.conftest import PG_ADMIN, postgres_enabled
-from tests.integration.broker_process import Broker
+from tests.integration.broker_process import Broker, lamp, subscription
 from tests.integration.receiver import Received, Receiver
 from urbanos.storage.postgres.listen import LEAD_LOCK
 
 #: how long to keep counting after the expected notifications arrived (duplicates show up)
 SETTLE = 1.0
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh database with PostGIS for one test."""
-    if not postgres_enabled():
-        pytest.skip("URBANOS_TEST_POSTGRES=0")
-    name = f"urbanos_nodes_{os.getpid()}_{time.monotonic_ns()}"
-    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
-    yield url
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture
@@ -55,16 +36,6 @@ def nodes(pg_url: str, tmp_path: Path) -> Iterator[tuple[Broker, Broker]]:
         for node in (a, b):
             node.stop()
             node.client.close()
-
-
-def subscription(sid: str, uri: str) -> dict[str, Any]:
-    return {"id": sid, "type": "Subscription", "entities": [{"type": "Lamp"}],
-            "notification": {"endpoint": {"uri": uri, "accept": "application/json"}}}
-
-
-def lamp(n: int) -> dict[str, Any]:
-    return {"id": f"urn:ngsi-ld:Lamp:{n}", "type": "Lamp",
-            "level": {"type": "Property", "value": n}}
 
 
 def notified_ids(receiver: Receiver, prefix: str) -> Counter[str]:
