@@ -229,6 +229,17 @@ def run_suite(name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in written[-1].read_text().splitlines() if line.strip()]
 
 
+def save_lines(name: str, lines: list[dict[str, Any]], folder: Path | None = None) -> Path:
+    """Write a suite's results as ``<folder>/<name>-<timestamp>.jsonl``, where ``latest``
+    and ``run_suite`` read them back."""
+    folder = folder or HERE / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    path = folder / f"{name}-{stamp}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return path
+
+
 def latest(name: str) -> list[dict[str, Any]]:
     """The JSON lines of the newest ``bench/results/<name>-*.jsonl``."""
     found = sorted((HERE / "results").glob(f"{name}-*.jsonl"))

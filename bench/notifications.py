@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import os
 import subprocess
@@ -36,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from bench.__main__ import free_port, rss_mb, start_broker
+from bench.__main__ import free_port, rss_mb, save_lines, start_broker
 
 HERE = Path(__file__).parent
 ENTITIES = 100
@@ -299,10 +298,7 @@ def main() -> None:
         asyncio.run(serve_receiver(args.receiver))
         return
     results = asyncio.run(drive(args))
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"notifications-{stamp}.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in results))
+    path = save_lines("notifications", results, args.out)
     print(f"wrote {path}", file=sys.stderr)
 
 

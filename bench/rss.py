@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import os
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from bench.__main__ import HERE, free_port, rss_mb, run_wrk, start_broker
+from bench.__main__ import free_port, rss_mb, run_wrk, save_lines, start_broker
 from bench.data import stellio_entity
 from urbanos.core.entity import expand_entity
 from urbanos.core.jsonld import core_term_map
@@ -83,10 +82,7 @@ def main() -> None:
         finally:
             broker.terminate()
             broker.wait(10)
-    (HERE / "results").mkdir(exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    (HERE / "results" / f"rss-{stamp}.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in lines))
+    save_lines("rss", lines)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from bench.__main__ import free_port, rss_mb, start_broker
+from bench.__main__ import free_port, rss_mb, save_lines, start_broker
 from bench.data import stellio_entity
 
 HERE = Path(__file__).parent
@@ -164,10 +164,7 @@ def main() -> None:
             finally:
                 broker.terminate()
                 broker.wait(10)
-    (HERE / "results").mkdir(exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    (HERE / "results" / f"temporal-{stamp}.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in lines))
+    save_lines("temporal", lines)
 
 
 if __name__ == "__main__":
