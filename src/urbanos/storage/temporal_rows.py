@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from urbanos.core.temporal import TemporalQuery, instance_id, numeric_value, time_of, value_key
+from urbanos.storage.base import Write
 from urbanos.types import JSONObject
 
 #: timeproperty -> column (a closed list: never interpolate anything else)
@@ -20,6 +21,17 @@ STDDEV_SQL = ("count(num)", "sum(num)", "sum(num * num)")
 def dataset_key(value: str | None) -> str:
     """The default instance is stored under the empty datasetId (a key column is NOT NULL)."""
     return value or ""
+
+
+def entity_row(w: Write, now: str) -> tuple[str, list[str], list[str] | None, str, str | None]:
+    """(time, types, scope, createdAt, deletedAt) of a write's ``temporal_entities`` row;
+    ``now`` stands in when the write carries no modifiedAt (a delete)."""
+    after = w.entity
+    at = str(after.get("modifiedAt") or now) if after else now
+    doc = after or w.before or {}
+    scope = doc.get("scope") if after is not None else None
+    return (at, doc.get("type", []), scope or None, doc.get("createdAt", at),
+            None if after is not None else at)
 
 
 def instance_columns(inst: JSONObject) -> tuple[Any, ...]:

@@ -40,6 +40,7 @@ from urbanos.storage.temporal_rows import (
     COLUMN,
     STDDEV_SQL,
     dataset_key,
+    entity_row,
     instance_columns,
     instance_from_row,
     window_sql,
@@ -126,12 +127,8 @@ class PostgresTemporalStore:
         items: list[list[Any]] = []
         times: list[str] = []
         for w in writes:
-            after = w.entity
-            now = str(after.get("modifiedAt") or self.clock()) if after else self.clock()
-            doc = after or w.before or {}
-            scope = doc.get("scope") if after is not None else None
-            items.append([w.entity_id, doc.get("type", []), scope or None,
-                          doc.get("createdAt", now), now, None if after is not None else now])
+            now, types, scope, created, deleted = entity_row(w, self.clock())
+            items.append([w.entity_id, types, scope, created, now, deleted])
             times.append(now)
         rows = await _all(
             conn,

@@ -64,6 +64,7 @@ from urbanos.storage.temporal_rows import (
     COLUMN,
     STDDEV_SQL,
     dataset_key,
+    entity_row,
     instance_columns,
     instance_from_row,
     window_sql,
@@ -142,10 +143,7 @@ class SqliteTemporalStore:
             _insert(conn, pending)
 
     def _entity_row(self, conn: sqlite3.Connection, tenant: str, w: Write) -> tuple[int, str]:
-        after = w.entity
-        now = str(after.get("modifiedAt") or self.clock()) if after else self.clock()
-        doc = after or w.before or {}
-        scope = doc.get("scope") if after is not None else None
+        now, types, scope, created, deleted = entity_row(w, self.clock())
         (pk,) = conn.execute(
             """INSERT INTO temporal_entities
                    (tenant, id, types, scope, created_at, modified_at, deleted_at)
@@ -154,9 +152,8 @@ class SqliteTemporalStore:
                    scope = excluded.scope, modified_at = excluded.modified_at,
                    deleted_at = excluded.deleted_at
                RETURNING pk""",
-            (tenant, w.entity_id, orjson.dumps(doc.get("type", [])).decode(),
-             orjson.dumps(scope).decode() if scope else None, doc.get("createdAt", now), now,
-             None if after is not None else now),
+            (tenant, w.entity_id, orjson.dumps(types).decode(),
+             orjson.dumps(scope).decode() if scope else None, created, now, deleted),
         ).fetchone()
         return pk, now
 
