@@ -50,7 +50,7 @@ from urbanos.core.query.ast import (
     parse_datetime,
 )
 from urbanos.core.selection import EntitySelector
-from urbanos.storage.index_values import indexed_number
+from urbanos.storage.index_values import value_test
 
 Cond = tuple[sql.Composable, list[Any]]
 
@@ -147,35 +147,20 @@ def q_condition(expr: QExpr, schema: str) -> Cond | None:
 
 
 def _indexed_test(expr: Comparison, schema: str) -> Cond | None:
-    """``e.pk IN`` the ``attr_values`` rows that could satisfy ``expr`` (numbers by value,
-    strings by equality, as storage.index_values records them), or None."""
-    value, op = expr.value, expr.op
+    """``e.pk IN`` the ``attr_values`` rows that could satisfy ``expr``
+    (``storage.index_values.value_test``), or None."""
+    test = value_test(expr)
+    if test is None:
+        return None
     where: str
     args: list[Any]
-    if isinstance(value, Scalar):
-        ordered = op is not Op.EQ
-        if op is Op.NE or value.kind is ValueKind.BOOLEAN:
-            return None
-        if not _sql_comparable(value, ordered=ordered):
-            return None
-        column = "num" if value.kind is ValueKind.NUMBER else "str"
-        where = f"{column} {_JSONPATH_OPS[op].replace('==', '=')} %s"
-        args = [_literal(value)]
-    elif op is not Op.EQ:
-        return None
-    elif isinstance(value, Range):
-        if value.low.kind is not ValueKind.NUMBER or value.high.kind is not ValueKind.NUMBER:
-            return None
-        where, args = "num BETWEEN %s AND %s", [_literal(value.low), _literal(value.high)]
+    if test.kind == "compare":
+        where, args = f"{test.column} {test.op} %s", [*test.values]
+    elif test.kind == "between":
+        where, args = "num BETWEEN %s AND %s", [*test.values]
     else:
-        items = value.items
-        if not all(_sql_comparable(i, ordered=False) and i.kind is not ValueKind.BOOLEAN
-                   for i in items):
-            return None
-        nums = [_literal(i) for i in items if i.kind is ValueKind.NUMBER]
-        strs = [i.value for i in items if i.kind is not ValueKind.NUMBER]
         where = "(num = ANY(%s::float8[]) OR str = ANY(%s::text[]))"
-        args = [nums, strs]
+        args = [list(test.nums), list(test.strs)]
     return (
         sql.SQL("e.pk IN (SELECT pk FROM {} WHERE attr = %s AND " + where + ")").format(
             sql.Identifier(schema, "attr_values")
@@ -215,14 +200,6 @@ def _value_test(expr: Comparison) -> tuple[str, dict[str, Any]] | None:
         test = f"@ >= {var(value.low)} && @ <= {var(value.high)}"
     members = " || ".join(f"exists(@.{m} ? ({test}))" for m in _MEMBERS)
     return f"$[*] ? ({members})", variables
-
-
-def _literal(value: Scalar) -> Any:
-    """A literal bound against ``attr_values``: numbers as the double the index holds."""
-    number = value.value
-    if value.kind is ValueKind.NUMBER and isinstance(number, int | float):
-        return indexed_number(number)
-    return number
 
 
 def _sql_comparable(value: Scalar, *, ordered: bool) -> bool:

@@ -22,17 +22,11 @@ from urbanos.core.query.ast import (
     AttrPath,
     Comparison,
     Exists,
-    Op,
     Or,
     Pattern,
     QExpr,
-    Range,
-    Scalar,
-    ValueKind,
-    ValueList,
 )
-from urbanos.core.timeutil import parse_datetime
-from urbanos.storage.index_values import indexed_number
+from urbanos.storage.index_values import value_test
 
 #: one row per (scalar, entity type): a comparison under a type selection reads only the
 #: rows of those types, and an entity without types has one row with a NULL type
@@ -52,7 +46,6 @@ VALUE_INDEXES = [
     "CREATE INDEX IF NOT EXISTS attr_values_str_type ON attr_values (tenant, attr, str, type, pk)",
     "CREATE INDEX IF NOT EXISTS attr_values_pk_attr ON attr_values (pk, attr)",
 ]
-_SQL_OPS = {Op.EQ: "=", Op.GT: ">", Op.GE: ">=", Op.LT: "<", Op.LE: "<="}
 
 
 
@@ -139,54 +132,17 @@ def _values(
 def _comparison(
     expr: Comparison, tenant: str, types: frozenset[str] | None
 ) -> Filter | None:
-    attr, value = expr.path.attr, expr.value
-    if isinstance(value, Scalar):
-        column = _column(value)
-        if column is None or expr.op == Op.NE:
-            return None
-        if column == "str" and expr.op != Op.EQ:
-            return None
-        return _values(
-            f"{column} {_SQL_OPS[expr.op]} ?", [_bound(value)], tenant, attr, types
-        )
-    if expr.op != Op.EQ:
+    test = value_test(expr)
+    if test is None:
         return None
-    if isinstance(value, Range):
-        if _column(value.low) != "num" or _column(value.high) != "num":
-            return None
-        return _values(
-            "num BETWEEN ? AND ?", [_bound(value.low), _bound(value.high)], tenant, attr, types
-        )
-    if isinstance(value, ValueList):
-        columns = [_column(item) for item in value.items]
-        if any(c is None for c in columns):
-            return None
-        nums = [_bound(i) for i, c in zip(value.items, columns, strict=True) if c == "num"]
-        strs = [_bound(i) for i, c in zip(value.items, columns, strict=True) if c == "str"]
-        ors = []
-        if nums:
-            ors.append(f"num IN ({','.join('?' * len(nums))})")
-        if strs:
-            ors.append(f"str IN ({','.join('?' * len(strs))})")
-        return _values("(" + " OR ".join(ors) + ")", [*nums, *strs], tenant, attr, types)
-    return None
-
-
-def _bound(value: Scalar) -> Any:
-    """A literal as SQLite binds it: numbers as the REAL the index holds."""
-    number = value.value
-    if value.kind != ValueKind.NUMBER or not isinstance(number, int | float):
-        return number
-    return indexed_number(number)
-
-
-def _column(value: Scalar) -> str | None:
-    """Where a literal is compared: numbers by value, plain strings and URIs by equality.
-
-    Strings that read as date-times are left to Python, which compares them as times.
-    """
-    if value.kind == ValueKind.NUMBER:
-        return "num"
-    if value.kind in (ValueKind.STRING, ValueKind.URI) and isinstance(value.value, str):
-        return None if parse_datetime(value.value) else "str"
-    return None
+    attr = expr.path.attr
+    if test.kind == "compare":
+        return _values(f"{test.column} {test.op} ?", [*test.values], tenant, attr, types)
+    if test.kind == "between":
+        return _values("num BETWEEN ? AND ?", [*test.values], tenant, attr, types)
+    ors = []
+    if test.nums:
+        ors.append(f"num IN ({','.join('?' * len(test.nums))})")
+    if test.strs:
+        ors.append(f"str IN ({','.join('?' * len(test.strs))})")
+    return _values("(" + " OR ".join(ors) + ")", [*test.nums, *test.strs], tenant, attr, types)
