@@ -37,6 +37,7 @@ from urbanos.storage.temporal import (
     HistoryRequest,
     TemporalEntity,
 )
+from urbanos.storage.temporal_rows import entity_row
 from urbanos.types import JSONObject
 
 Key = tuple[str, str | None]
@@ -102,17 +103,14 @@ class MemoryTemporalStore:
             table.pop(w.entity_id, None)
             return
         after, before = w.entity, w.before
-        now = str(after.get("modifiedAt") or self.clock()) if after else self.clock()
+        now, types, scope, created, deleted = entity_row(w, self.clock())
         entity = table.get(w.entity_id)
-        doc = after or before or {}
         if entity is None:
-            entity = table[w.entity_id] = _Entity(
-                w.entity_id, list(doc.get("type", [])), doc.get("scope"),
-                doc.get("createdAt", now), now)
-        entity.types = list(doc.get("type", entity.types))
-        entity.scope = doc.get("scope")
+            entity = table[w.entity_id] = _Entity(w.entity_id, types, scope, created, now)
+        entity.types = list(types)
+        entity.scope = scope
         entity.modified_at = now
-        entity.deleted_at = None if after is not None else now
+        entity.deleted_at = deleted
         d = d or Directive()
         for attr, dataset in d.purge:
             self._purge(entity, attr, dataset)
