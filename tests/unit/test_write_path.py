@@ -26,6 +26,7 @@ from urbanos.storage.base import Write
 from urbanos.storage.outbox import open_outbox
 from urbanos.storage.sqlite import SqliteStore, entities
 from urbanos.storage.sqlite.database import Database
+from urbanos.storage.sqlite.names import Names
 from urbanos.storage.sqlite.subscriptions import SqliteSubscriptionStore
 from urbanos.types import JSONObject
 
@@ -55,11 +56,12 @@ async def test_no_change_is_recorded_for_a_tenant_without_subscriptions(tmp_path
 def _index_rows(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
     """Every index row, with the entity's id in place of its pk (pks differ between files)."""
     ids = dict(conn.execute("SELECT pk, id FROM entities").fetchall())
+    name = "(SELECT name FROM names WHERE id = {})".format  # ids differ between files too
     queries = {
-        "types": "SELECT tenant, type, pk FROM entity_types",
-        "attrs": "SELECT tenant, attr, kind, pk FROM entity_attrs",
-        "values": "SELECT tenant, attr, type, num, str, pk FROM attr_values",
-        "geo": """SELECT k.tenant, k.attr, g.minx, g.maxx, g.miny, g.maxy, k.pk
+        "types": f"SELECT tenant, {name('type')}, pk FROM entity_types",
+        "attrs": f"SELECT tenant, {name('attr')}, {name('kind')}, pk FROM entity_attrs",
+        "values": f"SELECT tenant, {name('attr')}, {name('type')}, num, str, pk FROM attr_values",
+        "geo": f"""SELECT k.tenant, {name('k.attr')}, g.minx, g.maxx, g.miny, g.maxy, k.pk
                   FROM geo_keys k JOIN geo_index g ON g.gid = k.gid""",
     }
     return {
@@ -92,6 +94,7 @@ def test_index_rows_after_updates_are_those_of_a_fresh_write() -> None:
     for stmt in entities.SCHEMA:
         live.execute(stmt)
     current: dict[str, JSONObject] = {}
+    live_names = Names()
     for step in range(300):
         eid = f"urn:e:{rnd.randint(0, 9)}"
         if eid in current and rnd.random() < 0.15:
@@ -99,13 +102,14 @@ def test_index_rows_after_updates_are_those_of_a_fresh_write() -> None:
             del current[eid]
         else:
             current[eid] = _random_entity(rnd, eid)
-            entities.put(live, "t", current[eid])
+            entities.put(live, live_names, "t", current[eid])
         if step % 25 == 0 or step == 299:
             fresh = sqlite3.connect(":memory:", isolation_level=None)
             for stmt in entities.SCHEMA:
                 fresh.execute(stmt)
+            fresh_names = Names()
             for doc in current.values():
-                entities.put(fresh, "t", doc)
+                entities.put(fresh, fresh_names, "t", doc)
             assert _index_rows(live) == _index_rows(fresh), step
 
 
@@ -270,5 +274,33 @@ async def test_batch_upsert_reports_each_id_once_in_first_order(tmp_path: Path) 
         stored = await store.get_many("", ["urn:e:0", "urn:e:2"])
         assert {k: sorted(v["attrs"]) for k, v in stored.items()} == {
             "urn:e:0": ["p", "q"], "urn:e:2": ["p", "q"]}
+    finally:
+        await store.close()
+
+
+async def test_a_name_interned_by_a_write_that_rolls_back_is_not_reused(tmp_path: Path) -> None:
+    """A write that interns a new attribute name and then fails takes the name's row with
+    it; the next write of that name interns it again instead of using the vanished id."""
+    store = SqliteStore(tmp_path / "n.db")
+    await store.open()
+    attr = "https://ex.org/brandNew"
+    doc = {"id": "urn:e:1", "type": ["https://ex.org/T"],
+           "attrs": {attr: [{"type": "Property", "value": 7}]}}
+
+    def fails(found: dict[str, JSONObject]) -> tuple[list[Write], None]:
+        return [Write("put", "urn:e:1", doc), Write("put", "urn:e:1", {"id": "urn:e:1"})], None
+
+    try:
+        with pytest.raises(KeyError):  # the second document has no "attrs"
+            await store.modify("t", ["urn:e:1"], fails)
+        await store.apply("t", [Write("put", "urn:e:1", doc)])
+        [info] = [i for i in await store.attributes("t") if i.attr == attr]
+        assert info.count == 1 and info.kinds == {"Property"}
+        conn = sqlite3.connect(tmp_path / "n.db")
+        orphans = conn.execute(
+            "SELECT count(*) FROM attr_values WHERE attr NOT IN (SELECT id FROM names)"
+        ).fetchone()
+        conn.close()
+        assert orphans == (0,)
     finally:
         await store.close()

@@ -36,6 +36,9 @@ class Database:
         self._queue = threading.Condition(threading.Lock())
         self._pending: list[Piece] = []
         self._closing = False
+        #: called on the writer thread after each commit / each rollback (of a piece or all)
+        self.on_commit: list[Callable[[], None]] = []
+        self.on_rollback: list[Callable[[], None]] = []
 
     async def open(self, schema: Iterable[str]) -> None:
         if self.path != ":memory:":
@@ -142,13 +145,21 @@ class Database:
                 except Exception as exc:  # noqa: BLE001 - handed back to its caller
                     conn.execute("ROLLBACK TO piece")
                     conn.execute("RELEASE piece")
+                    _notify(self.on_rollback)
                     outcomes.append((None, exc))
             conn.execute("COMMIT")
+            _notify(self.on_commit)
         except BaseException as exc:  # the transaction itself failed: everyone fails
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            _notify(self.on_rollback)
             outcomes = [(None, exc)] * len(group)
         return outcomes
+
+
+def _notify(listeners: list[Callable[[], None]]) -> None:
+    for listener in listeners:
+        listener()
 
 
 def _hand_back(group: list[Piece], outcomes: list[tuple[Any, BaseException | None]]) -> None:

@@ -26,28 +26,41 @@ from urbanos.core.selection import (
 from urbanos.storage.base import AttributeInfo, Page, TypeInfo
 from urbanos.storage.index_values import scalars
 from urbanos.storage.sqlite import q_sql
+from urbanos.storage.sqlite.names import ID, Names, ids_in
+from urbanos.storage.sqlite.names import SCHEMA as NAMES_SCHEMA
 from urbanos.types import JSONObject
 
 T = TypeVar("T")
 
+#: the index tables; names (types, attributes, kinds) are interned ids (``names``)
+TABLES = [
+    """CREATE TABLE IF NOT EXISTS entity_types (
+        tenant TEXT NOT NULL, type INTEGER NOT NULL, pk INTEGER NOT NULL,
+        PRIMARY KEY (tenant, type, pk)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS entity_attrs (
+        tenant TEXT NOT NULL, attr INTEGER NOT NULL, kind INTEGER NOT NULL, pk INTEGER NOT NULL,
+        PRIMARY KEY (tenant, attr, pk, kind)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS geo_keys (
+        gid INTEGER PRIMARY KEY, tenant TEXT NOT NULL, pk INTEGER NOT NULL,
+        attr INTEGER NOT NULL)""",
+    q_sql.VALUES_TABLE,
+]
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS tenants (name TEXT PRIMARY KEY)""",
     """CREATE TABLE IF NOT EXISTS entities (
         pk INTEGER PRIMARY KEY, tenant TEXT NOT NULL, id TEXT NOT NULL, doc BLOB NOT NULL,
         UNIQUE (tenant, id))""",
-    """CREATE TABLE IF NOT EXISTS entity_types (
-        tenant TEXT NOT NULL, type TEXT NOT NULL, pk INTEGER NOT NULL,
-        PRIMARY KEY (tenant, type, pk)) WITHOUT ROWID""",
-    """CREATE INDEX IF NOT EXISTS entity_types_pk ON entity_types (pk)""",
-    """CREATE TABLE IF NOT EXISTS entity_attrs (
-        tenant TEXT NOT NULL, attr TEXT NOT NULL, kind TEXT NOT NULL, pk INTEGER NOT NULL,
-        PRIMARY KEY (tenant, attr, pk, kind)) WITHOUT ROWID""",
-    """CREATE INDEX IF NOT EXISTS entity_attrs_pk ON entity_attrs (pk)""",
-    """CREATE TABLE IF NOT EXISTS geo_keys (
-        gid INTEGER PRIMARY KEY, tenant TEXT NOT NULL, pk INTEGER NOT NULL, attr TEXT NOT NULL)""",
-    """CREATE INDEX IF NOT EXISTS geo_keys_pk ON geo_keys (pk)""",
+    *NAMES_SCHEMA,
+    *TABLES,
     """CREATE VIRTUAL TABLE IF NOT EXISTS geo_index USING rtree (gid, minx, maxx, miny, maxy)""",
     *q_sql.SCHEMA,
+]
+#: created by ``upgrade`` once the tables have their current shape
+INDEXES = [
+    """CREATE INDEX IF NOT EXISTS entity_types_pk ON entity_types (pk)""",
+    """CREATE INDEX IF NOT EXISTS entity_attrs_pk ON entity_attrs (pk)""",
+    """CREATE INDEX IF NOT EXISTS geo_keys_pk ON geo_keys (pk)""",
+    *q_sql.VALUE_INDEXES,
 ]
 
 
@@ -58,19 +71,56 @@ def _chunks(items: list[T], size: int) -> Iterable[list[T]]:
 
 def upgrade(conn: sqlite3.Connection) -> None:
     """Bring the index tables of a file written by an earlier version to this shape, then
-    create the value indexes (idempotent; runs at every open)."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(attr_values)")}
-    if "type" not in columns:  # value rows gained the entity's types
-        conn.execute("ALTER TABLE attr_values RENAME TO attr_values_old")
-        conn.execute(q_sql.VALUES_TABLE)
+    create the indexes (idempotent; runs at every open)."""
+    declared = {row[1]: row[2] for row in conn.execute("PRAGMA table_info(entity_attrs)")}
+    if declared.get("attr") == "TEXT":
+        _intern(conn)
+    for statement in INDEXES:
+        conn.execute(statement)
+
+
+def _intern(conn: sqlite3.Connection) -> None:
+    """Rebuild index tables that spell names out (files of versions before ``names``);
+    value rows older still, without the entity's types, gain them on the way."""
+    old = ("entity_types", "entity_attrs", "geo_keys", "attr_values")
+    for table in old:
+        conn.execute(f"ALTER TABLE {table} RENAME TO old_{table}")  # its indexes go with it
+    typed = any(row[1] == "type" for row in conn.execute("PRAGMA table_info(old_attr_values)"))
+    conn.execute(
+        """INSERT OR IGNORE INTO names (name)
+           SELECT type FROM old_entity_types UNION SELECT attr FROM old_entity_attrs
+           UNION SELECT kind FROM old_entity_attrs UNION SELECT attr FROM old_geo_keys
+           UNION SELECT attr FROM old_attr_values"""
+    )
+    for statement in TABLES:
+        conn.execute(statement)
+    conn.execute(
+        """INSERT INTO entity_types (tenant, type, pk)
+           SELECT o.tenant, n.id, o.pk FROM old_entity_types o JOIN names n ON n.name = o.type"""
+    )
+    conn.execute(
+        """INSERT INTO entity_attrs (tenant, attr, kind, pk)
+           SELECT o.tenant, a.id, k.id, o.pk FROM old_entity_attrs o
+           JOIN names a ON a.name = o.attr JOIN names k ON k.name = o.kind"""
+    )
+    conn.execute(
+        """INSERT INTO geo_keys (gid, tenant, pk, attr)
+           SELECT o.gid, o.tenant, o.pk, n.id FROM old_geo_keys o JOIN names n ON n.name = o.attr"""
+    )
+    if typed:
         conn.execute(
             """INSERT INTO attr_values (tenant, attr, type, num, str, pk)
-               SELECT v.tenant, v.attr, t.type, v.num, v.str, v.pk
-               FROM attr_values_old v LEFT JOIN entity_types t ON t.pk = v.pk"""
+               SELECT o.tenant, a.id, t.id, o.num, o.str, o.pk FROM old_attr_values o
+               JOIN names a ON a.name = o.attr LEFT JOIN names t ON t.name = o.type"""
         )
-        conn.execute("DROP TABLE attr_values_old")
-    for statement in q_sql.VALUE_INDEXES:
-        conn.execute(statement)
+    else:
+        conn.execute(
+            """INSERT INTO attr_values (tenant, attr, type, num, str, pk)
+               SELECT o.tenant, a.id, t.type, o.num, o.str, o.pk FROM old_attr_values o
+               JOIN names a ON a.name = o.attr LEFT JOIN entity_types t ON t.pk = o.pk"""
+        )
+    for table in old:
+        conn.execute(f"DROP TABLE old_{table}")
 
 
 def get_many(conn: sqlite3.Connection, tenant: str, ids: Iterable[str]) -> dict[str, JSONObject]:
@@ -85,7 +135,7 @@ def get_many(conn: sqlite3.Connection, tenant: str, ids: Iterable[str]) -> dict[
     return found
 
 
-def put(conn: sqlite3.Connection, tenant: str, entity: JSONObject) -> None:
+def put(conn: sqlite3.Connection, names: Names, tenant: str, entity: JSONObject) -> None:
     """Store a document and keep its index rows in step with it.
 
     Index rows are a function of the types and of each attribute's instances, so only what
@@ -99,13 +149,14 @@ def put(conn: sqlite3.Connection, tenant: str, entity: JSONObject) -> None:
     row = conn.execute(
         "SELECT pk, doc FROM entities WHERE tenant = ? AND id = ?", (tenant, entity["id"])
     ).fetchone()
+    rows = _Rows(conn, names, tenant, types)
     if row is None:
         pk = conn.execute(
             "INSERT INTO entities (tenant, id, doc) VALUES (?, ?, ?)", (tenant, entity["id"], doc)
         ).lastrowid
         assert pk is not None
-        _index_types(conn, tenant, pk, types)
-        _index_attrs(conn, _attr_rows(tenant, pk, types, attrs))
+        _index_types(conn, tenant, pk, rows.type_ids)
+        _index_attrs(conn, rows.of(pk, attrs))
         return
     pk, stored = row
     conn.execute("UPDATE entities SET doc = ? WHERE pk = ?", (doc, pk))
@@ -113,57 +164,64 @@ def put(conn: sqlite3.Connection, tenant: str, entity: JSONObject) -> None:
     retyped = old.get("type", []) != types  # value rows carry the types: all rewritten
     if retyped:
         conn.execute("DELETE FROM entity_types WHERE pk = ?", (pk,))
-        _index_types(conn, tenant, pk, types)
+        _index_types(conn, tenant, pk, rows.type_ids)
     old_attrs: dict[str, list[JSONObject]] = old["attrs"]
     changed = {
         name: insts for name, insts in attrs.items()
         if retyped or old_attrs.get(name) != insts and (
             name not in old_attrs
-            or _attr_rows(tenant, pk, types, {name: old_attrs[name]})
-            != _attr_rows(tenant, pk, types, {name: insts})
+            or rows.of(pk, {name: old_attrs[name]}) != rows.of(pk, {name: insts})
         )
     }
-    stale = [name for name in old_attrs if name in changed or name not in attrs]
+    stale = [names.id(conn, name) for name in old_attrs if name in changed or name not in attrs]
     if stale:
         _unindex_attrs(conn, tenant, pk, stale)
-    _index_attrs(conn, _attr_rows(tenant, pk, types, changed))
+    _index_attrs(conn, rows.of(pk, changed))
 
 
-def _index_types(conn: sqlite3.Connection, tenant: str, pk: int, types: list[str]) -> None:
+def _index_types(conn: sqlite3.Connection, tenant: str, pk: int, type_ids: list[int]) -> None:
     conn.executemany(
         "INSERT OR IGNORE INTO entity_types (tenant, type, pk) VALUES (?, ?, ?)",
-        [(tenant, t, pk) for t in types],
+        [(tenant, t, pk) for t in type_ids],
     )
 
 
 #: an entity's attribute-name, scalar-value and bounding-box rows
 AttrRows = tuple[
-    set[tuple[str, str, str, int]],
-    list[tuple[str, str, str | None, float | None, str | None, int]],
-    list[tuple[str, int, str, tuple[float, float, float, float]]],
+    set[tuple[str, int, int, int]],
+    list[tuple[str, int, int | None, float | None, str | None, int]],
+    list[tuple[str, int, int, tuple[float, float, float, float]]],
 ]
 
 
-def _attr_rows(
-    tenant: str, pk: int, types: list[str], attrs: dict[str, list[JSONObject]]
-) -> AttrRows:
-    kinds: set[tuple[str, str, str, int]] = set()
-    values: list[tuple[str, str, str | None, float | None, str | None, int]] = []
-    typed: list[str | None] = [*types] or [None]
-    shapes: list[tuple[str, int, str, tuple[float, float, float, float]]] = []
-    for name, instances in attrs.items():
-        for inst in instances:
-            kind = inst.get("type", "Property")
-            kinds.add((tenant, name, kind, pk))
-            if kind != "GeoProperty":
-                values.extend((tenant, name, t, num, text, pk)
-                              for num, text in scalars(inst) for t in typed)
-                continue
-            try:
-                shapes.append((tenant, pk, name, geo.geometry_bbox(inst["value"])))
-            except Exception:  # noqa: BLE001 - an unindexable shape is still stored
-                continue
-    return kinds, values, shapes
+class _Rows:
+    """The index rows of one entity's attributes, names as their ids."""
+
+    def __init__(self, conn: sqlite3.Connection, names: Names, tenant: str,
+                 types: list[str]) -> None:
+        self.conn, self.names, self.tenant = conn, names, tenant
+        self.type_ids = [names.id(conn, t) for t in types]
+
+    def of(self, pk: int, attrs: dict[str, list[JSONObject]]) -> AttrRows:
+        tenant, conn, intern = self.tenant, self.conn, self.names.id
+        kinds: set[tuple[str, int, int, int]] = set()
+        values: list[tuple[str, int, int | None, float | None, str | None, int]] = []
+        typed: list[int | None] = [*self.type_ids] or [None]
+        shapes: list[tuple[str, int, int, tuple[float, float, float, float]]] = []
+        for name, instances in attrs.items():
+            attr = intern(conn, name)
+            for inst in instances:
+                kind = inst.get("type", "Property")
+                kinds.add((tenant, attr, intern(conn, kind), pk))
+                if kind != "GeoProperty":
+                    values.extend((tenant, attr, t, num, text, pk)
+                                  for num, text in scalars(inst) for t in typed)
+                    continue
+                try:
+                    shapes.append((tenant, pk, attr, geo.geometry_bbox(inst["value"])))
+                except Exception:  # noqa: BLE001 - an unindexable shape is still stored
+                    continue
+        return kinds, values, shapes
 
 
 def _index_attrs(conn: sqlite3.Connection, rows: AttrRows) -> None:
@@ -178,9 +236,9 @@ def _index_attrs(conn: sqlite3.Connection, rows: AttrRows) -> None:
             "INSERT INTO attr_values (tenant, attr, type, num, str, pk) VALUES (?, ?, ?, ?, ?, ?)",
             values,
         )
-    for tenant, pk, name, (minx, miny, maxx, maxy) in shapes:
+    for tenant, pk, attr, (minx, miny, maxx, maxy) in shapes:
         gid = conn.execute(
-            "INSERT INTO geo_keys (tenant, pk, attr) VALUES (?, ?, ?)", (tenant, pk, name)
+            "INSERT INTO geo_keys (tenant, pk, attr) VALUES (?, ?, ?)", (tenant, pk, attr)
         ).lastrowid
         conn.execute(
             "INSERT INTO geo_index (gid, minx, maxx, miny, maxy) VALUES (?, ?, ?, ?, ?)",
@@ -188,12 +246,12 @@ def _index_attrs(conn: sqlite3.Connection, rows: AttrRows) -> None:
         )
 
 
-def _unindex_attrs(conn: sqlite3.Connection, tenant: str, pk: int, names: list[str]) -> None:
+def _unindex_attrs(conn: sqlite3.Connection, tenant: str, pk: int, attrs: list[int]) -> None:
     """Drop the index rows of some attributes of one entity (each a seek on pk)."""
-    keys = [(pk, name) for name in names]
+    keys = [(pk, attr) for attr in attrs]
     conn.executemany(
         "DELETE FROM entity_attrs WHERE tenant = ? AND attr = ? AND pk = ?",
-        [(tenant, name, pk) for name in names],
+        [(tenant, attr, pk) for attr in attrs],
     )
     conn.executemany("DELETE FROM attr_values WHERE pk = ? AND attr = ?", keys)
     conn.executemany(
@@ -236,17 +294,17 @@ def query(
         params.extend(query.ids)
     filters: list[q_sql.Filter] = []
     if query.types is not None:
-        names = simple_type_set(query.types)
-        if names is None:
+        type_names = simple_type_set(query.types)
+        if type_names is None:
             exact = False
         else:
             filters.append(q_sql.Filter.of(
-                "entity_types", f"tenant = ? AND type IN ({','.join('?' * len(names))})",
-                [tenant, *names],
+                "entity_types", f"tenant = ? AND type IN {ids_in(len(type_names))}",
+                [tenant, *type_names],
             ))
     if query.attrs is not None:
         filters.append(q_sql.Filter.of(
-            "entity_attrs", f"tenant = ? AND attr IN ({','.join('?' * len(query.attrs))})",
+            "entity_attrs", f"tenant = ? AND attr IN {ids_in(len(query.attrs))}",
             [tenant, *query.attrs],
         ))
     if query.geo is not None:
@@ -255,7 +313,7 @@ def query(
             minx, miny, maxx, maxy = box
             filters.append(q_sql.Filter.of(
                 "geo_keys k JOIN geo_index g ON g.gid = k.gid",
-                "k.tenant = ? AND k.attr = ? AND g.minx <= ? AND g.maxx >= ? "
+                f"k.tenant = ? AND k.attr = {ID} AND g.minx <= ? AND g.maxx >= ? "
                 "AND g.miny <= ? AND g.maxy >= ?",
                 [tenant, query.geo.geoproperty, maxx, minx, maxy, miny],
             ))
@@ -371,14 +429,20 @@ def _prefetch_linked(
 def types(conn: sqlite3.Connection, tenant: str) -> list[TypeInfo]:
     counts = dict(
         conn.execute(
-            "SELECT type, count(*) FROM entity_types WHERE tenant = ? GROUP BY type", (tenant,)
+            """SELECT n.name, c.n FROM names n JOIN (
+                 SELECT type, count(*) AS n FROM entity_types WHERE tenant = ? GROUP BY type
+               ) c ON c.type = n.id""",
+            (tenant,),
         ).fetchall()
     )
     infos = {t: TypeInfo(t, n, {}) for t, n in counts.items()}
     for t, attr, kind in conn.execute(
-        """SELECT DISTINCT t.type, a.attr, a.kind FROM entity_types t
-           JOIN entity_attrs a ON a.tenant = t.tenant AND a.pk = t.pk
-           WHERE t.tenant = ?""",
+        """SELECT tn.name, an.name, kn.name FROM (
+             SELECT DISTINCT t.type, a.attr, a.kind FROM entity_types t
+             JOIN entity_attrs a ON a.tenant = t.tenant AND a.pk = t.pk
+             WHERE t.tenant = ?
+           ) d JOIN names tn ON tn.id = d.type JOIN names an ON an.id = d.attr
+           JOIN names kn ON kn.id = d.kind""",
         (tenant,),
     ):
         infos[t].attributes.setdefault(attr, set()).add(kind)
@@ -388,18 +452,26 @@ def types(conn: sqlite3.Connection, tenant: str) -> list[TypeInfo]:
 def attributes(conn: sqlite3.Connection, tenant: str) -> list[AttributeInfo]:
     infos: dict[str, AttributeInfo] = {}
     for attr, n in conn.execute(
-        "SELECT attr, count(DISTINCT pk) FROM entity_attrs WHERE tenant = ? GROUP BY attr",
+        """SELECT n.name, c.n FROM names n JOIN (
+             SELECT attr, count(DISTINCT pk) AS n FROM entity_attrs WHERE tenant = ?
+             GROUP BY attr
+           ) c ON c.attr = n.id""",
         (tenant,),
     ):
         infos[attr] = AttributeInfo(attr, n, set(), set())
     for attr, kind in conn.execute(
-        "SELECT DISTINCT attr, kind FROM entity_attrs WHERE tenant = ?", (tenant,)
+        """SELECT an.name, kn.name FROM (
+             SELECT DISTINCT attr, kind FROM entity_attrs WHERE tenant = ?
+           ) d JOIN names an ON an.id = d.attr JOIN names kn ON kn.id = d.kind""",
+        (tenant,),
     ):
         infos[attr].kinds.add(kind)
     for attr, etype in conn.execute(
-        """SELECT DISTINCT a.attr, t.type FROM entity_attrs a
-           JOIN entity_types t ON t.tenant = a.tenant AND t.pk = a.pk
-           WHERE a.tenant = ?""",
+        """SELECT an.name, tn.name FROM (
+             SELECT DISTINCT a.attr, t.type FROM entity_attrs a
+             JOIN entity_types t ON t.tenant = a.tenant AND t.pk = a.pk
+             WHERE a.tenant = ?
+           ) d JOIN names an ON an.id = d.attr JOIN names tn ON tn.id = d.type""",
         (tenant,),
     ):
         infos[attr].types.add(etype)

@@ -27,23 +27,29 @@ from urbanos.core.query.ast import (
     QExpr,
 )
 from urbanos.storage.index_values import value_test
+from urbanos.storage.sqlite.names import ID, ids_in
 
 #: one row per (scalar, entity type): a comparison under a type selection reads only the
-#: rows of those types, and an entity without types has one row with a NULL type
+#: rows of those types, and an entity without types has one row with a NULL type; attribute
+#: and type are interned names (``names``)
 VALUES_TABLE = """CREATE TABLE IF NOT EXISTS attr_values (
-    tenant TEXT NOT NULL, attr TEXT NOT NULL, type TEXT, num REAL, str TEXT, pk INTEGER NOT NULL)"""
+    tenant TEXT NOT NULL, attr INTEGER NOT NULL, type INTEGER, num REAL, str TEXT,
+    pk INTEGER NOT NULL)"""
 SCHEMA = [
-    VALUES_TABLE,
     *(f"DROP INDEX IF EXISTS {old}" for old in (  # earlier shapes of the indexes
         "attr_values_num", "attr_values_str", "attr_values_pk", "attr_values_num_pk",
         "attr_values_str_pk", "attr_values_by_pk")),
 ]
 #: covering (type and pk after the value) so that selecting candidates, with or without a
-#: type selection, never reads the table; (pk, attr) serves per-entity checks and deletes.
-#: Created by ``entities.upgrade`` once the table has its current columns.
+#: type selection, never reads the table; partial, so that a row enters only the index of
+#: the kind of value it holds (a comparison on ``num`` or ``str`` implies it is not NULL);
+#: (pk, attr) serves per-entity checks and deletes. Created by ``entities.upgrade`` once the
+#: table has its current columns.
 VALUE_INDEXES = [
-    "CREATE INDEX IF NOT EXISTS attr_values_num_type ON attr_values (tenant, attr, num, type, pk)",
-    "CREATE INDEX IF NOT EXISTS attr_values_str_type ON attr_values (tenant, attr, str, type, pk)",
+    """CREATE INDEX IF NOT EXISTS attr_values_num_type ON attr_values (tenant, attr, num, type, pk)
+       WHERE num IS NOT NULL""",
+    """CREATE INDEX IF NOT EXISTS attr_values_str_type ON attr_values (tenant, attr, str, type, pk)
+       WHERE str IS NOT NULL""",
     "CREATE INDEX IF NOT EXISTS attr_values_pk_attr ON attr_values (pk, attr)",
 ]
 
@@ -105,7 +111,7 @@ def q_filter(
         if exact is not None:
             return [exact]
     if isinstance(expr, Exists | Comparison | Pattern) and _attribute(expr.path):
-        return [Filter.of("entity_attrs", "tenant = ? AND attr = ?", [tenant, expr.path.attr])]
+        return [Filter.of("entity_attrs", f"tenant = ? AND attr = {ID}", [tenant, expr.path.attr])]
     return []
 
 
@@ -121,10 +127,10 @@ def _values(
     where: str, params: list[Any], tenant: str, attr: str, types: frozenset[str] | None
 ) -> Filter:
     if types is not None:
-        where += f" AND type IN ({','.join('?' * len(types))})"
+        where += f" AND type IN {ids_in(len(types))}"
         params = [*params, *sorted(types)]
     return Filter.of(
-        "attr_values", f"tenant = ? AND attr = ? AND {where}", [tenant, attr, *params],
+        "attr_values", f"tenant = ? AND attr = {ID} AND {where}", [tenant, attr, *params],
         index="attr_values_pk_attr",
     )
 
