@@ -156,8 +156,9 @@ class PathNormalizer:
             path = raw.decode("latin-1").split("?", 1)[0]
             if len(path) > 1 and path.endswith("/"):
                 path = path.rstrip("/") or "/"
-            segments = [unquote(s).replace("/", "%2F") for s in path.split("/")]
+            if "%" in path:  # without one, every segment unquotes to itself
+                path = "/".join(unquote(s).replace("/", "%2F") for s in path.split("/"))
             scope = dict(scope)
-            scope["path"] = "/".join(segments)
+            scope["path"] = path
             scope["ngsi_start"] = time.perf_counter()
         await self.app(scope, receive, send)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,10 +25,16 @@ STORE = Histogram(
 
 
 class Instrument:
-    """Counts and times every request by its route template (never by raw path)."""
+    """Counts and times every request by its route template (never by raw path).
+
+    The labelled children are kept by their labels: ``.labels()`` validates and locks on
+    every call, a dict lookup does not. There are as many keys as children in the registry.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.counters: dict[tuple[str, str, int], Any] = {}
+        self.timers: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,7 +52,15 @@ class Instrument:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            REQUESTS.labels(scope["method"], template, str(status)).inc()
-            LATENCY.labels(scope["method"], template).observe(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            method = scope["method"]
+            template = getattr(scope.get("route"), "path", "unmatched")
+            counter = self.counters.get((method, template, status))
+            if counter is None:
+                counter = REQUESTS.labels(method, template, str(status))
+                self.counters[method, template, status] = counter
+            counter.inc()
+            timer = self.timers.get((method, template))
+            if timer is None:
+                timer = self.timers[method, template] = LATENCY.labels(method, template)
+            timer.observe(elapsed)
