@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,7 @@ from urbanos.http.negotiation import (
     choose_accept,
     parse_link_context,
     prefers_json_body,
-    tenant_of,
+    tenant_from,
 )
 from urbanos.types import JSON
 
@@ -50,16 +51,30 @@ async def request_context(
     offered: tuple[str, ...] = (JSON_MT, JSONLD_MT),
 ) -> RequestContext:
     """Tenant, @context (Link header or inline) and the response media type, validated."""
-    tenant = tenant_of(request)
-    accept = choose_accept(request.headers.get("accept"), offered)
+    return await context_of(
+        services(request), request.headers, body=body, ctype=ctype, offered=offered
+    )
+
+
+async def context_of(
+    svc: Services,
+    headers: Mapping[str, str],
+    *,
+    body: JSON = None,
+    ctype: str | None = None,
+    offered: tuple[str, ...] = (JSON_MT, JSONLD_MT),
+) -> RequestContext:
+    """``request_context`` from the request's headers (lower-case names, first value each)."""
+    tenant = tenant_from(headers.get("ngsild-tenant"))
+    accept = choose_accept(headers.get("accept"), offered)
     if ctype is None:
-        context = parse_link_context(request.headers.get("link"))
+        context = parse_link_context(headers.get("link"))
     else:
-        context = body_context(body, ctype, request.headers.get("link"))
-    terms = await services(request).contexts.term_map(context, tenant=tenant)
+        context = body_context(body, ctype, headers.get("link"))
+    terms = await svc.contexts.term_map(context, tenant=tenant)
     return RequestContext(
         tenant=tenant, context=context, terms=terms, accept=accept,
-        prefer_json_body=prefers_json_body(request.headers.get("prefer")),
+        prefer_json_body=prefers_json_body(headers.get("prefer")),
     )
 
 

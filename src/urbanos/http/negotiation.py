@@ -7,6 +7,7 @@ checked in one place, in the order the spec gives, before any state is touched.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable
@@ -231,7 +232,11 @@ def echo_tenant(request: Request) -> str | None:
 
 
 def tenant_of(request: Request) -> str:
-    raw = request.headers.get("ngsild-tenant")
+    return tenant_from(request.headers.get("ngsild-tenant"))
+
+
+def tenant_from(raw: str | None) -> str:
+    """The tenant an NGSILD-Tenant header value names; BadRequestData when it is invalid."""
     if raw is None or raw == "":
         return DEFAULT_TENANT
     if not _TENANT.match(raw):
@@ -303,8 +308,18 @@ def choose_accept(header: str | None, offered: tuple[str, ...] = (JSON_MT, JSONL
     ``offered`` is in the order of the clause's list (JSON, JSON-LD, GeoJSON): weights decide
     first, and among equal weights the earlier entry of the list wins, whatever order the
     client wrote. No Accept header (or an empty one) means JSON.
+
+    Clients send a handful of distinct Accept headers, over and over: the choices are
+    remembered (a refusal is not, it raises).
     """
-    if header is None or not header.strip():
+    if header is None:
+        return offered[0]
+    return _choose_accept(header, offered)
+
+
+@functools.lru_cache(maxsize=256)
+def _choose_accept(header: str, offered: tuple[str, ...]) -> str:
+    if not header.strip():
         return offered[0]
     ranges = _media_ranges(header)
     weights = [_weight(mt, ranges) for mt in offered]

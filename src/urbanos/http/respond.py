@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 from starlette.responses import Response
+from starlette.types import Send
 
 from urbanos.http.negotiation import CONTEXT_REL, GEOJSON_MT, JSONLD_MT, RequestContext
 from urbanos.types import JSON
@@ -29,6 +30,21 @@ def json_response(
     JSON-LD carries the @context in the body (in every element of an array); GeoJSON does
     too unless the request said ``Prefer: body=json``; plain JSON gets a Link header.
     """
+    body, out_headers = json_body(
+        ctx, data, link_url=link_url, headers=headers, with_context=with_context
+    )
+    return Response(body, status_code=status, media_type=ctx.accept, headers=out_headers)
+
+
+def json_body(
+    ctx: RequestContext,
+    data: JSON,
+    *,
+    link_url: str,
+    headers: dict[str, str] | None = None,
+    with_context: bool = True,
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers (but Content-Length and Content-Type) of ``json_response``."""
     out_headers: dict[str, str] = dict(headers or {})
     if ctx.tenant:
         out_headers["NGSILD-Tenant"] = ctx.tenant
@@ -43,9 +59,19 @@ def json_response(
         data = _with_context(data, context_value)
     elif with_context:
         out_headers["Link"] = link_header(link_url)
-    return Response(
-        orjson.dumps(data), status_code=status, media_type=ctx.accept, headers=out_headers
-    )
+    return orjson.dumps(data), out_headers
+
+
+async def send_json(
+    send: Send, body: bytes, headers: dict[str, str], media_type: str, status: int = 200
+) -> None:
+    """Send what ``Response(body, status, headers, media_type)`` sends, without building one:
+    the same header lines in the same order (``media_type`` is never a text/ type here)."""
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    raw.append((b"content-length", str(len(body)).encode("latin-1")))
+    raw.append((b"content-type", media_type.encode("latin-1")))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _with_context(item: JSON, context_value: Any) -> JSON:

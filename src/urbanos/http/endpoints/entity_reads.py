@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from urllib.parse import quote
 
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
+from urbanos.core.jsonld import core_term_map
 from urbanos.core.query.evaluate import matches_type
 from urbanos.core.query.parse import parse_type_expr
 from urbanos.core.render import (
@@ -19,8 +22,9 @@ from urbanos.core.render import (
     render_feature,
     visible_attributes,
 )
+from urbanos.core.validation import check_entity_id
 from urbanos.errors import ResourceNotFound
-from urbanos.http.context import link_url, request_context, services
+from urbanos.http.context import Services, context_of, link_url, request_context, services
 from urbanos.http.endpoints.entities import _path_id
 from urbanos.http.endpoints.entity_maps import HEADER, map_location, reference_id, registry
 from urbanos.http.negotiation import GEOJSON_MT, JSON_MT, JSONLD_MT, RequestContext, read_body
@@ -36,7 +40,7 @@ from urbanos.http.params import (
     render_options,
 )
 from urbanos.http.query_body import query_from_body
-from urbanos.http.respond import json_response
+from urbanos.http.respond import json_body, json_response
 from urbanos.services.linked import fetch_linked
 from urbanos.storage.base import Page
 from urbanos.types import JSON, JSONObject
@@ -180,18 +184,42 @@ async def retrieve_entity(request: Request) -> Response:
     if projected and not render_entity(entity, ctx.terms, replace(opts, join=None)):
         raise ResourceNotFound(f"nothing of entity {entity_id} is left after pick/omit")
     linked = await fetch_linked(svc.store, ctx.tenant, [entity], opts)
-    data: JSON
-    if opts.join == "flat" and len(linked) > 1:
-        data = render_page(ctx, [entity], opts, linked)
-    elif ctx.accept == GEOJSON_MT:
-        data = render_feature(entity, ctx.terms, opts, linked)
-    else:
-        data = render_entity(entity, ctx.terms, opts, linked)
+    data = _render_one(ctx, entity, opts, linked)
     status, headers = _version_headers(applied, opts, [entity])
     headers.update(_entity_map(request, ctx.tenant, [entity_id]))
     return json_response(
         ctx, data, status=status, link_url=link_url(request, ctx), headers=headers
     )
+
+
+def _render_one(
+    ctx: RequestContext, entity: JSONObject, opts: RenderOptions, linked: dict[str, JSONObject]
+) -> JSON:
+    if opts.join == "flat" and len(linked) > 1:
+        return render_page(ctx, [entity], opts, linked)
+    if ctx.accept == GEOJSON_MT:
+        return render_feature(entity, ctx.terms, opts, linked)
+    return render_entity(entity, ctx.terms, opts, linked)
+
+
+PLAIN_OPTIONS = render_options(QueryParams(), core_term_map())
+
+
+async def retrieve_plain(
+    svc: Services, path_id: str, headers: Mapping[str, str]
+) -> tuple[bytes, dict[str, str], str]:
+    """``retrieve_entity`` without a Request, for a request with no query string and no
+    ``Prefer`` or ``NGSILD-EntityMap`` header: its body, headers but Content-Length and
+    Content-Type, and media type. ``headers`` has lower-case names, the first value of each.
+    Raises what ``retrieve_entity`` would raise, though maybe not the same error first.
+    """
+    entity_id = check_entity_id(path_id.replace("%2F", "/"))  # as _path_id
+    ctx = await context_of(svc, headers, offered=ENTITY_OFFER)
+    entity = await svc.entities.retrieve(ctx.tenant, entity_id)
+    data = _render_one(ctx, entity, PLAIN_OPTIONS, {})  # no join: nothing linked to fetch
+    url = svc.contexts.link_url(ctx.context, tenant=ctx.tenant)
+    body, out = json_body(ctx, data, link_url=url)
+    return body, out, ctx.accept
 
 
 async def query_post(request: Request) -> Response:
