@@ -304,3 +304,33 @@ async def test_a_name_interned_by_a_write_that_rolls_back_is_not_reused(tmp_path
         assert orphans == (0,)
     finally:
         await store.close()
+
+
+async def test_committed_writes_reach_the_database_file_without_the_writer_checkpointing(
+    tmp_path: Path,
+) -> None:
+    """The checkpoint thread copies committed pages from the WAL into the file a moment
+    after the commit (the writer's own checkpoint only starts at 80 MB of WAL)."""
+    path = tmp_path / "c.db"
+    db = Database(path)
+    await db.open(["CREATE TABLE t (v TEXT)"])
+    try:
+        await db.transact(lambda conn: conn.executemany(
+            "INSERT INTO t (v) VALUES (?)", [("x" * 100,) for _ in range(500)]))
+
+        def in_file() -> int:  # the file alone, WAL ignored
+            conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+            try:
+                return int(conn.execute("SELECT count(*) FROM t").fetchone()[0])
+            except sqlite3.OperationalError:  # the table itself is not in the file yet
+                return 0
+            finally:
+                conn.close()
+
+        for _ in range(100):
+            if in_file() == 500:
+                break
+            await asyncio.sleep(0.02)
+        assert in_file() == 500
+    finally:
+        await db.close()
