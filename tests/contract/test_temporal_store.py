@@ -263,3 +263,40 @@ async def test_sql_aggregation_agrees_with_the_reference(
     for other in results[1:]:  # attribute order is free
         assert sorted(results[0], key=str) == sorted(other, key=str)
     assert results[0], "the window should hold instances"
+
+
+async def test_series_of_an_earlier_sqlite_file_are_upgraded_on_open(tmp_path: Path) -> None:
+    """Series written when attribute and datasetId were spelled out in each row are
+    rebuilt once at open, keeping their pks: instances, filters and purges still find them."""
+    import sqlite3
+
+    store, history = await open_pair("sqlite", tmp_path)
+    doc = entity("urn:e:1", stamp(0), speed=1, fuel=2)
+    doc["attrs"][X + "fuel"].append({"type": "Property", "value": 3, "datasetId": "urn:d:1",
+                                     "observedAt": stamp(0)})
+    await store.apply(T, [Write("put", "urn:e:1", doc)])
+    want = await one(history, everything())
+    await history.close()
+    await store.close()
+    old = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    old.executescript(
+        """CREATE TABLE s AS SELECT o.pk, o.entity, a.name AS attr, d.name AS dataset
+             FROM temporal_series o JOIN names a ON a.id = o.attr JOIN names d ON d.id = o.dataset;
+           DROP TABLE temporal_series;
+           CREATE TABLE temporal_series (pk INTEGER PRIMARY KEY, entity INTEGER NOT NULL,
+             attr TEXT NOT NULL, dataset TEXT NOT NULL, UNIQUE (entity, attr, dataset));
+           INSERT INTO temporal_series SELECT * FROM s; DROP TABLE s;"""
+    )
+    old.close()
+    store, history = await open_pair("sqlite", tmp_path)
+    try:
+        assert await one(history, everything()) == want
+        fuel = await one(history, everything(attrs=frozenset({X + "fuel"}),
+                                          datasets=frozenset({"urn:d:1"})))
+        assert [(s.attr, s.dataset_id) for s in fuel.series] == [(X + "fuel", "urn:d:1")]
+        assert await history.delete_series(T, "urn:e:1", X + "fuel", "urn:d:1")
+        assert await history.series_names(T, "urn:e:1") == {(X + "speed", None),
+                                                            (X + "fuel", None)}
+    finally:
+        await history.close()
+        await store.close()

@@ -175,7 +175,7 @@ def temporal_store_for(entity_store: object) -> TemporalStore | None:
     if isinstance(entity_store, SqliteStore):
         from urbanos.storage.sqlite.temporal import SqliteTemporalStore
 
-        sqlite_history = SqliteTemporalStore(entity_store.db)
+        sqlite_history = SqliteTemporalStore(entity_store.db, entity_store.names)
         entity_store.write_hooks.append(sqlite_history.record)
         return sqlite_history
     if isinstance(entity_store, PostgresStore):

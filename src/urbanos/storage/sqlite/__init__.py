@@ -38,9 +38,9 @@ class SqliteStore:
         self.write_hooks: list[WriteHook] = []
         self._probe_counts = entities.ProbeCounts()  # shared by the reader threads
         self._tenants: set[str] = {DEFAULT_TENANT}
-        self._names = Names()  # the writer thread's
-        self.db.on_commit.append(self._names.committed)
-        self.db.on_rollback.append(self._names.rolled_back)
+        self.names = Names()  # the writer thread's, shared with the history store
+        self.db.on_commit.append(self.names.committed)
+        self.db.on_rollback.append(self.names.rolled_back)
 
     async def open(self) -> None:
         await self.db.open(SCHEMA)
@@ -84,7 +84,7 @@ class SqliteStore:
         for w in writes:
             if w.op == "put":
                 assert w.entity is not None
-                entities.put(conn, self._names, tenant, w.entity)
+                entities.put(conn, self.names, tenant, w.entity)
             else:
                 entities.delete(conn, tenant, w.entity_id)
         for hook in self.write_hooks:

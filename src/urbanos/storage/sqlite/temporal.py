@@ -4,7 +4,8 @@ Tables (created on open)::
 
     temporal_entities  (pk, tenant, id, types, scope, created_at, modified_at, deleted_at)
     temporal_series    (pk, entity -> temporal_entities, attr, dataset)   one per
-                       (tenant, entity, attribute, datasetId); '' is the default instance
+                       (tenant, entity, attribute, datasetId); '' is the default instance;
+                       attribute and datasetId are interned names (``names``)
     temporal_instances (pk AUTOINCREMENT, series -> temporal_series, observed_ts,
                         created_ts, modified_ts, deleted_ts, num, val, doc)
 
@@ -53,6 +54,8 @@ from urbanos.core.temporal_render import (
 from urbanos.core.timeutil import now_iso
 from urbanos.storage.base import Write
 from urbanos.storage.sqlite.database import Database
+from urbanos.storage.sqlite.names import ID, Names, ids_in
+from urbanos.storage.sqlite.names import SCHEMA as NAMES_SCHEMA
 from urbanos.storage.temporal import (
     ALL_DATASETS,
     Directive,
@@ -71,14 +74,16 @@ from urbanos.storage.temporal_rows import (
 )
 from urbanos.types import JSONObject
 
+SERIES_TABLE = """CREATE TABLE IF NOT EXISTS temporal_series (
+        pk INTEGER PRIMARY KEY, entity INTEGER NOT NULL, attr INTEGER NOT NULL,
+        dataset INTEGER NOT NULL, UNIQUE (entity, attr, dataset))"""
 SCHEMA = [
+    *NAMES_SCHEMA,
     """CREATE TABLE IF NOT EXISTS temporal_entities (
         pk INTEGER PRIMARY KEY, tenant TEXT NOT NULL, id TEXT NOT NULL, types TEXT NOT NULL,
         scope TEXT, created_at TEXT NOT NULL, modified_at TEXT NOT NULL, deleted_at TEXT,
         UNIQUE (tenant, id))""",
-    """CREATE TABLE IF NOT EXISTS temporal_series (
-        pk INTEGER PRIMARY KEY, entity INTEGER NOT NULL, attr TEXT NOT NULL,
-        dataset TEXT NOT NULL, UNIQUE (entity, attr, dataset))""",
+    SERIES_TABLE,
     """CREATE TABLE IF NOT EXISTS temporal_instances (
         pk INTEGER PRIMARY KEY AUTOINCREMENT, series INTEGER NOT NULL,
         observed_ts INTEGER, created_ts INTEGER NOT NULL, modified_ts INTEGER NOT NULL,
@@ -107,8 +112,9 @@ AGGREGATE_SQL = {
 
 
 class SqliteTemporalStore:
-    def __init__(self, db: Database, clock: Callable[[], str] = now_iso) -> None:
+    def __init__(self, db: Database, names: Names, clock: Callable[[], str] = now_iso) -> None:
         self.db = db
+        self.names = names  # the entity store's: writes run on the same writer thread
         self.clock = clock
         self.directives = Directives()
 
@@ -116,6 +122,7 @@ class SqliteTemporalStore:
         def migrate(conn: sqlite3.Connection) -> None:
             for stmt in SCHEMA:
                 conn.execute(stmt)
+            _upgrade(conn)
 
         await self.db.transact(migrate)
 
@@ -140,7 +147,7 @@ class SqliteTemporalStore:
             if d.explicit:
                 pending.append((pk, d.explicit, d.replace_observed))
         if pending:
-            _insert(conn, pending)
+            _insert(conn, self.names, pending)
 
     def _entity_row(self, conn: sqlite3.Connection, tenant: str, w: Write) -> tuple[int, str]:
         now, types, scope, created, deleted = entity_row(w, self.clock())
@@ -185,8 +192,9 @@ class SqliteTemporalStore:
     async def series_names(self, tenant: str, entity_id: str) -> set[tuple[str, str | None]]:
         def run(conn: sqlite3.Connection) -> set[tuple[str, str | None]]:
             rows = conn.execute(
-                """SELECT s.attr, s.dataset FROM temporal_series s
+                """SELECT a.name, d.name FROM temporal_series s
                    JOIN temporal_entities e ON e.pk = s.entity
+                   JOIN names a ON a.id = s.attr JOIN names d ON d.id = s.dataset
                    WHERE e.tenant = ? AND e.id = ?
                    AND EXISTS (SELECT 1 FROM temporal_instances i WHERE i.series = s.pk)""",
                 (tenant, entity_id),
@@ -327,16 +335,17 @@ def _series(conn: sqlite3.Connection, tenant: str, entity_ids: list[str],
             request: HistoryRequest) -> Iterable[tuple[str, str, str | None, int]]:
     """(entity id, attribute, datasetId, series pk) of the series a request selects."""
     for chunk in (entity_ids[i:i + 500] for i in range(0, len(entity_ids), 500)):
-        sql = ("SELECT e.id, s.attr, s.dataset, s.pk FROM temporal_series s"
+        sql = ("SELECT e.id, a.name, d.name, s.pk FROM temporal_series s"
                " JOIN temporal_entities e ON e.pk = s.entity"
+               " JOIN names a ON a.id = s.attr JOIN names d ON d.id = s.dataset"
                f" WHERE e.tenant = ? AND e.id IN ({','.join('?' * len(chunk))})")
         params: list[Any] = [tenant, *chunk]
         if request.attrs is not None:
-            sql += f" AND s.attr IN ({','.join('?' * len(request.attrs))})"
+            sql += f" AND s.attr IN {ids_in(len(request.attrs))}"
             params.extend(request.attrs)
         if request.datasets is not None:
             wanted = ["" if d == "@none" else d for d in request.datasets]
-            sql += f" AND s.dataset IN ({','.join('?' * len(wanted))})"
+            sql += f" AND s.dataset IN {ids_in(len(wanted))}"
             params.extend(wanted)
         for eid, attr, dataset, spk in conn.execute(sql + " ORDER BY s.pk", params):
             yield eid, attr, dataset or None, spk
@@ -494,17 +503,20 @@ def _calendar_bucket(ts: int, origin: int, months: int, micros: int) -> int:
     return bucket_start(ts, origin, Duration(months, micros))
 
 
-def _insert(conn: sqlite3.Connection,
+def _insert(conn: sqlite3.Connection, names: Names,
             pending: list[tuple[int, list[NewInstance], bool]]) -> None:
     """Insert instances for (entity pk, instances, replace same observation) groups: the
     series they need in one pass, then the rows."""
-    keys = {(pk, new.attr, dataset_key(new.dataset_id)) for pk, items, _ in pending for new in items}
+    def key(pk: int, new: NewInstance) -> tuple[int, int, int]:
+        return pk, names.id(conn, new.attr), names.id(conn, dataset_key(new.dataset_id))
+
+    keys = {key(pk, new) for pk, items, _ in pending for new in items}
     if not keys:
         return
     conn.executemany(
         "INSERT OR IGNORE INTO temporal_series (entity, attr, dataset) VALUES (?, ?, ?)", keys)
     entities = sorted({pk for pk, _, _ in pending})
-    series: dict[tuple[int, str, str], int] = {}
+    series: dict[tuple[int, int, int], int] = {}
     for i in range(0, len(entities), 500):
         chunk = entities[i:i + 500]
         for spk, entity, attr, dataset in conn.execute(
@@ -516,7 +528,7 @@ def _insert(conn: sqlite3.Connection,
     replaced = []
     for pk, items, replace_observed in pending:
         for new in items:
-            spk = series[(pk, new.attr, dataset_key(new.dataset_id))]
+            spk = series[key(pk, new)]
             cols = instance_columns(new.instance)
             if replace_observed and cols[0] is not None:
                 replaced.append((spk, cols[0]))
@@ -533,10 +545,10 @@ def _insert(conn: sqlite3.Connection,
 
 
 def _purge_series(conn: sqlite3.Connection, entity: int, attr: str, dataset: str | None) -> bool:
-    sql = "SELECT pk FROM temporal_series WHERE entity = ? AND attr = ?"
+    sql = f"SELECT pk FROM temporal_series WHERE entity = ? AND attr = {ID}"
     params: list[Any] = [entity, attr]
     if dataset != ALL_DATASETS:
-        sql += " AND dataset = ?"
+        sql += f" AND dataset = {ID}"
         params.append(dataset_key(dataset))
     pks = [r[0] for r in conn.execute(sql, params)]
     found = False
@@ -562,10 +574,27 @@ def _purge_entity(conn: sqlite3.Connection, tenant: str, entity_id: str) -> bool
 def _find_instance(conn: sqlite3.Connection, tenant: str, entity_id: str, attr: str,
                    number: int) -> tuple[int, str] | None:
     row = conn.execute(
-        """SELECT i.pk, i.doc FROM temporal_instances i
+        f"""SELECT i.pk, i.doc FROM temporal_instances i
            JOIN temporal_series s ON s.pk = i.series
            JOIN temporal_entities e ON e.pk = s.entity
-           WHERE i.pk = ? AND s.attr = ? AND e.tenant = ? AND e.id = ?""",
+           WHERE i.pk = ? AND s.attr = {ID} AND e.tenant = ? AND e.id = ?""",
         (number, attr, tenant, entity_id),
     ).fetchone()
     return (row[0], row[1]) if row else None
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Series of files written before names were interned: rebuilt once, pks kept."""
+    declared = {row[1]: row[2] for row in conn.execute("PRAGMA table_info(temporal_series)")}
+    if declared.get("attr") != "TEXT":
+        return
+    conn.execute("""INSERT OR IGNORE INTO names (name)
+                    SELECT attr FROM temporal_series UNION SELECT dataset FROM temporal_series""")
+    conn.execute("ALTER TABLE temporal_series RENAME TO old_temporal_series")
+    conn.execute(SERIES_TABLE)
+    conn.execute(
+        """INSERT INTO temporal_series (pk, entity, attr, dataset)
+           SELECT o.pk, o.entity, a.id, d.id FROM old_temporal_series o
+           JOIN names a ON a.name = o.attr JOIN names d ON d.name = o.dataset"""
+    )
+    conn.execute("DROP TABLE old_temporal_series")
