@@ -166,17 +166,40 @@ def put(conn: sqlite3.Connection, names: Names, tenant: str, entity: JSONObject)
         conn.execute("DELETE FROM entity_types WHERE pk = ?", (pk,))
         _index_types(conn, tenant, pk, rows.type_ids)
     old_attrs: dict[str, list[JSONObject]] = old["attrs"]
-    changed = {
-        name: insts for name, insts in attrs.items()
-        if retyped or old_attrs.get(name) != insts and (
-            name not in old_attrs
-            or rows.of(pk, {name: old_attrs[name]}) != rows.of(pk, {name: insts})
+    for name in {**old_attrs, **attrs}:
+        before, after = old_attrs.get(name), attrs.get(name)
+        if before != after or retyped:
+            _reindex_attr(conn, pk, rows.of(pk, {name: before} if before else {}),
+                          rows.of(pk, {name: after} if after else {}), retyped)
+
+
+def _reindex_attr(
+    conn: sqlite3.Connection, pk: int, old: AttrRows, new: AttrRows, retyped: bool
+) -> None:
+    """Rewrite only the index rows of one attribute that differ: a new value leaves its
+    name and kind rows alone, and a non-geo attribute never touches the R*Tree."""
+    (old_kinds, old_values, old_shapes), (kinds, values, shapes) = old, new
+    if old_kinds != kinds:
+        conn.executemany(
+            "DELETE FROM entity_attrs WHERE tenant = ? AND attr = ? AND kind = ? AND pk = ?",
+            old_kinds - kinds,
         )
-    }
-    stale = [names.id(conn, name) for name in old_attrs if name in changed or name not in attrs]
-    if stale:
-        _unindex_attrs(conn, tenant, pk, stale)
-    _index_attrs(conn, rows.of(pk, changed))
+    if old_values != values or retyped:  # value rows carry the entity's types
+        attrs = {row[1] for row in (*old_values, *values)}
+        conn.executemany("DELETE FROM attr_values WHERE pk = ? AND attr = ?",
+                         [(pk, attr) for attr in attrs])
+    else:
+        values = []
+    if old_shapes != shapes:
+        keys = [(pk, attr) for attr in {row[2] for row in old_shapes}]
+        conn.executemany(
+            "DELETE FROM geo_index WHERE gid IN (SELECT gid FROM geo_keys WHERE pk = ? AND attr = ?)",
+            keys,
+        )
+        conn.executemany("DELETE FROM geo_keys WHERE pk = ? AND attr = ?", keys)
+    else:
+        shapes = []
+    _index_attrs(conn, (kinds - old_kinds, values, shapes))
 
 
 def _index_types(conn: sqlite3.Connection, tenant: str, pk: int, type_ids: list[int]) -> None:
@@ -244,21 +267,6 @@ def _index_attrs(conn: sqlite3.Connection, rows: AttrRows) -> None:
             "INSERT INTO geo_index (gid, minx, maxx, miny, maxy) VALUES (?, ?, ?, ?, ?)",
             (gid, minx, maxx, miny, maxy),
         )
-
-
-def _unindex_attrs(conn: sqlite3.Connection, tenant: str, pk: int, attrs: list[int]) -> None:
-    """Drop the index rows of some attributes of one entity (each a seek on pk)."""
-    keys = [(pk, attr) for attr in attrs]
-    conn.executemany(
-        "DELETE FROM entity_attrs WHERE tenant = ? AND attr = ? AND pk = ?",
-        [(tenant, attr, pk) for attr in attrs],
-    )
-    conn.executemany("DELETE FROM attr_values WHERE pk = ? AND attr = ?", keys)
-    conn.executemany(
-        "DELETE FROM geo_index WHERE gid IN (SELECT gid FROM geo_keys WHERE pk = ? AND attr = ?)",
-        keys,
-    )
-    conn.executemany("DELETE FROM geo_keys WHERE pk = ? AND attr = ?", keys)
 
 
 def _unindex(conn: sqlite3.Connection, pk: int) -> None:
