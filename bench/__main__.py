@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -135,7 +135,17 @@ def main() -> None:
                         help="skip the temporal and notification suites")
     parser.add_argument("--reuse-extra", action="store_true",
                         help="report the latest temporal and notification results, not new runs")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite docs/benchmarks.md from the latest saved results, run nothing")
     args = parser.parse_args()
+    if args.report_only:
+        saved = sorted((HERE / "results").glob("[0-9]*.json"))
+        if not saved:
+            raise SystemExit("no saved results under bench/results: run `make bench` first")
+        run = _saved_run(saved[-1])
+        args.saved_when, args.saved_commit = run["when"], run["commit"]
+        write_report(run["results"], args, _extras(latest), save=False)
+        return
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
     os.environ["BENCH_ENTITIES"] = str(args.entities)
@@ -163,13 +173,76 @@ def main() -> None:
                             "p95_ms": 0, "p99_ms": 0, "errors": 0, "requests": 0})
         with broker_store(store, args.postgres) as url:
             results.extend(run_scenarios(store, url, args))
-    suite = latest if args.reuse_extra else run_suite
-    extra = {} if args.skip_extra else {
+    extra = {} if args.skip_extra else _extras(latest if args.reuse_extra else run_suite)
+    write_report(results, args, extra)
+
+
+def _saved_run(path: Path) -> dict[str, Any]:
+    """A saved run: its results, time and commit (for files that hold only the results, the
+    file's time and the commit that was HEAD then)."""
+    run = json.loads(path.read_text())
+    if isinstance(run, dict):
+        return run
+    at = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+    commit = subprocess.run(
+        ["git", "rev-list", "-1", "--abbrev-commit", f"--before={at.isoformat()}", "HEAD"],
+        capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    return {"when": at.strftime("%Y-%m-%d %H:%M UTC"), "commit": commit, "results": run}
+
+
+def _extras(suite: Callable[[str], list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    return {
         "Temporal (10 entities x 100,000 instances, Stellio's scenario)": suite("temporal"),
         "Notifications (update -> delivery)": suite("notifications"),
-        "Memory: broker RSS with 1,000,000 entities stored (SQLite)": suite("rss"),
+        RSS_TITLE: suite("rss"),
     }
-    write_report(results, args, extra)
+
+
+RSS_TITLE = "Memory: broker RSS with 1,000,000 entities stored (SQLite)"
+#: the targets of the speed issue, on the SQLite store, one broker process:
+#: (target, scenario, least per second, most p95 ms, least fraction of a ceiling)
+TARGETS: list[tuple[str, str, float, float | None, tuple[str, float] | None]] = [
+    ("retrieve by id >= 10,000 req/s and >= 0.35 x bare endpoint", "retrieve entity by id",
+     10_000, None, ("ceiling: bare endpoint, same HTTP stack", 0.35)),
+    ("partial attribute update >= 4,000/s", "partial attribute update (1,000 entities)",
+     4_000, None, None),
+    ("create >= 4,000/s", "create entity", 4_000, None, None),
+    ("query type + q over 100k >= 1,500/s at p95 <= 30 ms",
+     "query type + property value (100k entities)", 1_500, 30.0, None),
+    ("batch upsert >= 50,000 entities/s and >= 0.15 x raw executemany",
+     "batch upsert, 1,000 entities per request", 50_000, None,
+     ("ceiling: SQLite executemany of the same rows", 0.15)),
+]
+
+
+def target_table(results: list[dict[str, Any]], extra: dict[str, list[dict[str, Any]]]) -> str:
+    """Each target of the speed issue against this run: measured, and met or missed."""
+    def per_s(scenario: str) -> tuple[float, dict[str, Any]] | None:
+        for r in results:
+            if r["scenario"] == scenario and r.get("store", "sqlite") == "sqlite":
+                return r["rps"] * r["unit"], r
+        return None
+
+    lines = ["| target (SQLite, one broker process) | measured | status |", "|---|---|---|"]
+    for what, scenario, least, p95, ceiling in TARGETS:
+        found = per_s(scenario)
+        if found is None:
+            lines.append(f"| {what} | not run | |")
+            continue
+        rate, r = found
+        met = rate >= least and (p95 is None or r["p95_ms"] <= p95)
+        measured = f"{rate:,.0f}/s" + (f", p95 {r['p95_ms']:.1f} ms" if p95 is not None else "")
+        if ceiling is not None and (top := per_s(ceiling[0])) is not None:
+            ratio = rate / top[0]
+            met = met and ratio >= ceiling[1]
+            measured += f", {ratio:.2f} x"
+        lines.append(f"| {what} | {measured} | {'met' if met else 'missed'} |")
+    rss = [row["rss_mb"] for row in extra.get(RSS_TITLE, []) if row.get("rss_mb") is not None]
+    if rss:
+        status = "met" if max(rss) <= 250 else "missed"
+        lines.append(f"| broker RSS <= 250 MB with 1,000,000 entities | {max(rss):.0f} MB at "
+                     f"most | {status} |")
+    return "\n".join(lines)
 
 
 @contextlib.contextmanager
@@ -271,15 +344,19 @@ def _cell(value: Any) -> str:
 
 def write_report(
     results: list[dict[str, Any]], args: argparse.Namespace,
-    extra: dict[str, list[dict[str, Any]]] | None = None,
+    extra: dict[str, list[dict[str, Any]]] | None = None, *, save: bool = True,
 ) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, cwd=ROOT).stdout.strip()
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    (HERE / "results").mkdir(exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    (HERE / "results" / f"{stamp}.json").write_text(json.dumps(results, indent=2))
+    if save:
+        (HERE / "results").mkdir(exist_ok=True)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        payload = {"when": when, "commit": commit, "results": results}
+        (HERE / "results" / f"{stamp}.json").write_text(json.dumps(payload, indent=2))
+    else:  # the saved run's own time and commit
+        when, commit = args.saved_when, args.saved_commit
     rows = []
     for r in results:
         per_s = r["rps"] * r["unit"]
@@ -304,6 +381,10 @@ the same run.
 | scenario | store | throughput | p50 ms | p95 ms | p99 ms | errors | broker RSS MB |
 |---|---|---:|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
+
+## Targets
+
+{target_table(results, extra or {})}
 """
         + "".join(f"\n## {title}\n\n{table(rows)}\n" for title, rows in (extra or {}).items())
     )
