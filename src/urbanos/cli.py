@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from urbanos.http.app import create_app
 
+    _collect_less()
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -54,6 +56,16 @@ def main(argv: list[str] | None = None) -> int:
         loop="uvloop" if _has("uvloop") else "asyncio",
     )
     return 0
+
+
+def _collect_less() -> None:
+    """Cyclic garbage collection tuned for a server: every request allocates a few hundred
+    containers, so the default thresholds ran a collection every few requests and a full one
+    every ~400, walking every module, class and cache each time (~7% of a query's CPU).
+    What exists once the code is loaded lives as long as the process: it is frozen out of
+    the collector's walks, and collections run ~30 times less often."""
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 100)
 
 
 def _has(module: str) -> bool:
