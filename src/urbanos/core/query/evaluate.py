@@ -186,8 +186,12 @@ def _units(
     if not instances:
         return
     for instance in [instances] if isinstance(instances, dict) else instances:
-        if isinstance(instance, dict):
+        if not isinstance(instance, dict):
+            continue
+        if path.sub:
             yield from _from_instance(instance, path.sub, path.compound, lang)
+        elif (unit := _seed(instance, path.compound, lang)) is not None:  # the common case
+            yield unit
 
 
 def _from_instance(
