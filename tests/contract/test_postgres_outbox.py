@@ -25,6 +25,8 @@ async def make_node(postgres_database: str) -> AsyncIterator[Callable[[], object
     async def make() -> Node:
         store = PostgresStore(postgres_database, pool_size=2)
         await store.open()
+        if not opened:  # someone to notify: the default tenant's changes are recorded
+            await subscribe(store, "")
         outbox = PostgresOutbox(store)
         await outbox.open()
         opened.append((store, outbox))
@@ -35,6 +37,14 @@ async def make_node(postgres_database: str) -> AsyncIterator[Callable[[], object
         await node_for(store).stop()
         await store.close()
     reset_postgres(postgres_database)
+
+
+async def subscribe(store: PostgresStore, tenant: str) -> None:
+    async with store.db.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO urbanos.subscriptions (tenant, id, doc) VALUES (%s, %s, '{}')",
+            (tenant, f"urn:ngsi-ld:Subscription:{tenant or 'default'}"),
+        )
 
 
 def lamp(n: int) -> Write:
@@ -96,3 +106,17 @@ async def test_retry_release_and_done(make_node: Callable[[], object]) -> None:
     [last] = await a.claim_due(5.0, room(), ())
     await a.done([last.id])
     assert await a.counts() == (0, 0)
+
+
+async def test_a_tenant_without_subscriptions_records_no_change(
+    make_node: Callable[[], object],
+) -> None:
+    """Nobody could be notified of them: the writes of a tenant with no subscription leave
+    no change behind, and once it has one its writes are recorded again."""
+    store, outbox = await make_node()  # type: ignore[misc]
+    await store.apply("quiet", [lamp(1)])
+    assert await outbox.changes(10) == []
+    await subscribe(store, "quiet")
+    await store.apply("quiet", [lamp(2)])
+    [change] = await outbox.changes(10)
+    assert (change.tenant, change.entity_id) == ("quiet", "urn:ngsi-ld:Lamp:2")

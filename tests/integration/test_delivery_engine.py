@@ -26,6 +26,7 @@ from urbanos.settings import Settings
 from urbanos.storage import open_store
 from urbanos.storage.base import EntityStore, Write
 from urbanos.storage.memory import MemoryStore
+from urbanos.storage.postgres import PostgresStore
 from urbanos.types import JSONObject
 from urbanos.workers import Workers, start_workers
 
@@ -76,6 +77,14 @@ def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Reopen]:
 
 async def start(store: EntityStore, subs: FakeSubscriptions, settings: Settings = FAST,
                 policy: OutboundPolicy | None = None) -> Rig:
+    if isinstance(store, PostgresStore):  # its outbox records only subscribed tenants' writes
+        async with store.db.transaction() as conn:
+            await conn.execute(
+                """INSERT INTO urbanos.subscriptions (tenant, id, doc)
+                   SELECT t, 'urn:ngsi-ld:Subscription:rig', '{}' FROM unnest(%s::text[]) AS t
+                   ON CONFLICT DO NOTHING""",
+                (["", "city"],),
+            )
     workers = await start_workers(settings, store, subs, policy or OutboundPolicy())
     return Rig(store, subs, workers, EntityService(store))
 

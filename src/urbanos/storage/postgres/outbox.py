@@ -39,10 +39,12 @@ _SCAN = 2000
 
 #: the changes travel as one JSON array of [entity id, before, after]: one parameter to
 #: encode, where arrays of jsonb cost a conversion per element
+#: a tenant without subscriptions has nobody to notify: its writes record no change
 _RECORD = """WITH ins AS (
     INSERT INTO urbanos.outbox_changes (tenant, entity_id, before, after, at)
     SELECT %(tenant)s, c->>0, NULLIF(c->1, 'null'), NULLIF(c->2, 'null'), %(at)s
     FROM jsonb_array_elements(%(changes)s::jsonb) AS c
+    WHERE EXISTS (SELECT 1 FROM urbanos.subscriptions WHERE tenant = %(tenant)s)
     RETURNING 1)
 SELECT pg_notify(%(channel)s, '') FROM (SELECT 1 FROM ins LIMIT 1) AS one"""
 
