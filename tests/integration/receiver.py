@@ -2,7 +2,7 @@
 
 Paths choose the behaviour: ``/hang...`` never answers (until the server stops),
 ``/fail...`` answers 500, ``/status/NNN`` answers NNN, ``/flaky/N/...`` fails the first N
-requests, anything else answers 204. Every request is recorded, in arrival order.
+requests, ``/slow/MS/...`` answers 204 after MS milliseconds, anything else answers 204. Every request is recorded, in arrival order.
 """
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ class Receiver:
             return 500
         if parts[0] == "status" and len(parts) > 1:
             return int(parts[1])
+        if parts[0] == "slow" and len(parts) > 1:
+            time.sleep(int(parts[1]) / 1000)
+            return 204
         if parts[0] == "flaky" and len(parts) > 1:
             with self._cond:
                 seen = self._counts[path] = self._counts.get(path, 0) + 1

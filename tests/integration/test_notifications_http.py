@@ -139,6 +139,30 @@ async def test_success_after_retry_shows_ok(client: httpx.AsyncClient, receiver:
     assert shown["status"] == "ok" and shown["timesSent"] >= 1 and "lastSuccess" in shown
 
 
+async def test_a_receiver_that_has_answered_sees_its_answer_in_the_subscription(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """A read of a subscription waits (bounded) for the outcome of its notifications being
+    sent, so a receiver that reads it right after answering finds timesSent and status."""
+    await subscribe(client, subscription("urn:s:slow", f"{receiver.base}/slow/200/x"))
+    assert (await client.post("entities", json=lamp(1))).status_code == 201
+    await receiver.await_("/slow")  # sent; the answer comes 200 ms later
+    shown = (await client.get("subscriptions/urn:s:slow")).json()["notification"]
+    assert shown["timesSent"] == 1 and shown["status"] == "ok" and "lastSuccess" in shown
+
+
+async def test_a_hanging_receiver_delays_reads_of_its_subscription_a_bounded_time(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    await subscribe(client, subscription("urn:s:stuck", f"{receiver.base}/hang"))
+    assert (await client.post("entities", json=lamp(1))).status_code == 201
+    await receiver.await_("/hang")
+    started = time.monotonic()
+    r = await client.get("subscriptions/urn:s:stuck")
+    assert r.status_code == 200 and "timesSent" not in r.json()["notification"]
+    assert time.monotonic() - started < 1.5
+
+
 async def test_a_deleted_subscription_stops_retrying(
     client: httpx.AsyncClient, receiver: Receiver
 ) -> None:

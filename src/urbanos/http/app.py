@@ -75,6 +75,8 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
         app.state.workers = await start_workers(
             settings, the_store, subscriptions, policy, leader=the_store.try_lead
         )
+        if app.state.workers.engine is not None:
+            subscriptions.outcomes = app.state.workers.engine.settled
         app.state.workers.run("contexts.uses", contexts.run_flush)
         temporal = app.state.services.temporal
         if temporal is not None and temporal.retention.active:

@@ -143,6 +143,8 @@ class NotificationEngine:
         self._done_ids: list[int] = []
         self._done_flush: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: per subscription, the sends in memory: each future ends once its outcome is recorded
+        self._outcomes: dict[tuple[str, str], set[asyncio.Future[None]]] = {}
         self.sent = 0  # acknowledged sends since start (metrics, bench)
         self.failed = 0
 
@@ -296,8 +298,20 @@ class NotificationEngine:
     def _finished(self, delivery_id: int, _task: asyncio.Future[None]) -> None:
         self._tasks.pop(delivery_id, None)
 
+    async def settled(self, tenant: str, subscription_id: str, bound: float = 0.5) -> None:
+        """Wait, at most ``bound`` seconds, until the notifications of a subscription that
+        are being sent now have their outcome recorded. A receiver that has answered may
+        read the subscription at once: it should see its answer in ``timesSent`` and
+        ``status``. Sends started later are not waited for."""
+        pending = self._outcomes.get((tenant, subscription_id))
+        if pending:
+            await asyncio.wait(list(pending), timeout=bound)
+
     async def _deliver(self, d: Delivery, check: bool) -> None:
         lane = self._lane(d.lane)
+        key = (d.tenant, d.subscription_id)
+        outcome_recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outcomes.setdefault(key, set()).add(outcome_recorded)
         try:
             # only a retry can outlive its subscription by long: look before resending
             outcome, error = await self._send(d, lane, check and d.attempts > 0)
@@ -310,6 +324,11 @@ class NotificationEngine:
         except Exception:  # noqa: BLE001 - the store failed: the row stays claimed
             log.exception("recording the outcome of notification %s failed", d.id)
         finally:
+            outcome_recorded.set_result(None)
+            pending = self._outcomes[key]
+            pending.discard(outcome_recorded)
+            if not pending:
+                del self._outcomes[key]
             self._unreserve(lane)
             if self._overflow and lane.held <= self._refill_at:
                 self._backlog.set()

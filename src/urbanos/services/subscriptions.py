@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -149,6 +149,9 @@ class SubscriptionService:
         self.policy = policy if policy is not None else contexts.policy
         self.own_origins = {(h.lower().strip("[]"), p) for h, p in own_origins}
         self.periodic_limit = periodic_limit
+        #: set by the delivery engine (``NotificationEngine.settled``): a read of a
+        #: subscription first lets the outcomes of its sends in progress be recorded
+        self.outcomes: Callable[[str, str], Awaitable[None]] | None = None
         self._indexes: dict[str, _TenantIndex] = {}
         self._generation: dict[str, int] = {}  # bumped by invalidate(): see _index
         self._tenants: set[str] = set()
@@ -261,6 +264,8 @@ class SubscriptionService:
 
     async def retrieve(self, tenant: str, subscription_id: str, terms: Terms) -> JSONObject:
         """Retrieve Subscription (5.8.3), names compacted with the caller's @context."""
+        if self.outcomes is not None:
+            await self.outcomes(tenant, subscription_id)
         stored = await self._stored(tenant, subscription_id)
         return render_subscription(stored.doc, terms, stored.stats, self.clock())
 
