@@ -43,7 +43,12 @@ from urbanos.types import JSON, JSONObject, Terms
 
 
 def _path_id(request: Request) -> str:
-    return check_entity_id(request.path_params["entity_id"].replace("%2F", "/"))
+    return entity_id_in_path(request.path_params["entity_id"])
+
+
+def entity_id_in_path(segment: str) -> str:
+    """The entity id a path segment names (``%2F`` kept by the path normalizer), checked."""
+    return check_entity_id(segment.replace("%2F", "/"))
 
 
 def _path_attr(request: Request) -> str:

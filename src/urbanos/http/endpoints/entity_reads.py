@@ -22,10 +22,9 @@ from urbanos.core.render import (
     render_feature,
     visible_attributes,
 )
-from urbanos.core.validation import check_entity_id
 from urbanos.errors import ResourceNotFound
 from urbanos.http.context import Services, context_of, link_url, request_context, services
-from urbanos.http.endpoints.entities import _path_id
+from urbanos.http.endpoints.entities import _path_id, entity_id_in_path
 from urbanos.http.endpoints.entity_maps import HEADER, map_location, reference_id, registry
 from urbanos.http.negotiation import GEOJSON_MT, JSON_MT, JSONLD_MT, RequestContext, read_body
 from urbanos.http.params import (
@@ -213,7 +212,7 @@ async def retrieve_plain(
     Content-Type, and media type. ``headers`` has lower-case names, the first value of each.
     Raises what ``retrieve_entity`` would raise, though maybe not the same error first.
     """
-    entity_id = check_entity_id(path_id.replace("%2F", "/"))  # as _path_id
+    entity_id = entity_id_in_path(path_id)
     ctx = await context_of(svc, headers, offered=ENTITY_OFFER)
     entity = await svc.entities.retrieve(ctx.tenant, entity_id)
     data = _render_one(ctx, entity, PLAIN_OPTIONS, {})  # no join: nothing linked to fetch
