@@ -169,12 +169,13 @@ def put(conn: sqlite3.Connection, names: Names, tenant: str, entity: JSONObject)
     for name in {**old_attrs, **attrs}:
         before, after = old_attrs.get(name), attrs.get(name)
         if before != after or retyped:
-            _reindex_attr(conn, pk, rows.of(pk, {name: before} if before else {}),
+            _reindex_attr(conn, pk, names.id(conn, name),
+                          rows.of(pk, {name: before} if before else {}),
                           rows.of(pk, {name: after} if after else {}), retyped)
 
 
 def _reindex_attr(
-    conn: sqlite3.Connection, pk: int, old: AttrRows, new: AttrRows, retyped: bool
+    conn: sqlite3.Connection, pk: int, attr: int, old: AttrRows, new: AttrRows, retyped: bool
 ) -> None:
     """Rewrite only the index rows of one attribute that differ: a new value leaves its
     name and kind rows alone, and a non-geo attribute never touches the R*Tree."""
@@ -185,18 +186,15 @@ def _reindex_attr(
             old_kinds - kinds,
         )
     if old_values != values or retyped:  # value rows carry the entity's types
-        attrs = {row[1] for row in (*old_values, *values)}
-        conn.executemany("DELETE FROM attr_values WHERE pk = ? AND attr = ?",
-                         [(pk, attr) for attr in attrs])
+        conn.execute("DELETE FROM attr_values WHERE pk = ? AND attr = ?", (pk, attr))
     else:
         values = []
     if old_shapes != shapes:
-        keys = [(pk, attr) for attr in {row[2] for row in old_shapes}]
-        conn.executemany(
+        conn.execute(
             "DELETE FROM geo_index WHERE gid IN (SELECT gid FROM geo_keys WHERE pk = ? AND attr = ?)",
-            keys,
+            (pk, attr),
         )
-        conn.executemany("DELETE FROM geo_keys WHERE pk = ? AND attr = ?", keys)
+        conn.execute("DELETE FROM geo_keys WHERE pk = ? AND attr = ?", (pk, attr))
     else:
         shapes = []
     _index_attrs(conn, (kinds - old_kinds, values, shapes))
