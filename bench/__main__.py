@@ -142,7 +142,7 @@ def main() -> None:
         saved = sorted((HERE / "results").glob("[0-9]*.json"))
         if not saved:
             raise SystemExit("no saved results under bench/results: run `make bench` first")
-        run = _saved_run(saved[-1])
+        run = json.loads(saved[-1].read_text())  # results, time and commit
         args.saved_when, args.saved_commit = run["when"], run["commit"]
         write_report(run["results"], args, _extras(latest), save=False)
         return
@@ -175,19 +175,6 @@ def main() -> None:
             results.extend(run_scenarios(store, url, args))
     extra = {} if args.skip_extra else _extras(latest if args.reuse_extra else run_suite)
     write_report(results, args, extra)
-
-
-def _saved_run(path: Path) -> dict[str, Any]:
-    """A saved run: its results, time and commit (for files that hold only the results, the
-    file's time and the commit that was HEAD then)."""
-    run = json.loads(path.read_text())
-    if isinstance(run, dict):
-        return run
-    at = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
-    commit = subprocess.run(
-        ["git", "rev-list", "-1", "--abbrev-commit", f"--before={at.isoformat()}", "HEAD"],
-        capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    return {"when": at.strftime("%Y-%m-%d %H:%M UTC"), "commit": commit, "results": run}
 
 
 def _extras(suite: Callable[[str], list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
