@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check install bench clean
+.PHONY: run test check services install bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,7 +21,12 @@ check: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
-test: check
+# PostgreSQL + PostGIS, Mosquitto and chromium for the tests: installed (as root) and started
+# when missing; what cannot be had is named once and its tests skipped (failed when CI=true)
+services:
+	scripts/test-services
+
+test: check services
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

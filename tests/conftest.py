@@ -6,6 +6,11 @@ postgres; ``URBANOS_TEST_PG_ADMIN`` overrides the admin URL): one database per t
 ``urbanos_test_<pid>``, with PostGIS; after each test tenant schemas are dropped and the
 default tenant's rows deleted (``reset_postgres``), so each test starts empty.
 ``URBANOS_TEST_POSTGRES=0`` skips that param.
+
+Services outside the process (PostgreSQL + PostGIS, Mosquitto, chromium) are looked for once
+per session, when a test first needs one (``require``). One missing skips the tests that need
+it, and the session ends with one line naming it and how to get it (``scripts/test-services``,
+which ``make test`` runs, installs and starts them); with ``CI`` set those tests fail instead.
 """
 
 from __future__ import annotations
@@ -13,13 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterator
+import shutil
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from starlette.types import ASGIApp
 
 from urbanos.http.app import create_app
@@ -37,12 +46,114 @@ def postgres_enabled() -> bool:
     return os.environ.get("URBANOS_TEST_POSTGRES", "1") != "0"
 
 
+MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
+
+
+def _pg_problem() -> str | None:
+    params = conninfo_to_dict(PG_ADMIN)
+    where = f"{params.get('host', 'localhost')}:{params.get('port', 5432)}"
+    try:
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as conn:
+            row = conn.execute(
+                "SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'"
+            ).fetchone()
+    except psycopg.Error as e:
+        return f"no PostgreSQL at {where}: {str(e).strip().splitlines()[0].rsplit(': ', 1)[-1]}"
+    return None if row else f'extension "postgis" is not available at {where}'
+
+
+def _mqtt_problem() -> str | None:
+    with socket.socket() as s:
+        s.settimeout(2)
+        if s.connect_ex((MQTT_HOST, MQTT_PORT)) == 0:
+            return None
+    return f"nothing listens on {MQTT_HOST}:{MQTT_PORT}"
+
+
+def _chromium_problem() -> str | None:
+    return None if shutil.which("chromium") else "no chromium on PATH"
+
+
+@dataclass(frozen=True)
+class Service:
+    title: str
+    problem: Callable[[], str | None]
+    remedy: str
+
+
+HOW = "`scripts/test-services` as root (make test runs it) installs and starts it"
+SERVICES = {
+    "postgres": Service("PostgreSQL + PostGIS", _pg_problem,
+                        HOW + "; URBANOS_TEST_POSTGRES=0 leaves these tests out"),
+    "mosquitto": Service("Mosquitto (MQTT)", _mqtt_problem, HOW),
+    "chromium": Service("chromium (headless browser)", _chromium_problem, HOW),
+}
+_problems: dict[str, str | None] = {}  # service -> why it is unavailable, once per session
+
+
+def _tag(name: str) -> str:
+    """What a skipped or failed test's report says, so the summary can count them."""
+    return f"urbanos: {name} unavailable"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def require(name: str) -> None:
+    """Skip the calling test when a service it needs is missing (fail it under CI): looked
+    for once per session; the session's summary names it once (``pytest_terminal_summary``)."""
+    if name not in _problems:
+        _problems[name] = SERVICES[name].problem()
+    problem = _problems[name]
+    if problem is None:
+        return
+    if in_ci():
+        pytest.fail(f"{_tag(name)}: {problem} (CI needs it)", pytrace=False)
+    pytest.skip(_tag(name))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One loud line for each missing service: what, why, how many tests it cost, the cure."""
+    for name, problem in _problems.items():
+        if problem is None:
+            continue
+        count = sum(
+            1 for kind in ("skipped", "failed", "error")
+            for r in terminalreporter.stats.get(kind, [])
+            if _tag(name) in str(getattr(r, "longrepr", ""))
+        )
+        service = SERVICES[name]
+        outcome = "failed" if in_ci() else "skipped"
+        terminalreporter.write_line(
+            f"UNAVAILABLE {service.title}: {problem}; {count} test(s) {outcome}. {service.remedy}.",
+            red=True, bold=True,
+        )
+
+
+@pytest.fixture
+def mosquitto() -> tuple[str, int]:
+    """The MQTT broker the notification tests publish through: (host, port)."""
+    require("mosquitto")
+    return MQTT_HOST, MQTT_PORT
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The headless browser's executable."""
+    require("chromium")
+    path = shutil.which("chromium")
+    assert path is not None
+    return path
+
+
 @contextlib.contextmanager
 def scratch_database(name: str) -> Iterator[str]:
     """A new database with PostGIS, dropped afterwards; its URL. Skips the test when
     PostgreSQL tests are switched off."""
     if not postgres_enabled():
         pytest.skip("URBANOS_TEST_POSTGRES=0")
+    require("postgres")
     url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
     drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:

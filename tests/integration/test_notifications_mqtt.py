@@ -1,4 +1,4 @@
-"""Notifications over MQTT to the real Mosquitto on 127.0.0.1:1883 (``.ci/run`` starts it).
+"""Notifications over MQTT to the real Mosquitto on 127.0.0.1:1883 (``make test`` starts it).
 
 Subscriptions go through the API; a test client subscribes to the topic with aiomqtt and
 reads what the broker published: ``{"metadata": {...}, "body": Notification}``.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -18,21 +17,10 @@ import aiomqtt
 import httpx
 import pytest
 
+from tests.conftest import MQTT_HOST, MQTT_PORT
 from urbanos.settings import Settings
 
-MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
-
-
-def mosquitto_up() -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex((MQTT_HOST, MQTT_PORT)) == 0
-
-
-# CI starts Mosquitto (.ci/run): there a missing broker is a failure, not a skip
-pytestmark = pytest.mark.skipif(
-    not mosquitto_up() and not os.environ.get("CI"), reason="no MQTT broker on 127.0.0.1:1883"
-)
+pytestmark = pytest.mark.usefixtures("mosquitto")
 
 
 @pytest.fixture
