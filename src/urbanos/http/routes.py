@@ -13,6 +13,7 @@ from urbanos.http.endpoints import (
     entity_reads,
     info,
     jsonld_contexts,
+    landing,
     ops,
     subscriptions,
     temporal,
@@ -36,6 +37,7 @@ E = P + "/entities/{entity_id:segment}"
 S = P + "/subscriptions/{subscription_id:segment}"
 
 ROUTES = [
+    Route("/", landing.landing, methods=["GET"]),
     Route("/health", ops.health, methods=["GET"]),
     Route("/metrics", ops.metrics, methods=["GET"]),
     Route("/openapi.json", ops.openapi, methods=["GET"]),
