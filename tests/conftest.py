@@ -7,7 +7,7 @@ postgres; ``URBANOS_TEST_PG_ADMIN`` overrides the admin URL): one database per t
 default tenant's rows deleted (``reset_postgres``), so each test starts empty.
 ``URBANOS_TEST_POSTGRES=0`` skips that param.
 
-Services outside the process (PostgreSQL + PostGIS, Mosquitto, chromium) are looked for once
+Services outside the process (PostgreSQL + PostGIS, Mosquitto, chromium, curl) are looked for once
 per session, when a test first needs one (``require``). One missing skips the tests that need
 it, and the session ends with one line naming it and how to get it (``scripts/test-services``,
 which ``make test`` runs, installs and starts them); with ``CI`` set those tests fail instead.
@@ -70,8 +70,8 @@ def _mqtt_problem() -> str | None:
     return f"nothing listens on {MQTT_HOST}:{MQTT_PORT}"
 
 
-def _chromium_problem() -> str | None:
-    return None if shutil.which("chromium") else "no chromium on PATH"
+def _command_problem(name: str) -> Callable[[], str | None]:
+    return lambda: None if shutil.which(name) else f"no {name} on PATH"
 
 
 @dataclass(frozen=True)
@@ -81,12 +81,14 @@ class Service:
     remedy: str
 
 
-HOW = "`scripts/test-services` as root (make test runs it) installs and starts it"
+HOW = "`scripts/test-services` as root (make test runs it) installs"
 SERVICES = {
     "postgres": Service("PostgreSQL + PostGIS", _pg_problem,
-                        HOW + "; URBANOS_TEST_POSTGRES=0 leaves these tests out"),
-    "mosquitto": Service("Mosquitto (MQTT)", _mqtt_problem, HOW),
-    "chromium": Service("chromium (headless browser)", _chromium_problem, HOW),
+                        HOW + " and starts it; URBANOS_TEST_POSTGRES=0 leaves these tests out"),
+    "mosquitto": Service("Mosquitto (MQTT)", _mqtt_problem, HOW + " and starts it"),
+    "chromium": Service("chromium (headless browser)", _command_problem("chromium"),
+                        HOW + " it"),
+    "curl": Service("curl", _command_problem("curl"), HOW + " it"),
 }
 _problems: dict[str, str | None] = {}  # service -> why it is unavailable, once per session
 
@@ -141,8 +143,18 @@ def mosquitto() -> tuple[str, int]:
 @pytest.fixture
 def chromium() -> str:
     """The headless browser's executable."""
-    require("chromium")
-    path = shutil.which("chromium")
+    return _command("chromium")
+
+
+@pytest.fixture
+def curl() -> str:
+    """curl's executable, for the README's commands."""
+    return _command("curl")
+
+
+def _command(name: str) -> str:
+    require(name)
+    path = shutil.which(name)
     assert path is not None
     return path
 
