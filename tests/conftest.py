@@ -7,10 +7,11 @@ postgres; ``URBANOS_TEST_PG_ADMIN`` overrides the admin URL): one database per t
 default tenant's rows deleted (``reset_postgres``), so each test starts empty.
 ``URBANOS_TEST_POSTGRES=0`` skips that param.
 
-Services outside the process (PostgreSQL + PostGIS, Mosquitto, chromium, curl) are looked for once
-per session, when a test first needs one (``require``). One missing skips the tests that need
-it, and the session ends with one line naming it and how to get it (``scripts/test-services``,
-which ``make test`` runs, installs and starts them); with ``CI`` set those tests fail instead.
+Services outside the process (PostgreSQL + PostGIS, Mosquitto, chromium, curl) are looked
+for once per session, when a test first needs one (``require``). One missing skips the tests
+that need it, and the session ends with one line naming it and how to get it
+(``scripts/test-services``, which ``make test`` runs, installs and starts them); with ``CI``
+set those tests fail instead.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def _command(name: str) -> str:
 @contextlib.contextmanager
 def scratch_database(name: str) -> Iterator[str]:
     """A new database with PostGIS, dropped afterwards; its URL. Skips the test when
-    PostgreSQL tests are switched off."""
+    PostgreSQL tests are switched off or PostgreSQL + PostGIS is missing (``require``)."""
     if not postgres_enabled():
         pytest.skip("URBANOS_TEST_POSTGRES=0")
     require("postgres")
