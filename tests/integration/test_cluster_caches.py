@@ -109,12 +109,14 @@ def heard_on(store: PostgresStore) -> asyncio.Event:
     """Set once ``store``'s node has handled another node's subscription announcement
     (handlers run in order: the node's own cache handler registered later has run too)."""
     heard = asyncio.Event()
+    node = listen.node_for(store)
 
     def handle(payload: str) -> None:
-        if payload != "*":
+        origin, tenant = listen.parse_announcement(payload)
+        if tenant is not None and origin != node.node_id:
             heard.set()
 
-    listen.node_for(store).on(listen.SUBSCRIPTIONS_CHANNEL, handle)
+    node.on(listen.SUBSCRIPTIONS_CHANNEL, handle)
     return heard
 
 
