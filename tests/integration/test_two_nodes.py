@@ -3,11 +3,13 @@ created through node A fires for a write through node B, exactly once; the outbo
 drained by both nodes without double delivery; a subscription deleted through A stops
 firing for writes through B (cross-node index invalidation); the @context registry is one
 registry; periodic notifications are sent by one node at a time, and by the other once it
-is killed. Fresh database per test.
+is killed; a node's subscription indexes survive a lost listener session and a start while
+the other node creates subscriptions. Fresh database per test.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -202,3 +204,82 @@ def test_periodic_notifications_come_from_one_node_then_from_the_other(
         assert after and after[0].at - killed < interval + 2.5  # taken over within a beat
         assert_one_sender(after, interval, window)
         assert other.proc is not None and leader_pid(pg_url) == other.proc.pid
+
+
+def node_backends(pg_url: str, node: Broker) -> list[int]:
+    """The listener sessions of a broker process (named after its pid)."""
+    assert node.proc is not None
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
+            " AND datname = current_database()", (f"urbanos node pid={node.proc.pid}",),
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def test_a_subscription_deleted_while_b_reconnects_never_fires_on_b(
+    nodes: tuple[Broker, Broker], pg_url: str,
+) -> None:
+    """B's listener session is cut and A deletes a subscription before B listens again:
+    B missed the announcement, and its reload after reconnecting drops the subscription."""
+    a, b = nodes
+    with Receiver() as receiver:
+        for sid, path in (("urn:s:gone", "/g"), ("urn:s:kept", "/k")):
+            r = a.call("POST", "subscriptions", subscription(sid, f"{receiver.base}{path}"))
+            assert r.status_code == 201, r.text
+        time.sleep(0.2)
+        assert b.call("POST", "entities", lamp(1)).status_code == 201
+        receiver.wait("/g", 1)
+        [cut] = node_backends(pg_url, b)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (cut,))
+        assert a.call("DELETE", "subscriptions/urn:s:gone").status_code == 204
+        deadline = time.monotonic() + 15
+        while node_backends(pg_url, b) in ([], [cut]):
+            assert time.monotonic() < deadline, "B did not listen again"
+            time.sleep(0.05)
+        a.stop()  # only B matches the next changes
+        time.sleep(0.5)  # B's reload after reconnecting
+        for n in range(2, 5):
+            assert b.call("POST", "entities", lamp(n)).status_code == 201
+        settle(receiver, "/k", 4)
+        assert notified_ids(receiver, "/g") == Counter({"urn:ngsi-ld:Lamp:1": 1})
+
+
+def test_a_node_started_while_another_creates_subscriptions_has_them_all(
+    pg_url: str, tmp_path: Path,
+) -> None:
+    """A creates subscriptions without pause while B starts; then only B is left: every
+    subscription A created fires for B's write, once."""
+    a, b = Broker(pg_url, tmp_path / "a.log"), Broker(pg_url, tmp_path / "b.log")
+    created: list[str] = []
+    stop = threading.Event()
+    try:
+        a.start()
+        with Receiver() as receiver:
+
+            def create() -> None:
+                while not stop.is_set():
+                    sid = f"urn:s:{len(created)}"
+                    r = a.call("POST", "subscriptions", subscription(sid, f"{receiver.base}/c"))
+                    assert r.status_code == 201, r.text
+                    created.append(sid)
+
+            creating = threading.Thread(target=create)
+            creating.start()
+            try:
+                b.start()
+            finally:
+                stop.set()
+                creating.join()
+            a.stop()
+            time.sleep(0.5)  # the last announcements reach B
+            assert b.call("POST", "entities", lamp(1)).status_code == 201
+            got = settle(receiver, "/c", len(created))
+            assert got == Counter({"urn:ngsi-ld:Lamp:1": len(created)})
+            fired = sorted(r.json()["subscriptionId"] for r in receiver.on("/c"))
+            assert fired == sorted(created)
+    finally:
+        for node in (a, b):
+            node.stop()
+            node.client.close()

@@ -1,4 +1,5 @@
-"""The layering of docs: core is pure, services never see Starlette, endpoints never see SQL."""
+"""The layering of docs: core is pure, services never see Starlette, HTTP talks to services
+only (no store of any backend, no SQL)."""
 
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ def test_services_do_not_see_http() -> None:
     assert offenders("services", {"starlette", "urbanos.http"}) == {}
 
 
-def test_endpoints_do_not_see_sql() -> None:
-    assert offenders("http", {"sqlite3", "psycopg", "urbanos.storage.sqlite"}) == {}
+def test_http_sees_no_store_and_no_sql() -> None:
+    assert offenders("http", {"sqlite3", "psycopg", "psycopg_pool", "urbanos.storage"}) == {}
 
 
 def test_storage_does_not_see_http() -> None:

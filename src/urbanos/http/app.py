@@ -20,15 +20,13 @@ from urbanos.http.fast_paths import FastRetrieve
 from urbanos.http.problems import handle_http_error, handle_ngsi_error, handle_unexpected
 from urbanos.http.routes import ROUTES
 from urbanos.outbound import OutboundPolicy
+from urbanos.services.cluster import CONTEXTS, SUBSCRIPTIONS, Invalidations, listen
 from urbanos.services.contexts import ContextService
 from urbanos.services.entities import EntityService
+from urbanos.services.stores import EntityStore, Stores
 from urbanos.services.subscriptions import SubscriptionService, own_origins
 from urbanos.services.temporal import Retention, TemporalService
 from urbanos.settings import Settings
-from urbanos.storage import open_store
-from urbanos.storage.base import EntityStore
-from urbanos.storage.subscriptions import subscription_store_for
-from urbanos.storage.temporal import temporal_store_for
 from urbanos.workers import start_workers
 
 log = logging.getLogger("urbanos")
@@ -40,8 +38,8 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.started = time.monotonic()  # for contextSourceUptime (clause 5.2.40)
-        the_store = store or open_store(settings.store, readers=settings.workers_read)
-        await the_store.open()
+        stores = await Stores.open(settings.store, readers=settings.workers_read, store=store)
+        the_store = stores.entities
         policy = OutboundPolicy.from_strings(settings.outbound_policy, settings.outbound_allow)
         contexts = ContextService(
             policy,
@@ -51,26 +49,22 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
             public_url=settings.base_url,
             store=the_store.contexts,
         )
-        await contexts.open()
+        subscriptions = SubscriptionService(
+            stores.subscriptions, contexts, entities=the_store, own_origins=own_origins(settings)
+        )
         app.state.services = Services(
             settings=settings, store=the_store, entities=EntityService(the_store),
-            contexts=contexts,
+            contexts=contexts, subscriptions=subscriptions,
         )
-        subscription_store = subscription_store_for(the_store)
-        await subscription_store.open()
-        subscriptions = SubscriptionService(
-            subscription_store, contexts, entities=the_store, own_origins=own_origins(settings)
-        )
-        await subscriptions.open()
-        app.state.services.subscriptions = subscriptions
-        history = temporal_store_for(the_store)  # registers the history write hook
-        if history is not None:
-            await history.open()
+        if stores.history is not None:
             app.state.services.temporal = TemporalService(
-                the_store, history, instance_limit=settings.temporal_instance_limit,
+                the_store, stores.history, instance_limit=settings.temporal_instance_limit,
                 retention=Retention.parse(settings.temporal_retention_days),
             )
+        # listen first, then load: no change made elsewhere falls in between
         leave_cluster = await _join_cluster(the_store, subscriptions, contexts)
+        await contexts.open()
+        await subscriptions.open()
         # after every store is open and before serving: no change escapes the outbox
         app.state.workers = await start_workers(
             settings, the_store, subscriptions, policy, leader=the_store.try_lead
@@ -86,9 +80,8 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
         finally:
             await app.state.workers.stop()  # first: lets sends in progress finish
             await leave_cluster()
-            await subscription_store.close()
             await contexts.aclose()
-            await the_store.close()
+            await stores.close()
 
     app = Starlette(
         routes=ROUTES,
@@ -106,43 +99,25 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
 async def _join_cluster(
     store: EntityStore, subscriptions: SubscriptionService, contexts: ContextService
 ) -> Callable[[], Awaitable[None]]:
-    """On PostgreSQL, this process is one node among several: another node's change to a
+    """This process as one node among several (on PostgreSQL): another node's change to a
     tenant's subscriptions drops this node's index of that tenant (reloaded on next use),
-    one to its @context registry reloads this node's cache of it; after a lost
-    connection every index and cache is reloaded. Returns the shutdown step."""
-    from urbanos.storage.postgres import PostgresStore
-
-    if not isinstance(store, PostgresStore):
-        return _nothing
-    from urbanos.storage.postgres import listen
-
-    node = listen.node_for(store)
+    one to its @context registry reloads this node's cache of it; after a lost connection
+    every index and cache is reloaded (``services.cluster``). Call before the caches load.
+    Returns the shutdown step."""
+    bus = Invalidations()
     reloads: set[asyncio.Task[None]] = set()
 
-    def changed(payload: str) -> None:
-        origin, tenant = listen.parse_subscription_payload(payload)
+    def changed(tenant: str | None) -> None:
         if tenant is not None:
-            if origin != node.node_id:  # this node's own writes keep its index current
-                subscriptions.invalidate(tenant)
+            subscriptions.invalidate(tenant)
             return
         task = asyncio.ensure_future(subscriptions.open())
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
-    def contexts_changed(payload: str) -> None:
-        origin, tenant = listen.parse_announcement(payload)
-        if origin != node.node_id:  # this node's own writes keep its cache current
-            contexts.invalidate(tenant)
-
-    node.on(listen.SUBSCRIPTIONS_CHANNEL, changed)
-    node.on(listen.CONTEXTS_CHANNEL, contexts_changed)
-    await node.start()
-    contexts.invalidate(None)  # what was written between loading the cache and LISTEN
-    return node.stop
-
-
-async def _nothing() -> None:
-    return None
+    bus.subscribe(SUBSCRIPTIONS, changed)
+    bus.subscribe(CONTEXTS, contexts.invalidate)
+    return await listen(store, bus)
 
 
 class PathNormalizer:

@@ -23,10 +23,10 @@ from urbanos.types import JSON
 if TYPE_CHECKING:
     from urbanos.services.contexts import ContextService
     from urbanos.services.entities import EntityService
+    from urbanos.services.stores import EntityStore
     from urbanos.services.subscriptions import SubscriptionService
     from urbanos.services.temporal import TemporalService
     from urbanos.settings import Settings
-    from urbanos.storage.base import EntityStore
 
 
 @dataclass(slots=True)

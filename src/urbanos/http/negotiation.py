@@ -25,7 +25,7 @@ from urbanos.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from urbanos.storage.base import DEFAULT_TENANT
+from urbanos.services.stores import DEFAULT_TENANT
 from urbanos.types import JSON, Terms
 
 JSON_MT = "application/json"

@@ -45,7 +45,9 @@ nodes' lag by at most the interval, and a crash loses at most that interval of c
 Each node keeps a cache of the entries (the per-request lookups are synchronous: by URL,
 by content, hit counting) and of the processed TermMaps. A write on this node updates its
 cache; another node's write reaches it through ``invalidate(tenant)`` (PostgreSQL
-LISTEN/NOTIFY), which reloads the tenant's entries and drops its TermMaps. The "retry a
+LISTEN/NOTIFY), which reloads the tenant's entries and drops its TermMaps. Loads follow the
+one rule of every cache (``services.cluster``): what was read while an entry of the tenant
+changed, here or elsewhere, is not installed but read again. The "retry a
 minute later" mark on a stale Cached entry stays in the node's cache only.
 """
 
@@ -88,6 +90,7 @@ from urbanos.errors import (
     ResourceNotFound,
 )
 from urbanos.outbound import GuardedTransport, OutboundPolicy, OutboundRefused, Resolver
+from urbanos.services.cluster import Generations
 from urbanos.storage.base import ContextEntry, ContextStore, ContextUse
 from urbanos.storage.memory import MemoryContextStore
 from urbanos.types import JSONObject
@@ -232,7 +235,7 @@ class ContextService:
         self.registry = RegistryCache()
         self.flush_interval = flush_interval
         self._uses: dict[tuple[str, str], tuple[int, datetime]] = {}  # not yet flushed
-        self._epoch = 0  # bumped by every change to the cache: see _refresh
+        self._generations = Generations()  # bumped by every change: see _refresh
         self._tasks: set[asyncio.Future[None]] = set()  # refreshes, writes behind
         self._writing: set[asyncio.Future[None]] = set()  # writes behind
         self.started_at = self._now()
@@ -246,9 +249,10 @@ class ContextService:
         self._inflight: dict[str, asyncio.Future[tuple[JSONObject, float]]] = {}
 
     async def open(self) -> None:
-        """Load the stored entries of every tenant into the cache."""
-        self.registry.reset(None, await self.store.load())
-        self._epoch += 1
+        """Load the stored entries of every tenant into the cache (once the changes of
+        other nodes are heard: ``services.cluster``)."""
+        self._generations.bump(None)
+        await self._refresh(None)
 
     async def aclose(self) -> None:
         """Finish the writes behind and flush the counts (the store must still be open)."""
@@ -263,16 +267,18 @@ class ContextService:
     def invalidate(self, tenant: str | None) -> None:
         """Another node changed the entries of ``tenant`` (None: of any tenant): reload
         them in the background and drop the TermMaps built from the old ones."""
-        self._epoch += 1
+        self._generations.bump(tenant)
         self._forget(tenant)
         self._later(self._refresh(tenant))
 
     async def _refresh(self, tenant: str | None) -> None:
-        for _attempt in range(5):  # a change meanwhile may be missing from what was read
-            epoch = self._epoch
+        """Replace the cached entries of ``tenant`` (None: of all) by the stored ones."""
+        while True:
+            await self._written()  # this node's writes behind are in what is read
+            token = self._generations.token()
             rows = await self.store.load(tenant)
-            if epoch == self._epoch:
-                break
+            if self._generations.fresh(token, tenant):
+                break  # else a change meanwhile may be missing from what was read
         self.registry.reset(tenant, rows)
         self._forget(tenant)  # maps built while the reload ran used the old entries
 
@@ -299,7 +305,7 @@ class ContextService:
     def _cached(self, tenant: str, entry: ContextEntry) -> None:
         """Record a change this node made (and stored) in its cache."""
         self.registry.put(tenant, entry)
-        self._epoch += 1
+        self._generations.bump(tenant)
 
     def _count(self, tenant: str, local_ids: tuple[str, ...] | list[str], when: datetime) -> None:
         """One use of each entry: in the cache now, in the store at the next ``flush``."""
@@ -473,7 +479,7 @@ class ContextService:
         for entry in cached[: len(cached) - self.max_cached]:
             await self.store.delete(tenant, entry.local_id)
             self.registry.remove(tenant, entry.local_id)
-        self._epoch += 1
+        self._generations.bump(tenant)
         self._forget(tenant)
 
     def _forget(self, tenant: str | None) -> None:
@@ -662,7 +668,7 @@ class ContextService:
         if entry is None or not await self.store.delete(t, entry.local_id):
             raise ResourceNotFound(f"No @context {id_or_url}")
         self.registry.remove(t, entry.local_id)
-        self._epoch += 1
+        self._generations.bump(t)
         self._forget(t)
 
     async def _reload(self, entry: ContextEntry, tenant: str) -> None:

@@ -189,26 +189,31 @@ class EntityService:
         ``drop`` only trim their attributes; returns how many entities were touched."""
         await self.check_tenant(tenant)
         trim = keep is not None or drop is not None
-        touched = offset = 0
+        # every id first, then the writes by id: a trimmed entity can leave the selection,
+        # so pages of a query read between writes would shift and skip entities
+        ids: dict[str, None] = {}
+        offset = 0
         while True:
             page = await self.store.query(
                 tenant, replace(query, limit=chunk, offset=offset, count=False, order=None)
             )
-            if not page.entities:
-                return touched
-            ids = [e["id"] for e in page.entities]
+            ids.update(dict.fromkeys(e["id"] for e in page.entities))
+            if len(page.entities) < chunk:
+                break
+            offset += chunk
 
-            def plan(current: Current) -> tuple[list[Write], None]:
-                now = self.clock()
-                if trim:
-                    return [_put(e, ops.trim_attrs(e, now, keep=keep, drop=drop))
-                            for e in current.values()], None
-                return [Write("delete", e["id"], before=e) for e in current.values()], None
-
-            await self.store.modify(tenant, ids, plan)
-            touched += len(ids)
+        def plan(current: Current) -> tuple[list[Write], int]:
+            now = self.clock()
             if trim:
-                offset += len(ids)
+                return [_put(e, ops.trim_attrs(e, now, keep=keep, drop=drop))
+                        for e in current.values()], len(current)
+            return [Write("delete", e["id"], before=e) for e in current.values()], len(current)
+
+        touched = 0
+        order = list(ids)
+        for start in range(0, len(order), chunk):
+            touched += await self.store.modify(tenant, order[start:start + chunk], plan)
+        return touched
 
     # -- batches (clause 5.6.7 - 5.6.10, 5.6.20) ------------------------------------------
     async def batch_create(self, tenant: str, entities: list[JSONObject]) -> BatchResult:

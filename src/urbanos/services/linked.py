@@ -3,12 +3,15 @@
 Rendering (``core.render``) decides which Relationships survive a projection; this module
 only reads: starting from the entities of a response it collects the targets of those
 Relationships, fetches every one of a level with a single ``get_many`` and goes one hop
-further, up to ``joinLevel``. The result is a mapping by id for the renderer.
+further, up to ``joinLevel``. The result is a mapping by id for the renderer. API reads go
+through ``linked_entities`` (the entity service checks the tenant, as for every read);
+notifications read with the subscription service's store.
 """
 
 from __future__ import annotations
 
 from urbanos.core.render import RenderOptions, child_options, linked_targets
+from urbanos.services.entities import EntityService
 from urbanos.storage.base import EntityStore
 from urbanos.types import JSONObject
 
@@ -36,3 +39,13 @@ async def fetch_linked(
             found.update(await store.get_many(tenant, missing))
         frontier = [(found[t], sub) for t, sub in step.values() if t in found]
     return found
+
+
+async def linked_entities(
+    entities: EntityService, tenant: str, roots: list[JSONObject], opts: RenderOptions
+) -> dict[str, JSONObject]:
+    """``fetch_linked`` for a read of the API, through the entity service."""
+    if opts.join is None or not roots:
+        return {}
+    await entities.check_tenant(tenant)
+    return await fetch_linked(entities.store, tenant, roots, opts)

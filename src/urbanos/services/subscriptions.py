@@ -9,7 +9,9 @@ the trigger and the q/geoQ/scopeQ trees evaluated on the entity in Python. So th
 a change grows with the subscriptions that could match it, not with all of them.
 
 On several nodes another node's writes make an index stale: ``invalidate(tenant)`` drops
-it, and it is reloaded on next use.
+it, and it is reloaded on next use. Loading follows the one rule of every cache
+(``services.cluster``): a change made here or elsewhere while an index was being read bumps
+the tenant's generation, and the index read is then not kept.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from urbanos.core.subscription_payload import (
 from urbanos.core.timeutil import format_datetime, now_iso, parse_datetime
 from urbanos.errors import BadRequestData, NgsiLdError, ResourceNotFound
 from urbanos.outbound import OutboundPolicy, check_url
+from urbanos.services.cluster import Generations
 from urbanos.services.contexts import ContextService
 from urbanos.services.linked import fetch_linked
 from urbanos.settings import Settings
@@ -153,7 +156,7 @@ class SubscriptionService:
         #: subscription first lets the outcomes of its sends in progress be recorded
         self.outcomes: Callable[[str, str], Awaitable[None]] | None = None
         self._indexes: dict[str, _TenantIndex] = {}
-        self._generation: dict[str, int] = {}  # bumped by invalidate(): see _index
+        self._generations = Generations()  # see services.cluster
         self._tenants: set[str] = set()
         self._last_fired: dict[Key, str] = {}
         self._last_failure: dict[Key, str] = {}
@@ -163,26 +166,44 @@ class SubscriptionService:
     # -- the index ---------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Load every subscription into the indexes (call after the store is open)."""
+        """(Re)load every subscription into the indexes: at start, once the changes of other
+        nodes are heard, and when some may have been missed. An index whose tenant changed
+        (here or elsewhere) during the load is not kept: it is read again on next use."""
+        self._generations.bump(None)
         self._indexes.clear()
+        token = self._generations.token()
+        loaded: dict[str, _TenantIndex] = {}
         for stored in await self.store.load():
             self._tenants.add(stored.tenant)
-            self._indexes.setdefault(stored.tenant, _TenantIndex()).add(self._compile(stored))
+            loaded.setdefault(stored.tenant, _TenantIndex()).add(self._compile(stored))
+        for tenant, index in loaded.items():
+            if self._generations.fresh(token, tenant):
+                self._indexes.setdefault(tenant, index)
 
-    def invalidate(self, tenant: str) -> None:
-        """Forget a tenant's index (another node changed its subscriptions)."""
-        self._indexes.pop(tenant, None)
-        self._generation[tenant] = self._generation.get(tenant, 0) + 1
+    def invalidate(self, tenant: str | None) -> None:
+        """Forget a tenant's index (None: every index): another node changed its
+        subscriptions. Each is reloaded on next use."""
+        self._generations.bump(tenant)
+        if tenant is None:
+            self._indexes.clear()
+        else:
+            self._indexes.pop(tenant, None)
+
+    def _wrote(self, tenant: str) -> _TenantIndex | None:
+        """This node changed a subscription of ``tenant`` in the store: an index being read
+        meanwhile may miss it. Returns the loaded index, for the caller to update."""
+        self._generations.bump(tenant)
+        return self._indexes.get(tenant)
 
     async def _index(self, tenant: str) -> _TenantIndex:
         index = self._indexes.get(tenant)
         if index is None:
-            generation = self._generation.get(tenant, 0)
+            token = self._generations.token()
             index = _TenantIndex()
             for stored in await self.store.load(tenant):
                 index.add(self._compile(stored))
-            if self._generation.get(tenant, 0) == generation:
-                # an invalidation during the load means the rows may be stale: use them
+            if self._generations.fresh(token, tenant):
+                # else a change during the load means the rows may be stale: use them
                 # for this call only and load again next time
                 self._indexes[tenant] = index
             if index.subs:
@@ -229,7 +250,9 @@ class SubscriptionService:
         await self._resolve_context(doc, context, tenant)
         sub = compile_subscription(doc)
         await self.store.insert(tenant, doc)
-        (await self._index(tenant)).add(sub)
+        index = self._wrote(tenant)
+        if index is not None:
+            index.add(sub)
         self._tenants.add(tenant)
         return str(doc["id"])
 
@@ -245,14 +268,18 @@ class SubscriptionService:
         sub = compile_subscription(doc)
         if not await self.store.replace(tenant, doc):
             raise ResourceNotFound(f"subscription {subscription_id} not found")
-        (await self._index(tenant)).add(sub)
+        index = self._wrote(tenant)
+        if index is not None:
+            index.add(sub)
         self._next_due.pop((tenant, subscription_id), None)
 
     async def delete(self, tenant: str, subscription_id: str) -> None:
         """Delete Subscription (5.8.5)."""
         if not await self.store.delete(tenant, subscription_id):
             raise ResourceNotFound(f"subscription {subscription_id} not found")
-        (await self._index(tenant)).remove(subscription_id)
+        index = self._wrote(tenant)
+        if index is not None:
+            index.remove(subscription_id)
         for table in (self._last_fired, self._last_failure, self._next_due):
             table.pop((tenant, subscription_id), None)
 
@@ -419,7 +446,8 @@ class SubscriptionService:
         self._periodic_at = current
         out: list[Outgoing] = []
         # tenants invalidated by another node may have subscriptions this one never loaded
-        for tenant in sorted(self._tenants | set(self._indexes) | set(self._generation)):
+        tenants = self._tenants | set(self._indexes) | self._generations.tenants()
+        for tenant in sorted(tenants):
             index = await self._index(tenant)
             for sub_id in sorted(index.periodic):
                 sub = index.subs[sub_id]

@@ -40,8 +40,8 @@ from urbanos.http.params import (
 )
 from urbanos.http.query_body import query_from_body
 from urbanos.http.respond import json_body, json_response
-from urbanos.services.linked import fetch_linked
-from urbanos.storage.base import Page
+from urbanos.services.entities import Page
+from urbanos.services.linked import linked_entities
 from urbanos.types import JSON, JSONObject
 
 ENTITY_OFFER = (JSON_MT, JSONLD_MT, GEOJSON_MT)
@@ -111,7 +111,7 @@ async def query_entities(request: Request) -> Response:
     opts, applied = _prefer(request, opts)
     query = entity_query(params, ctx.terms, svc.settings)
     page = await svc.entities.query(ctx.tenant, query)
-    linked = await fetch_linked(svc.store, ctx.tenant, page.entities, opts)
+    linked = await linked_entities(svc.entities, ctx.tenant, page.entities, opts)
     status, headers = _version_headers(applied, opts, page.entities)
     headers.update(_entity_map(request, ctx.tenant, [e["id"] for e in page.entities]))
     headers.update(_paging_headers(request, ctx, page, query.limit, query.offset))
@@ -182,7 +182,7 @@ async def retrieve_entity(request: Request) -> Response:
     projected = opts.pick is not None or opts.omit is not None
     if projected and not render_entity(entity, ctx.terms, replace(opts, join=None)):
         raise ResourceNotFound(f"nothing of entity {entity_id} is left after pick/omit")
-    linked = await fetch_linked(svc.store, ctx.tenant, [entity], opts)
+    linked = await linked_entities(svc.entities, ctx.tenant, [entity], opts)
     data = _render_one(ctx, entity, opts, linked)
     status, headers = _version_headers(applied, opts, [entity])
     headers.update(_entity_map(request, ctx.tenant, [entity_id]))
@@ -242,7 +242,7 @@ async def query_post(request: Request) -> Response:
     opts, applied = _prefer(request, opts)
     options(params, {"keyValues", "simplified", "concise", "normalized", "sysAttrs"})
     page = await svc.entities.query(ctx.tenant, asked.query)
-    linked = await fetch_linked(svc.store, ctx.tenant, page.entities, opts)
+    linked = await linked_entities(svc.entities, ctx.tenant, page.entities, opts)
     status, headers = _version_headers(applied, opts, page.entities)
     if page.total is not None:
         headers["NGSILD-Results-Count"] = str(page.total)

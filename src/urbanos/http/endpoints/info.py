@@ -23,7 +23,7 @@ from urbanos.http.context import services
 from urbanos.http.negotiation import RequestContext, choose_accept, tenant_of
 from urbanos.http.params import check_params
 from urbanos.http.respond import json_response
-from urbanos.storage.base import DEFAULT_TENANT
+from urbanos.services.stores import DEFAULT_TENANT
 from urbanos.types import JSONObject
 
 

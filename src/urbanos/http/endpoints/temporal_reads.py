@@ -49,7 +49,7 @@ from urbanos.http.params import (
 )
 from urbanos.http.query_body import query_from_body
 from urbanos.http.respond import json_response
-from urbanos.storage.temporal import HistoryRequest
+from urbanos.services.temporal import HistoryRequest
 from urbanos.types import JSON, JSONObject, Terms
 
 OFFER = (JSON_MT, JSONLD_MT)

@@ -7,7 +7,8 @@ tenant appears on every node without a restart.
 
 Writes take a transaction-scoped advisory lock per entity id (sorted, so two batches never
 deadlock) before reading the rows ``FOR UPDATE``: read-modify-writes from any number of
-nodes are serialised per entity, including ids that do not exist yet. Work that must commit
+nodes are serialised per entity, including ids that do not exist yet. A plan that writes
+ids it did not ask for makes its transaction roll back and take every lock again, sorted. Work that must commit
 with an entity write (history, the notification outbox) registers in
 ``PostgresStore.write_hooks``: each hook is awaited inside the write transaction with
 ``(conn, tenant, writes)``, ``search_path`` set to the tenant's schema and then ``public``.
@@ -63,6 +64,14 @@ def _lock_keys(schema: str, ids: list[str]) -> list[int]:
         for i in ids
     }
     return sorted(keys)
+
+
+class _Relock(Exception):
+    """A plan wrote ids whose locks its transaction did not take first."""
+
+    def __init__(self, ids: list[str]) -> None:
+        super().__init__(ids)
+        self.ids = ids
 
 
 class PostgresStore:
@@ -178,19 +187,27 @@ class PostgresStore:
             writes, result = plan({})  # pure: decide whether the tenant must appear at all
             if not writes:
                 return result
-        async with self.db.transaction() as conn:
-            schema = await self._begin_write(conn, tenant, ids)
-            current = await entities.get_many(conn, schema, ids, for_update=True)
-            writes, result = plan(current)
-            if writes:
-                asked = set(ids)
-                extra = [w.entity_id for w in writes if w.entity_id not in asked]
-                if extra:  # a plan writing ids it did not ask for still serialises on them
-                    await conn.execute(
-                        "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k",
-                        (_lock_keys(schema, extra),),
-                    )
-                await self._write(conn, schema, tenant, writes)
+        locked = list(ids)
+        while True:
+            try:
+                async with self.db.transaction() as conn:
+                    schema = await self._begin_write(conn, tenant, locked)
+                    current = await entities.get_many(conn, schema, ids, for_update=True)
+                    writes, result = plan(current)
+                    taken = set(locked)
+                    extra = list(dict.fromkeys(
+                        w.entity_id for w in writes if w.entity_id not in taken))
+                    if extra:
+                        raise _Relock(extra)
+                    if writes:
+                        await self._write(conn, schema, tenant, writes)
+            except _Relock as more:
+                # a plan writing ids it did not ask for serialises on them too: locking
+                # them now, after the others, would break the one global order; roll
+                # back and take every lock again, sorted (the plan is pure: run it again)
+                locked.extend(more.ids)
+                continue
+            break
         self._schemas[tenant] = schema
         self.statistics.wrote(schema, len(writes))
         return result

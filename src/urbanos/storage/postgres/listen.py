@@ -12,7 +12,10 @@ that does two things:
   indexes and caches go stale) and of new outbox rows (their delivery loop wakes without
   waiting for its poll). NOTIFY is sent inside the writing transaction, so it arrives only
   once the change has committed. Every channel but the outbox's carries one payload,
-  ``{"node": <writer>, "tenant": <tenant>}`` (``announcement``).
+  ``{"node": <writer>, "tenant": <tenant>}`` (``announcement``). ``services.cluster.listen``
+  turns them into invalidations of the caches; it starts listening before any cache loads.
+  After a lost connection the node listens again first and then reports ``"*"`` on every
+  channel, so what was missed meanwhile is reloaded, never the other way round.
 
 Jobs that one node of the cluster must run alone (periodic notifications) are led by the
 node that holds a session advisory lock ``(LEAD_LOCK, job)`` (``try_lead``), on a second
@@ -53,7 +56,6 @@ __all__ = [
     "announcement",
     "node_for",
     "parse_announcement",
-    "parse_subscription_payload",
     "subscription_payload",
 ]
 
@@ -242,6 +244,5 @@ def parse_announcement(payload: str) -> tuple[int | None, str | None]:
     return int(data["node"]), str(data["tenant"])
 
 
-#: the names the subscription store and the app first used for the same payload
+#: the name the subscription store first used for the same payload
 subscription_payload = announcement
-parse_subscription_payload = parse_announcement
