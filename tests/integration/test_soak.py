@@ -5,7 +5,7 @@ Two broker processes share a PostgreSQL server of the test's own (private_postgr
 a third broker runs on SQLite. Writers create and PATCH Lamps on all three, each write
 carrying a value that grows per entity, and record which writes were acknowledged.
 Subscriptions send to three receivers: a healthy one, one that hangs (holds every request
-unanswered) for the first quarter of the run, one that answers 500 for the first 45%.
+unanswered) for the first 20 s, one that answers 500 for the first 40 s.
 Meanwhile one PostgreSQL node, chosen at random, is SIGKILLed and started again, the SQLite
 broker too, and the PostgreSQL server is restarted twice (``-m fast``, then ``-m
 immediate``: a crash). Just after the first restart a subscription is created through one
@@ -59,8 +59,11 @@ GRACE = 1.0  # seconds after a late subscription's creation before writes must m
 #: the path the dead-letter listing is served at, from the broker's root
 DEAD_LETTERS = "admin/dead-letters"
 
-#: short sends and retries, so that a 500 for ~40 s exhausts a notification while a hang
-#: of ~22 s (every send timing out) does not
+HANG_FOR = 20.0  # seconds the hanging receiver holds every request, from the start
+FAIL_FOR = 40.0  # seconds the failing receiver answers 500, from the start
+#: short sends and retries: 10 attempts of one notification span ~15 s of backoff, so the
+#: 500s exhaust the notifications of the first ~25 s, while a notification whose every
+#: attempt hangs until its 2 s timeout lasts ~35 s, longer than the hang
 BROKER_ENV = {
     "URBANOS_NOTIFY_TIMEOUT": "2",
     "URBANOS_NOTIFY_MAX_ATTEMPTS": "10",
@@ -322,7 +325,7 @@ def soak(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Soak]:
             stack.callback(broker.stop)
             broker.start(START)
         t0 = time.time()
-        hang_end, fail_end = t0 + 0.25 * DURATION, t0 + 0.45 * DURATION
+        hang_end, fail_end = t0 + HANG_FOR, t0 + FAIL_FOR
         for name, cluster in soak.clusters.items():
             first, last = cluster.nodes[0], cluster.nodes[-1]  # PostgreSQL: across nodes
             for node, body in (
