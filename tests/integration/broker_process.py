@@ -36,7 +36,8 @@ class Broker:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/ngsi-ld/v1/"
 
-    def start(self) -> None:
+    def start(self, timeout: float = 20) -> None:
+        """Start the process; return once it answers /health (within ``timeout`` seconds)."""
         out = open(self.log, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "urbanos.cli", "serve", "--port", str(self.port),
@@ -44,7 +45,7 @@ class Broker:
             env=self.env, stdout=out, stderr=out,
         )
         out.close()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
@@ -59,6 +60,8 @@ class Broker:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+        self.client.close()  # its kept-alive connections died with the process
+        self.client = httpx.Client(timeout=10)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

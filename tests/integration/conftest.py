@@ -1,5 +1,6 @@
-"""Fixtures shared by the integration tests: real HTTP receivers for notifications and a
-PostgreSQL database of a test's own."""
+"""Fixtures shared by the integration tests: real HTTP receivers for notifications, a
+PostgreSQL database of a test's own, and a PostgreSQL server of a test's own (for tests
+that restart or crash it)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import scratch_database
+from tests.integration.private_postgres import PrivatePostgres, private_postgres
 from tests.integration.receiver import Receiver
 
 
@@ -31,3 +33,10 @@ def pg_url() -> Iterator[str]:
     """A fresh database with PostGIS for one test (broker processes open their own)."""
     with scratch_database(f"urbanos_nodes_{os.getpid()}_{time.monotonic_ns()}") as url:
         yield url
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL server of this test's own, free to restart or crash; removed afterwards."""
+    with private_postgres() as server:
+        yield server

@@ -2,12 +2,17 @@
 
 Paths choose the behaviour: ``/hang...`` never answers (until the server stops),
 ``/fail...`` answers 500, ``/status/NNN`` answers NNN, ``/flaky/N/...`` fails the first N
-requests, ``/slow/MS/...`` answers 204 after MS milliseconds, anything else answers 204. Every request is recorded, in arrival order.
+requests, ``/slow/MS/...`` answers 204 after MS milliseconds, ``/hang-until/T/...`` holds
+every request that arrives before the Unix time T and drops its connection unanswered at T,
+``/fail-until/T/...`` answers 500 before T, anything else answers 204 (the two ``-until``
+forms too, from T on). Every request is recorded, in arrival order, with the status it got
+(None: unanswered).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -21,9 +26,20 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    status: int | None = None  # what the receiver answered; None while or if unanswered
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A sender that went away (a broker killed mid-request) is no error of ours."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class Receiver:
@@ -32,9 +48,7 @@ class Receiver:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._counts: dict[str, int] = {}
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self.httpd.daemon_threads = True
-        self.httpd.block_on_close = False
+        self.httpd = _Server(("127.0.0.1", port), self._handler())
         self.port = self.httpd.server_address[1]
         self.base = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -53,6 +67,14 @@ class Receiver:
 
     def _status(self, path: str) -> int | None:
         parts = path.strip("/").split("/")
+        if parts[0] in ("hang-until", "fail-until") and len(parts) > 1:
+            left = float(parts[1]) - time.time()
+            if left <= 0:
+                return 204
+            if parts[0] == "fail-until":
+                return 500
+            self._stop.wait(left)
+            return None
         if parts[0].startswith("hang"):
             self._stop.wait(120)
             return None
@@ -76,12 +98,16 @@ class Receiver:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                length = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(length)
                 item = Received(self.path, dict(self.headers.items()), body, time.time())
                 with receiver._cond:
                     receiver.received.append(item)
                     receiver._cond.notify_all()
-                status = receiver._status(self.path)
+                if len(body) < length:  # the sender went away (was killed) mid-request
+                    self.close_connection = True
+                    return
+                status = item.status = receiver._status(self.path)
                 if status is None:
                     self.close_connection = True
                     return
@@ -97,6 +123,10 @@ class Receiver:
     def on(self, prefix: str) -> list[Received]:
         with self._cond:
             return [r for r in self.received if r.path.startswith(prefix)]
+
+    def answered(self, prefix: str) -> list[Received]:
+        """The requests to paths starting with ``prefix`` that got a 2xx answer."""
+        return [r for r in self.on(prefix) if r.status is not None and 200 <= r.status < 300]
 
     def wait(self, prefix: str, count: int = 1, timeout: float = 10.0) -> list[Received]:
         """The requests to paths starting with ``prefix`` once there are ``count`` of them."""
