@@ -156,11 +156,13 @@ class SubscriptionService:
         self._indexes: dict[str, _TenantIndex] = {}
         self._generation: dict[str, int] = {}  # bumped by invalidate(): see _index
         self._tenants: set[str] = set()
-        self._last_fired: dict[Key, str] = {}  # the last notification recorded for delivery
-        self._firing: dict[Key, str] = {}  # matched, not yet recorded (see ``fired``)
+        self._last_fired: dict[Key, str] = {}
         self._last_failure: dict[Key, str] = {}
         self._next_due: dict[Key, str] = {}
         self._periodic_at: datetime | None = None  # the last periodic_due call
+        #: throttling: notifications matched, not yet recorded for delivery (``fired``
+        #: moves them to ``_last_fired``, the last ones recorded)
+        self._firing: dict[Key, str] = {}
 
     # -- the index ---------------------------------------------------------------------
 
