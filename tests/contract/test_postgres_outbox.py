@@ -120,3 +120,55 @@ async def test_a_tenant_without_subscriptions_records_no_change(
     await store.apply("quiet", [lamp(2)])
     [change] = await outbox.changes(10)
     assert (change.tenant, change.entity_id) == ("quiet", "urn:ngsi-ld:Lamp:2")
+
+
+async def test_done_and_retry_leave_a_claim_taken_over_alone(
+    make_node: Callable[[], object],
+) -> None:
+    """A node that lost its liveness lock (its listener reconnected) while another took
+    its claim over: its late outcome neither deletes the row nor counts as recorded."""
+    (store, a), (_, b) = await make_node(), await make_node()  # type: ignore[misc]
+    [d] = await a.add([new(1, claimed=True)], 0.0)
+    await node_for(store).stop()
+    taken: list[int] = []
+    for _ in range(100):
+        taken = [x.id for x in await b.claim_due(1.0, room(), ())]
+        if taken:
+            break
+        await asyncio.sleep(0.05)
+    assert taken == [d.id]
+    assert await a.done([d.id]) == []
+    assert await a.retry(d.id, 1, 5.0, "503") is False
+    assert await b.counts() == (0, 1)
+    assert await b.retry(d.id, 1, 0.5, "503") is True
+    [again] = await b.claim_due(1.0, room(), ())
+    assert await b.done([again.id]) == [again.id]
+
+
+async def test_one_node_at_a_time_holds_a_subscriptions_deliveries(
+    make_node: Callable[[], object],
+) -> None:
+    (_, a), (_, b) = await make_node(), await make_node()  # type: ignore[misc]
+    [first] = await a.add([new(1, claimed=True)], 0.0)
+    # b records the next one of the same subscription: a holds one, so b may not claim it
+    added = await b.add([new(1, claimed=True), new(2, claimed=True)], 0.0)
+    assert [d.subscription_id for d in added] == ["urn:s:2"]
+    assert await b.claim_due(1.0, room(), ()) == []
+    assert await a.done([first.id]) == [first.id]
+    [second] = await b.claim_due(1.0, room(), ())
+    assert second.subscription_id == "urn:s:1" and second.id > first.id
+    # and now a may not record one claimed while b holds the subscription's
+    assert await a.add([new(1, claimed=True)], 2.0) == []
+
+
+async def test_changes_are_claimed_in_order_across_nodes(
+    make_node: Callable[[], object],
+) -> None:
+    (store, a), (_, b) = await make_node(), await make_node()  # type: ignore[misc]
+    await store.apply("", [lamp(1)])
+    await store.apply("", [lamp(2)])
+    [one] = await a.changes(1)
+    assert one.entity_id == "urn:ngsi-ld:Lamp:1"
+    assert await b.changes(10) == []  # not past a change a holds
+    await a.consume([one.seq], [], 0.0)
+    assert [c.entity_id for c in await b.changes(10)] == ["urn:ngsi-ld:Lamp:2"]

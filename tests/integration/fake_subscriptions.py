@@ -13,6 +13,7 @@ from typing import Any
 from urbanos.core.change import Change
 from urbanos.core.subscription import Endpoint, Outgoing
 from urbanos.core.timeutil import now_iso
+from urbanos.services.notifications import Matched
 
 CTX = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
 
@@ -52,13 +53,16 @@ class FakeSubscriptions:
         headers.update(dict(endpoint.receiver_info))
         return Outgoing(tenant, sid, endpoint, body, headers)
 
-    async def notifications_for(self, change: Change) -> list[Outgoing]:
+    async def match(self, change: Change, only: str | None = None) -> Matched:
         data = [change.after or {"id": change.entity_id, "deleted": True}]
-        return [
+        return Matched([
             self.outgoing(tenant, sid, data)
             for (tenant, sid) in list(self.subs)
-            if tenant == change.tenant
-        ]
+            if tenant == change.tenant and only in (None, sid)
+        ], {})
+
+    def fired(self, outgoing: list[Outgoing], *, recorded: bool) -> None:
+        return None
 
     async def periodic_due(self, now: str) -> list[Outgoing]:
         due, self.periodic = self.periodic, []

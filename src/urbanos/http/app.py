@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
         )
         if app.state.workers.engine is not None:
             subscriptions.outcomes = app.state.workers.engine.settled
+        app.state.services.notifications = app.state.workers.engine
         app.state.workers.run("contexts.uses", contexts.run_flush)
         temporal = app.state.services.temporal
         if temporal is not None and temporal.retention.active:

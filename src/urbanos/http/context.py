@@ -23,6 +23,7 @@ from urbanos.types import JSON
 if TYPE_CHECKING:
     from urbanos.services.contexts import ContextService
     from urbanos.services.entities import EntityService
+    from urbanos.services.notifications import NotificationEngine
     from urbanos.services.stores import EntityStore
     from urbanos.services.subscriptions import SubscriptionService
     from urbanos.services.temporal import TemporalService
@@ -37,6 +38,7 @@ class Services:
     contexts: ContextService
     subscriptions: SubscriptionService | None = None
     temporal: TemporalService | None = None
+    notifications: NotificationEngine | None = None
 
 
 def services(request: Request) -> Services:

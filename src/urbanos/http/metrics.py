@@ -1,11 +1,12 @@
-"""Prometheus metrics: requests by route and status, latencies, store timings."""
+"""Prometheus metrics: requests by route and status, latencies, store timings, and the
+notification outbox's dead letters (read from the store when /metrics is scraped)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REGISTRY = CollectorRegistry()
@@ -21,6 +22,12 @@ LATENCY = Histogram(
 STORE = Histogram(
     "urbanos_store_seconds", "Store operation latency", ["op"], registry=REGISTRY,
     buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1),
+)
+
+DEAD_LETTERS = Gauge(
+    "urbanos_notification_dead_letters",
+    "Changes whose matching failed for a subscription, kept and retried with backoff",
+    registry=REGISTRY,
 )
 
 

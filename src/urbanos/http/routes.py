@@ -6,6 +6,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.routing import Route
 
 from urbanos.http.endpoints import (
+    admin,
     batch,
     discovery,
     entities,
@@ -43,6 +44,8 @@ ROUTES = [
     Route("/openapi.json", ops.openapi, methods=["GET"]),
     Route("/docs", ops.docs, methods=["GET"]),
     Route("/version", ops.version, methods=["GET"]),
+    Route("/admin/dead-letters", admin.list_dead_letters, methods=["GET"]),
+    Route("/admin/dead-letters/{dead_id}/retry", admin.retry_dead_letter, methods=["POST"]),
     Route(P + "/entities", entities.create_entity, methods=["POST"]),
     Route(P + "/entities", entity_reads.query_entities, methods=["GET"]),
     Route(P + "/entities", entities.purge_entities, methods=["DELETE"]),

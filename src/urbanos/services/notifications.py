@@ -4,13 +4,19 @@ Three loops, run by ``workers.py``:
 
 * **changes**: reads the outbox's changes in commit order, asks the subscription service
   what each one notifies, records those as delivery rows and consumes the changes in one
-  transaction (a crash in between replays the changes: at-least-once, never zero);
+  transaction (a crash in between replays the changes: at-least-once, never zero). Each
+  subscription is matched on its own: one whose matching raises is tried again, and if it
+  still fails the change is recorded for it as a *dead letter* in that same transaction,
+  while the other subscriptions are notified;
 * **deliveries**: claims due delivery rows (new ones, retries, leftovers of a previous
   process) and sends them;
 * **periodic**: once a second, records the notifications of ``timeInterval``
   subscriptions that are due. With several nodes on one database only the leader does
   (``leader``: the store's ``try_lead``), else each node would send each one; another
-  node takes over within a tick or two when the leader dies.
+  node takes over within a tick or two when the leader dies. The same node retries the
+  dead letters that are due, with exponential backoff and no limit: a dead letter leaves
+  the store only once its retry has recorded the notifications it owes (or there are
+  none, the subscription being gone); ``requeue_dead_letter`` makes one due at once.
 
 Sends are grouped in *lanes*, one per endpoint origin: each lane sends at most
 ``concurrency`` at once and holds at most ``queue`` deliveries in memory, and all lanes
@@ -18,9 +24,13 @@ together at most ``inflight``; what does not fit stays in the store until there 
 So a hanging receiver fills its own lane and nothing else, and writes never wait for
 sends (they only add a row). The notifications of one subscription are sent one after
 the other, in the order they were recorded (a failure sends the next one meanwhile: its
-retry comes later). A failed send is retried with exponential backoff and
-jitter up to ``max_attempts``; every attempt is reported to the subscription service
-(``timesSent``/``timesFailed``, ``lastSuccess``/``lastFailure``, ``status``).
+retry comes later); a new one skips the store's queue only while its lane has nothing
+waiting there. A failed send is retried with exponential backoff and jitter up to
+``max_attempts``; every attempt is reported to the subscription service
+(``timesSent``/``timesFailed``, ``lastSuccess``/``lastFailure``, ``status``), once the
+outbox confirmed the row was still this process's. Recording an outcome that fails (the
+database is away) is tried again with backoff until it succeeds, the row staying claimed
+meanwhile, so no delivery waits for a restart.
 """
 
 from __future__ import annotations
@@ -40,8 +50,9 @@ import orjson
 
 from urbanos.core.change import Change
 from urbanos.core.timeutil import now_iso
+from urbanos.errors import ResourceNotFound
 from urbanos.services.senders import DeliveryError, Sender, lane_of
-from urbanos.storage.outbox import Delivery, Envelope, NewDelivery, Outbox, Room
+from urbanos.storage.outbox import DeadLetter, Delivery, Envelope, NewDelivery, Outbox, Room
 
 if TYPE_CHECKING:
     from urbanos.core.subscription import Outgoing
@@ -49,14 +60,30 @@ if TYPE_CHECKING:
 log = logging.getLogger("urbanos.notifications")
 
 JSON_MT = "application/json"
-#: the job one node of the cluster runs alone (``EntityStore.try_lead``)
+#: the job one node of the cluster runs alone (``EntityStore.try_lead``): periodic
+#: notifications and the retries of dead letters
 PERIODIC_JOB = "notifications.periodic"
+#: matchings of one subscription against one change before the change is dead-lettered
+MATCH_TRIES = 3
+#: dead letters retried per tick, at most
+DEAD_LETTER_BATCH = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Matched:
+    """What one change fires: the notifications, and the subscriptions (by id) whose
+    matching failed, with the error."""
+
+    outgoing: list[Outgoing]
+    failed: dict[str, str]
 
 
 class SubscriptionSource(Protocol):
     """The part of SubscriptionService that delivery needs."""
 
-    async def notifications_for(self, change: Change) -> list[Outgoing]: ...
+    async def match(self, change: Change, only: str | None = None) -> Matched: ...
+
+    def fired(self, outgoing: list[Outgoing], *, recorded: bool) -> None: ...
 
     async def periodic_due(self, now: str) -> list[Outgoing]: ...
 
@@ -138,10 +165,14 @@ class NotificationEngine:
         self._backlog = asyncio.Event()
         self._due: list[float] = []  # when retries scheduled by this process come due
         self._overflow = True  # rows may wait in the store for room (at start: leftovers)
+        #: lanes with rows waiting in the store (a count that changes with each new one);
+        #: until a claim found room for everything, every lane (leftovers of a restart)
+        self._waiting: dict[str, int] = {}
+        self._all_waiting = True
         #: a lane is refilled from the store once it holds no more than this
         self._refill_at = self.config.queue // 2
         self._done_ids: list[int] = []
-        self._done_flush: asyncio.Future[None] | None = None
+        self._done_flush: asyncio.Future[list[int]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         #: per subscription, the sends in memory: each future ends once its outcome is recorded
         self._outcomes: dict[tuple[str, str], set[asyncio.Future[None]]] = {}
@@ -182,12 +213,21 @@ class NotificationEngine:
         while True:
             started = time.monotonic()
             try:
-                if self.leader is None or await self.leader(PERIODIC_JOB):
+                leading = self.leader is None or await self.leader(PERIODIC_JOB)
+            except Exception:  # noqa: BLE001 - logged; the next tick asks again
+                log.exception("asking for the lead of %s failed", PERIODIC_JOB)
+                leading = False
+            if leading:
+                try:
                     outgoing = await self.subscriptions.periodic_due(now_iso())
                     if outgoing:
                         await self._record(outgoing)
-            except Exception:  # noqa: BLE001 - logged; the next tick tries again
-                log.exception("periodic notifications failed")
+                except Exception:  # noqa: BLE001 - logged; the next tick tries again
+                    log.exception("periodic notifications failed")
+                try:
+                    await self.retry_dead_letters()
+                except Exception:  # noqa: BLE001 - logged; the next tick tries again
+                    log.exception("retrying dead letters failed")
             await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
 
     # -- steps (the loops' bodies; tests call them directly) -------------------------------
@@ -197,47 +237,140 @@ class NotificationEngine:
         if not changes:
             return 0
         outgoing: list[Outgoing] = []
+        dead: list[DeadLetter] = []
         for change in changes:
-            outgoing.extend(await self._notifications_for(change))
-        await self._record(outgoing, [c.seq for c in changes])
+            found, failed = await self._match(change)
+            outgoing.extend(found)
+            dead.extend(self._dead_letters(change, failed, MATCH_TRIES))
+        await self._record(outgoing, [c.seq for c in changes], dead)
         return len(changes)
 
-    async def _notifications_for(self, change: Change) -> list[Outgoing]:
-        for attempt in range(3):
-            try:
-                return await self.subscriptions.notifications_for(change)
-            except Exception:  # noqa: BLE001 - a change that cannot be matched is skipped
-                log.exception("matching change %s of %s failed", change.seq, change.entity_id)
-                await asyncio.sleep(0.1 * 4**attempt)
-        return []
+    async def _match(
+        self, change: Change, only: str | None = None
+    ) -> tuple[list[Outgoing], dict[str | None, str]]:
+        """Match ``change`` (against subscription ``only``), trying a failed subscription
+        alone up to ``MATCH_TRIES`` times in all; returns the notifications and what still
+        fails (None: the change as a whole, before any subscription was tried)."""
+        outgoing: list[Outgoing] = []
+        failed: dict[str | None, str] = {only: ""}
+        for _ in range(MATCH_TRIES):
+            still: dict[str | None, str] = {}
+            for sub_id in failed:
+                try:
+                    matched = await self.subscriptions.match(change, sub_id)
+                except Exception as exc:  # noqa: BLE001 - dead-lettered, never dropped
+                    log.exception("matching change %s of %s failed", change.seq,
+                                  change.entity_id)
+                    still[sub_id] = f"{type(exc).__name__}: {exc}"
+                    continue
+                outgoing.extend(matched.outgoing)
+                still.update(matched.failed)
+            failed = still
+            if not failed:
+                break
+        return outgoing, failed
 
-    async def _record(self, outgoing: list[Outgoing], seqs: list[int] | None = None) -> None:
+    def _dead_letters(
+        self, change: Change, failed: dict[str | None, str], attempts: int,
+        first_failed: float | None = None,
+    ) -> list[DeadLetter]:
+        now = self.clock()
+        letters = []
+        for sub_id, error in failed.items():
+            log.error("change %s of %s dead-lettered for %s after %d attempt(s): %s",
+                      change.seq, change.entity_id, sub_id or "every subscription", attempts,
+                      error)
+            next_at = now + backoff_delay(attempts, self.config, self.rand)
+            letters.append(DeadLetter(change, sub_id, error, attempts, next_at,
+                                      first_failed if first_failed is not None else now))
+        return letters
+
+    async def retry_dead_letters(self) -> int:
+        """Retry the dead letters that are due; returns how many were tried."""
+        due = await self.outbox.dead_letters(DEAD_LETTER_BATCH, due_by=self.clock())
+        for letter in due:
+            outgoing, failed = await self._match(letter.change, letter.subscription_id)
+            attempts = letter.attempts + MATCH_TRIES
+            if not outgoing and list(failed) == [letter.subscription_id]:
+                error = failed[letter.subscription_id]
+                next_at = self.clock() + backoff_delay(attempts, self.config, self.rand)
+                await self.outbox.defer_dead_letter(letter.id, attempts, next_at, error)
+                log.warning("dead letter %s (change of %s for %s) failed again: %s",
+                            letter.id, letter.change.entity_id,
+                            letter.subscription_id or "every subscription", error)
+                continue
+            dead = self._dead_letters(letter.change, failed, attempts, letter.first_failed)
+            new = [self._new_delivery(out) for out in outgoing]
+            recorded = False
+            try:
+                recorded = await self.outbox.resolve_dead_letter(
+                    letter.id, new, dead, self.clock())
+            finally:
+                self.subscriptions.fired(outgoing, recorded=recorded)
+            if new:
+                self._wake_pump()
+            log.info("dead letter %s (change of %s) retried: %d notification(s)",
+                     letter.id, letter.change.entity_id, len(new))
+        return len(due)
+
+    def _new_delivery(self, out: Outgoing, claim: bool = False) -> NewDelivery:
+        envelope = envelope_of(out)
+        lane = self._lane(lane_of(envelope.uri))
+        return NewDelivery(out.tenant, out.subscription_id, lane.key, envelope, claim)
+
+    def _wake_pump(self) -> None:
+        self._overflow = True
+        self._backlog.set()
+
+    async def _record(
+        self, outgoing: list[Outgoing], seqs: list[int] | None = None,
+        dead: list[DeadLetter] | None = None,
+    ) -> None:
         new: list[NewDelivery] = []
-        reserved: list[_Lane] = []
+        reserved: dict[str, int] = {}
+        waiting = set(self._waiting) if not self._all_waiting else None
         for n, out in enumerate(outgoing, 1):
             if n % 500 == 0:
                 await asyncio.sleep(0)  # a large fan-out must not stall request handling
             envelope = envelope_of(out)
             lane = self._lane(lane_of(envelope.uri))
-            claim = self._has_room(lane)
+            # behind rows of its lane that wait in the store, a new one waits too: in order
+            claim = waiting is not None and lane.key not in waiting and self._has_room(lane)
             if claim:
                 self._reserve(lane)
-                reserved.append(lane)
+                reserved[lane.key] = reserved.get(lane.key, 0) + 1
+            else:
+                self._mark_waiting(lane.key)
+                if waiting is not None:
+                    waiting.add(lane.key)
             new.append(NewDelivery(out.tenant, out.subscription_id, lane.key, envelope, claim))
         try:
             if seqs is None:
                 claimed = await self.outbox.add(new, self.clock())
             else:
-                claimed = await self.outbox.consume(seqs, new, self.clock())
+                claimed = await self.outbox.consume(seqs, new, self.clock(), dead or [])
         except BaseException:
-            for lane in reserved:
-                self._unreserve(lane)
+            self.subscriptions.fired(outgoing, recorded=False)
+            for key, count in reserved.items():
+                for _ in range(count):
+                    self._unreserve(self._lane(key))
             raise
+        self.subscriptions.fired(outgoing, recorded=True)
         for delivery in claimed:
+            reserved[delivery.lane] -= 1
             self._start(delivery, check=False)
+        # a claim the store declined (another node sends the subscription's notifications)
+        for key, count in reserved.items():
+            for _ in range(count):
+                self._unreserve(self._lane(key))
+                self._mark_waiting(key)
         if len(claimed) < len(new):
-            self._overflow = True
-            self._backlog.set()
+            self._wake_pump()
+
+    def _mark_waiting(self, lane: str) -> None:
+        """Rows of ``lane`` wait in the store: new ones queue behind them until a claim
+        has taken them all."""
+        self._waiting[lane] = self._waiting.get(lane, 0) + 1
 
     async def pump(self) -> int:
         """Claim the due deliveries that fit in memory and start sending them."""
@@ -250,9 +383,22 @@ class NotificationEngine:
         now = self.clock()
         while self._due and self._due[0] <= now:
             heapq.heappop(self._due)
+        marks = dict(self._waiting)
         claimed = await self.outbox.claim_due(now, room, skip)
         # rows may still be waiting if some lane (or everything) ran out of room
-        self._overflow = bool(skip) or room.total <= 0 or 0 in room.per_lane.values()
+        self._overflow = (bool(skip) or room.total <= 0 or room.partial
+                          or 0 in room.per_lane.values())
+        if room.total > 0 and not room.partial:
+            # a lane the claim did not fill has no row waiting any more (of those marked
+            # before it: a mark made meanwhile stays)
+            if self._all_waiting:
+                self._all_waiting = False
+                for key in [*skip, *(k for k, left in room.per_lane.items() if left <= 0)]:
+                    self._mark_waiting(key)
+            for key, mark in marks.items():
+                if (key not in skip and room.per_lane.get(key, room.default) > 0
+                        and self._waiting.get(key) == mark):
+                    del self._waiting[key]
         for delivery in claimed:
             self._reserve(self._lane(delivery.lane))
             self._start(delivery, check=True)
@@ -316,13 +462,11 @@ class NotificationEngine:
             # only a retry can outlive its subscription by long: look before resending
             outcome, error = await self._send(d, lane, check and d.attempts > 0)
             if outcome == "gone":
-                await self._mark_done(d.id)
+                await self._until_recorded(d, lambda: self._mark_done(d.id))
             elif error is None:
                 await self._succeeded(d)
             else:
                 await self._failed(d, str(error), retry=error.retry)
-        except Exception:  # noqa: BLE001 - the store failed: the row stays claimed
-            log.exception("recording the outcome of notification %s failed", d.id)
         finally:
             outcome_recorded.set_result(None)
             pending = self._outcomes[key]
@@ -363,17 +507,33 @@ class NotificationEngine:
             else:
                 del self._order[key]
 
-    async def _mark_done(self, delivery_id: int) -> None:
-        """Delete the row; the deliveries finishing meanwhile share one transaction."""
+    async def _until_recorded(self, d: Delivery, write: Callable[[], Awaitable[bool]]) -> bool:
+        """Run ``write`` (an outcome for the outbox) until the store takes it, with backoff:
+        the row stays claimed meanwhile, so nothing else sends it, and it is neither lost
+        nor stuck until a restart. Returns what ``write`` says: whether the row was still
+        this process's."""
+        delay = self.config.backoff
+        while True:
+            try:
+                return await write()
+            except Exception:  # noqa: BLE001 - the store failed: try again
+                log.exception("recording the outcome of notification %s failed; again in "
+                              "%.1fs", d.id, delay)
+            await asyncio.sleep(delay * (0.8 + 0.4 * self.rand()))
+            delay = min(self.config.backoff_max, delay * 2)
+
+    async def _mark_done(self, delivery_id: int) -> bool:
+        """Delete the row; the deliveries finishing meanwhile share one transaction.
+        False when another process had taken the row over."""
         self._done_ids.append(delivery_id)
         if self._done_flush is None:
             self._done_flush = asyncio.ensure_future(self._flush_done())
-        await asyncio.shield(self._done_flush)
+        return delivery_id in await asyncio.shield(self._done_flush)
 
-    async def _flush_done(self) -> None:
+    async def _flush_done(self) -> list[int]:
         await asyncio.sleep(0)  # let the other completions of this loop turn join
         ids, self._done_ids, self._done_flush = self._done_ids, [], None
-        await self.outbox.done(ids)
+        return await self.outbox.done(ids)
 
     async def _gone(self, d: Delivery) -> bool:
         """A subscription deleted since the notification was recorded gets no more sends."""
@@ -384,25 +544,32 @@ class NotificationEngine:
             return False
 
     async def _succeeded(self, d: Delivery) -> None:
-        self.sent += 1
-        # both writes join one group commit; the statistics first in line, since a
-        # receiver may look at the subscription as soon as it has answered
-        await asyncio.gather(self._report(d, ok=True), self._mark_done(d.id))
+        # counted only if the row was still ours: else the process that took it over
+        # sends it again and counts that send
+        if await self._until_recorded(d, lambda: self._mark_done(d.id)):
+            self.sent += 1
+            await self._report(d, ok=True)
 
     async def _failed(self, d: Delivery, error: str, *, retry: bool) -> None:
-        self.failed += 1
         attempts = d.attempts + 1
-        report = self._report(d, ok=False, error=error)
         if retry and attempts < self.config.max_attempts:
             next_at = self.clock() + backoff_delay(attempts, self.config, self.rand)
-            await asyncio.gather(report, self.outbox.retry(d.id, attempts, next_at, error))
+            if not await self._until_recorded(
+                d, lambda: self.outbox.retry(d.id, attempts, next_at, error)
+            ):
+                return
+            self.failed += 1
+            await self._report(d, ok=False, error=error)
             if not self._due or next_at < self._due[0]:
                 self._backlog.set()  # the deliveries loop sleeps too long: recompute
             heapq.heappush(self._due, next_at)
             log.info("notification %s to %s failed (%s), retry %d", d.id, d.envelope.uri,
                      error, attempts)
         else:
-            await asyncio.gather(report, self._mark_done(d.id))
+            if not await self._until_recorded(d, lambda: self._mark_done(d.id)):
+                return
+            self.failed += 1
+            await self._report(d, ok=False, error=error)
             log.warning("notification %s to %s abandoned after %d attempt(s): %s",
                         d.id, d.envelope.uri, attempts, error)
 
@@ -413,6 +580,21 @@ class NotificationEngine:
             )
         except Exception:  # noqa: BLE001 - statistics must not undo a delivery
             log.exception("reporting notification %s failed", d.id)
+
+    # -- dead letters, for operators ------------------------------------------------------
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The dead letters, oldest first."""
+        return await self.outbox.dead_letters(limit)
+
+    async def dead_letter_count(self) -> int:
+        return await self.outbox.dead_letter_count()
+
+    async def requeue_dead_letter(self, dead_id: int) -> None:
+        """Make a dead letter due now: the node that retries dead letters takes it within
+        a tick."""
+        if not await self.outbox.requeue_dead_letter(dead_id, self.clock()):
+            raise ResourceNotFound(f"dead letter {dead_id} not found")
+        log.info("dead letter %s requeued", dead_id)
 
     # -- shutdown --------------------------------------------------------------------------
     async def aclose(self, grace: float = 5.0) -> None:

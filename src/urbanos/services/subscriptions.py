@@ -55,6 +55,7 @@ from urbanos.outbound import OutboundPolicy, check_url
 from urbanos.services.cluster import Generations
 from urbanos.services.contexts import ContextService
 from urbanos.services.linked import fetch_linked
+from urbanos.services.notifications import Matched
 from urbanos.settings import Settings
 from urbanos.storage.base import EntityStore
 from urbanos.storage.subscriptions import StoredSubscription, SubscriptionStore
@@ -162,6 +163,9 @@ class SubscriptionService:
         self._last_failure: dict[Key, str] = {}
         self._next_due: dict[Key, str] = {}
         self._periodic_at: datetime | None = None  # the last periodic_due call
+        #: throttling: notifications matched, not yet recorded for delivery (``fired``
+        #: moves them to ``_last_fired``, the last ones recorded)
+        self._firing: dict[Key, str] = {}
 
     # -- the index ---------------------------------------------------------------------
 
@@ -280,7 +284,7 @@ class SubscriptionService:
         index = self._wrote(tenant)
         if index is not None:
             index.remove(subscription_id)
-        for table in (self._last_fired, self._last_failure, self._next_due):
+        for table in (self._last_fired, self._firing, self._last_failure, self._next_due):
             table.pop((tenant, subscription_id), None)
 
     async def _stored(self, tenant: str, subscription_id: str) -> StoredSubscription:
@@ -315,34 +319,78 @@ class SubscriptionService:
     # -- notifications -----------------------------------------------------------------
 
     async def notifications_for(self, change: Change) -> list[Outgoing]:
-        """The notifications one entity change fires (clause 5.8.6), ready to send."""
+        """The notifications one entity change fires (clause 5.8.6), ready to send; the
+        subscriptions whose matching failed are left out (``match`` names them)."""
+        return (await self.match(change)).outgoing
+
+    async def match(self, change: Change, only: str | None = None) -> Matched:
+        """``notifications_for``, each subscription on its own: one whose matching raises
+        is named in ``failed`` and the others are matched all the same. ``only``: this
+        subscription alone (a retry of its failure)."""
         index = await self._index(change.tenant)
         if not index.subs:
-            return []
+            return Matched([], {})
         changes = attribute_changes(change)
         types: set[str] = set()
         for state in (change.before, change.after):
             if state is not None:
                 types.update(state.get("type", ()))
         now = self.clock()
+        out: list[Outgoing] = []
+        failed: dict[str, str] = {}
+        for sub in index.candidates(change.entity_id, types, changes.names):
+            if only is not None and sub.id != only:
+                continue
+            try:
+                outgoing = await self._match_one(sub, change, changes, now)
+            except Exception as exc:  # noqa: BLE001 - isolated: the others still match
+                log.exception("matching change %s of %s against %s failed",
+                              change.seq, change.entity_id, sub.id)
+                failed[sub.id] = f"{type(exc).__name__}: {exc}"
+                continue
+            if outgoing is not None:
+                out.append(outgoing)
+        return Matched(out, failed)
+
+    async def _match_one(
+        self, sub: Subscription, change: Change, changes: AttributeChanges, now: str
+    ) -> Outgoing | None:
         state = change.after if change.after is not None else change.before
         assert state is not None
-        out: list[Outgoing] = []
-        for sub in index.candidates(change.entity_id, types, changes.names):
-            resolver = None
-            if sub.linked_depth:  # fetch linked entities only for a change that can fire
-                if sub.time_interval is not None or not sub.active_at(now):
-                    continue
-                if trigger_reason(sub, change, changes) is None:
-                    continue
-                resolver = await self._resolver(sub, change.tenant, state)
-            reason = matches(sub, change, now, changes=changes, linked=resolver)
-            if reason is None:
-                continue
-            if await self._held_back(sub, change.tenant, now):
-                continue
-            out.append(await self._outgoing(sub, change, reason, changes, now))
-        return out
+        resolver = None
+        if sub.linked_depth:  # fetch linked entities only for a change that can fire
+            if sub.time_interval is not None or not sub.active_at(now):
+                return None
+            if trigger_reason(sub, change, changes) is None:
+                return None
+            resolver = await self._resolver(sub, change.tenant, state)
+        reason = matches(sub, change, now, changes=changes, linked=resolver)
+        if reason is None:
+            return None
+        key = (change.tenant, sub.id)
+        if await self._held_back(sub, change.tenant, now):
+            return None
+        # no await since the check: concurrent matches cannot both pass the throttle
+        previous = self._firing.get(key)
+        self._firing[key] = now
+        try:
+            return await self._outgoing(sub, change, reason, changes, now)
+        except BaseException:
+            if previous is None:
+                self._firing.pop(key, None)
+            else:
+                self._firing[key] = previous
+            raise
+
+    def fired(self, outgoing: Iterable[Outgoing], *, recorded: bool) -> None:
+        """The delivery side recorded ``outgoing`` (or failed to): only a notification
+        recorded for delivery counts for throttling, so a failed attempt does not hold
+        back its own retry."""
+        for out in outgoing:
+            key = (out.tenant, out.subscription_id)
+            at = self._firing.pop(key, None)
+            if recorded and at is not None:
+                self._last_fired[key] = at
 
     async def _resolver(
         self, sub: Subscription, tenant: str, entity: JSONObject
@@ -374,18 +422,19 @@ class SubscriptionService:
 
     async def _held_back(self, sub: Subscription, tenant: str, now: str) -> bool:
         """Throttling (no two notifications closer than ``throttling`` seconds) and the
-        endpoint's cooldown after a failure. A notification let through is recorded before
-        this returns, with no await in between, so concurrent changes cannot both pass."""
+        endpoint's cooldown after a failure. The last notification is the last one being
+        recorded (``_firing``), else the last one recorded (``fired``), else the stored
+        lastNotification."""
         key = (tenant, sub.id)
         current = parse_datetime(now)
         if current is None:
             return False
         stored_last = None
-        if sub.throttling and key not in self._last_fired:
+        if sub.throttling and key not in self._last_fired and key not in self._firing:
             stored = await self.store.get(tenant, sub.id)
             stored_last = stored.stats.last_notification if stored else None
         if sub.throttling:
-            last = self._last_fired.get(key, stored_last)
+            last = self._firing.get(key) or self._last_fired.get(key, stored_last)
             at = parse_datetime(last) if last else None
             if at is not None and current < at + timedelta(seconds=sub.throttling):
                 return True
@@ -395,7 +444,6 @@ class SubscriptionService:
             at = parse_datetime(failed)
             if at is not None and current < at + timedelta(milliseconds=cooldown):
                 return True
-        self._last_fired[key] = now
         return False
 
     async def _terms(self, sub: Subscription, tenant: str) -> Terms:
@@ -467,7 +515,7 @@ class SubscriptionService:
                 outgoing = await self._periodic(sub, tenant, now)
                 if outgoing is not None:
                     out.append(outgoing)
-                    self._last_fired[key] = now
+                    self._firing[key] = now
         return out
 
     async def _last_periodic(self, tenant: str, sub: Subscription) -> datetime | None:

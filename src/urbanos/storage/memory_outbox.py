@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 
 from urbanos.core.change import Change
 from urbanos.core.timeutil import now_iso
 from urbanos.storage.base import Write
 from urbanos.storage.memory import MemoryStore
-from urbanos.storage.outbox import Delivery, NewDelivery, Room, changes_of
+from urbanos.storage.outbox import DeadLetter, Delivery, NewDelivery, Room, changes_of
 
 
 @dataclass(slots=True)
@@ -33,6 +33,8 @@ class MemoryOutbox:
         self._rows: dict[int, _Row] = {}
         self._seq = itertools.count(1)
         self._ids = itertools.count(1)
+        self._dead: dict[int, DeadLetter] = {}
+        self._dead_ids = itertools.count(1)
         store.write_hooks.append(self._record)
 
     def _record(self, tenant: str, writes: list[Write]) -> None:
@@ -58,8 +60,17 @@ class MemoryOutbox:
                 claimed.append(delivery)
         return claimed
 
-    async def consume(self, seqs: list[int], new: list[NewDelivery], now: float) -> list[Delivery]:
+    def _bury(self, dead: Sequence[DeadLetter]) -> None:
+        for letter in dead:
+            dead_id = next(self._dead_ids)
+            self._dead[dead_id] = replace(letter, id=dead_id)
+
+    async def consume(
+        self, seqs: list[int], new: list[NewDelivery], now: float,
+        dead: Sequence[DeadLetter] = (),
+    ) -> list[Delivery]:
         claimed = self._insert(new, now)
+        self._bury(dead)
         for s in seqs:
             self._changes.pop(s, None)
         return claimed
@@ -80,15 +91,16 @@ class MemoryOutbox:
                 taken.append(row.delivery)
         return taken
 
-    async def done(self, ids: list[int]) -> None:
-        for i in ids:
-            self._rows.pop(i, None)
+    async def done(self, ids: list[int]) -> list[int]:
+        return [i for i in ids if self._rows.pop(i, None) is not None]
 
-    async def retry(self, delivery_id: int, attempts: int, next_at: float, error: str) -> None:
+    async def retry(self, delivery_id: int, attempts: int, next_at: float, error: str) -> bool:
         row = self._rows.get(delivery_id)
-        if row is not None:
-            row.delivery = replace(row.delivery, attempts=attempts)
-            row.next_at, row.claimed, row.error = next_at, False, error
+        if row is None:
+            return False
+        row.delivery = replace(row.delivery, attempts=attempts)
+        row.next_at, row.claimed, row.error = next_at, False, error
+        return True
 
     async def release(self, ids: list[int]) -> None:
         for i in ids:
@@ -97,3 +109,37 @@ class MemoryOutbox:
 
     async def counts(self) -> tuple[int, int]:
         return len(self._changes), len(self._rows)
+
+    async def dead_letters(self, limit: int, due_by: float | None = None) -> list[DeadLetter]:
+        if due_by is None:
+            return [self._dead[i] for i in sorted(self._dead)[:limit]]
+        due = [d for d in self._dead.values() if d.next_at <= due_by]
+        return sorted(due, key=lambda d: (d.next_at, d.id))[:limit]
+
+    async def resolve_dead_letter(
+        self, dead_id: int, new: list[NewDelivery], dead: Sequence[DeadLetter], now: float
+    ) -> bool:
+        if self._dead.pop(dead_id, None) is None:
+            return False
+        self._insert(new, now)
+        self._bury(dead)
+        return True
+
+    async def defer_dead_letter(
+        self, dead_id: int, attempts: int, next_at: float, error: str
+    ) -> bool:
+        letter = self._dead.get(dead_id)
+        if letter is None:
+            return False
+        self._dead[dead_id] = replace(letter, attempts=attempts, next_at=next_at, error=error)
+        return True
+
+    async def requeue_dead_letter(self, dead_id: int, now: float) -> bool:
+        letter = self._dead.get(dead_id)
+        if letter is None:
+            return False
+        self._dead[dead_id] = replace(letter, next_at=now)
+        return True
+
+    async def dead_letter_count(self) -> int:
+        return len(self._dead)

@@ -9,11 +9,17 @@ only as a bounded cache of what is being sent right now.
 
 A delivery row is either *pending* (due at ``next_at``) or *claimed* (handed to a sender
 by this process). Claims do not survive a restart: ``open`` returns them to pending.
+``done`` and ``retry`` act only on rows this process still holds, and say so.
+
+A change that some subscription could not be matched against is never dropped: the worker
+records a :class:`DeadLetter` (the change, the subscription, the error) in the transaction
+that consumes the change, and retries it with backoff until it yields its notifications
+(``resolve_dead_letter``); operators list and requeue them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,14 +61,31 @@ class Delivery:
     attempts: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A change whose matching failed for ``subscription_id`` (None: for the change as a
+    whole, before any subscription was tried), kept to be retried at ``next_at``.
+    ``id`` is 0 until the store has recorded it; times are seconds since the epoch."""
+
+    change: Change
+    subscription_id: str | None
+    error: str
+    attempts: int
+    next_at: float
+    first_failed: float
+    id: int = 0
+
+
 class Room:
     """How many more deliveries this process may claim, per lane and in all; ``take``
-    counts one claim down (claims are picked inside the store's transaction)."""
+    counts one claim down (claims are picked inside the store's transaction). A store that
+    looked at only part of the due rows sets ``partial``."""
 
     def __init__(self, total: int, per_lane: Mapping[str, int], default: int) -> None:
         self.total = total
         self.per_lane = dict(per_lane)
         self.default = default
+        self.partial = False
 
     def take(self, lane: str) -> bool:
         left = self.per_lane.get(lane, self.default)
@@ -87,10 +110,16 @@ class Outbox(Protocol):
         """The oldest unconsumed changes, in commit order."""
         ...
 
-    async def consume(self, seqs: list[int], new: list[NewDelivery], now: float) -> list[Delivery]:
-        """Record ``new`` (due ``now``) and drop the changes ``seqs``, in one transaction.
+    async def consume(
+        self, seqs: list[int], new: list[NewDelivery], now: float,
+        dead: Sequence[DeadLetter] = (),
+    ) -> list[Delivery]:
+        """Record ``new`` (due ``now``) and the dead letters ``dead``, and drop the changes
+        ``seqs``, in one transaction.
 
-        Returns the claimed deliveries, in order."""
+        Returns the claimed deliveries, in order. A store shared by several processes may
+        record a delivery asked to be claimed as pending instead (another process is
+        sending the subscription's notifications): it is then not among those returned."""
         ...
 
     async def add(self, new: list[NewDelivery], now: float) -> list[Delivery]:
@@ -102,12 +131,14 @@ class Outbox(Protocol):
         leaving lanes in ``skip`` alone."""
         ...
 
-    async def done(self, ids: list[int]) -> None:
-        """Forget delivered (or abandoned) deliveries."""
+    async def done(self, ids: list[int]) -> list[int]:
+        """Forget delivered (or abandoned) deliveries; returns those this process held
+        (the others were taken over by another process, which sends them again)."""
         ...
 
-    async def retry(self, delivery_id: int, attempts: int, next_at: float, error: str) -> None:
-        """Return a failed delivery to pending, due again at ``next_at``."""
+    async def retry(self, delivery_id: int, attempts: int, next_at: float, error: str) -> bool:
+        """Return a failed delivery to pending, due again at ``next_at``; False when this
+        process no longer held it."""
         ...
 
     async def release(self, ids: list[int]) -> None:
@@ -116,6 +147,31 @@ class Outbox(Protocol):
 
     async def counts(self) -> tuple[int, int]:
         """(unconsumed changes, deliveries not yet done): for metrics and tests."""
+        ...
+
+    async def dead_letters(self, limit: int, due_by: float | None = None) -> list[DeadLetter]:
+        """Dead letters oldest first (by ``next_at`` when ``due_by`` is given: only those
+        due by then)."""
+        ...
+
+    async def resolve_dead_letter(
+        self, dead_id: int, new: list[NewDelivery], dead: Sequence[DeadLetter], now: float
+    ) -> bool:
+        """Drop dead letter ``dead_id`` and record what retrying it gave (deliveries due
+        ``now``, pending; dead letters left), in one transaction; False when it was gone."""
+        ...
+
+    async def defer_dead_letter(
+        self, dead_id: int, attempts: int, next_at: float, error: str
+    ) -> bool:
+        """Count one more failed retry of a dead letter; False when it was gone."""
+        ...
+
+    async def requeue_dead_letter(self, dead_id: int, now: float) -> bool:
+        """Make a dead letter due at ``now``; False when there is none with that id."""
+        ...
+
+    async def dead_letter_count(self) -> int:
         ...
 
 

@@ -13,7 +13,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from urbanos import __version__
 from urbanos.http.context import services
-from urbanos.http.metrics import REGISTRY
+from urbanos.http.metrics import DEAD_LETTERS, REGISTRY
 
 
 async def health(request: Request) -> Response:
@@ -29,6 +29,9 @@ async def health(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
+    engine = services(request).notifications
+    if engine is not None:
+        DEAD_LETTERS.set(await engine.dead_letter_count())
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -11,11 +11,23 @@ node no longer holds its liveness lock (it died: ``listen.LIVE_NODES``), so a pr
 restarts, or any other node, resumes a dead node's work at once and never a live one's.
 Changes this node claimed but did not consume (a failure in between) are returned to it
 again by ``changes``; consuming them and recording their deliveries is one transaction.
+``done`` and ``retry`` touch a delivery only while this node's id is still in its
+``claimed_by``: a node whose listener reconnected after another took its claims over
+neither deletes the other's work nor counts the send twice.
+
+Order across nodes, as on one node: the notifications of a subscription are sent in the
+order of the changes that caused them (retries aside). Two claims make it so, each taken
+under a transaction-scoped advisory lock (``CLAIM_LOCK``) so that claims of several nodes
+never interleave: changes are claimed in ``seq`` order and never past a change another live
+node holds, so the deliveries of a subscription are recorded in the order of the changes;
+and a node claims deliveries of a subscription (``claim_due``, or at once when it records
+them) only while no other live node holds some, and records a new one claimed only when no
+earlier one waits: one lane per subscription across the cluster.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -25,7 +37,7 @@ from psycopg.types.json import Json
 from urbanos.core.change import Change
 from urbanos.core.timeutil import now_iso
 from urbanos.storage.base import Write
-from urbanos.storage.outbox import Delivery, Envelope, NewDelivery, Room, changes_of
+from urbanos.storage.outbox import DeadLetter, Delivery, Envelope, NewDelivery, Room, changes_of
 from urbanos.storage.postgres.listen import LIVE_NODES, OUTBOX_CHANNEL, node_for
 
 if TYPE_CHECKING:
@@ -48,17 +60,76 @@ _RECORD = """WITH ins AS (
     RETURNING 1)
 SELECT pg_notify(%(channel)s, '') FROM (SELECT 1 FROM ins LIMIT 1) AS one"""
 
+#: first key of the transaction-scoped locks that serialise claims ("urb2"); second key:
+#: 1 for changes, 2 for deliveries
+CLAIM_LOCK = 0x75726232
+_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
+
+#: the oldest changes nobody else works on, never past one another live node holds
 _CHANGES = f"""UPDATE urbanos.outbox_changes SET claimed_by = %(me)s WHERE seq IN (
     SELECT seq FROM urbanos.outbox_changes
-    WHERE claimed_by IS NULL OR claimed_by = %(me)s OR claimed_by <> ALL({LIVE_NODES})
+    WHERE (claimed_by IS NULL OR claimed_by = %(me)s OR claimed_by <> ALL({LIVE_NODES}))
+    AND seq < coalesce((SELECT min(seq) FROM urbanos.outbox_changes
+                        WHERE claimed_by <> %(me)s AND claimed_by IN ({LIVE_NODES})),
+                       9223372036854775807)
     ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
 RETURNING seq, tenant, entity_id, before, after, at"""
+
+#: another live node holds deliveries of the subscription of ``d``
+_HELD_ELSEWHERE = f"""EXISTS (SELECT 1 FROM urbanos.outbox_deliveries o
+    WHERE o.tenant = {{t}} AND o.subscription_id = {{s}} AND o.claimed_by IS NOT NULL
+    AND o.claimed_by <> %(me)s AND o.claimed_by IN ({LIVE_NODES}))"""
+
+_CLAIM = f"""SELECT {_COLUMNS} FROM urbanos.outbox_deliveries d
+    WHERE next_at <= %(now)s AND lane <> ALL(%(skip)s::text[])
+    AND (claimed_by IS NULL OR claimed_by <> ALL({LIVE_NODES}))
+    AND NOT {_HELD_ELSEWHERE.format(t="d.tenant", s="d.subscription_id")}
+    ORDER BY next_at, id LIMIT %(limit)s FOR UPDATE"""
+
+#: a new delivery, claimed by this node if asked and if no other node holds the
+#: subscription's deliveries and none of them waits, due, unclaimed
+_INSERT = f"""INSERT INTO urbanos.outbox_deliveries (tenant, subscription_id, lane, uri, headers,
+    payload, qos, mqtt_version, claimed_by, next_at)
+SELECT %(tenant)s, %(sub)s, %(lane)s, %(uri)s, %(headers)s, %(payload)s, %(qos)s, %(version)s,
+    CASE WHEN %(claim)s AND NOT {_HELD_ELSEWHERE.format(t="%(tenant)s", s="%(sub)s")}
+        AND NOT EXISTS (SELECT 1 FROM urbanos.outbox_deliveries w
+            WHERE w.tenant = %(tenant)s AND w.subscription_id = %(sub)s
+            AND w.next_at <= %(now)s
+            AND (w.claimed_by IS NULL OR w.claimed_by <> ALL({LIVE_NODES})))
+    THEN %(me)s::bigint END,
+    %(now)s
+RETURNING id, claimed_by"""
+
+_DEAD_COLUMNS = ("id, tenant, subscription_id, entity_id, before, after, at, attempts, next_at,"
+                 " first_failed, last_error")
 
 
 def _delivery(row: tuple[Any, ...]) -> Delivery:
     id_, tenant, sub, lane, uri, headers, payload, qos, version, attempts = row
     envelope = Envelope(uri, headers, bytes(payload), qos, version)
     return Delivery(id_, tenant, sub, lane, envelope, attempts)
+
+
+def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
+    id_, tenant, sub, entity_id, before, after, at, attempts, next_at, first, error = row
+    return DeadLetter(Change(tenant, entity_id, before, after, at), sub, error, attempts,
+                      next_at, first, id_)
+
+
+async def _bury(conn: AsyncConnection, dead: Sequence[DeadLetter]) -> None:
+    for d in dead:
+        c = d.change
+        await conn.execute(
+            "INSERT INTO urbanos.outbox_dead_letters (tenant, subscription_id, entity_id,"
+            " before, after, at, attempts, next_at, first_failed, last_error)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (c.tenant, d.subscription_id, c.entity_id, _json(c.before), _json(c.after), c.at,
+             d.attempts, d.next_at, d.first_failed, d.error[:500]),
+        )
+
+
+def _json(value: Any) -> Json | None:
+    return None if value is None else Json(value)
 
 
 class PostgresOutbox:
@@ -96,7 +167,8 @@ class PostgresOutbox:
         return self.node.node_id
 
     async def changes(self, limit: int) -> list[Change]:
-        async with self.db.connection() as conn:
+        async with self.db.transaction() as conn:
+            await conn.execute(_LOCK, (CLAIM_LOCK, 1))
             cur = await conn.execute(_CHANGES, {"me": self._me, "limit": limit})
             rows = await cur.fetchall()
         rows.sort(key=lambda r: r[0])
@@ -105,24 +177,30 @@ class PostgresOutbox:
     async def _insert(
         self, conn: AsyncConnection, new: list[NewDelivery], now: float
     ) -> list[Delivery]:
+        """Insert ``new``; claims, if any is asked for, are decided under the claim lock."""
         claimed: list[Delivery] = []
+        if any(d.claimed for d in new):
+            await conn.execute(_LOCK, (CLAIM_LOCK, 2))
         for d in new:
             e = d.envelope
             cur = await conn.execute(
-                "INSERT INTO urbanos.outbox_deliveries (tenant, subscription_id, lane, uri,"
-                " headers, payload, qos, mqtt_version, claimed_by, next_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                (d.tenant, d.subscription_id, d.lane, e.uri, Json(e.headers), e.payload,
-                 e.qos, e.mqtt_version, self._me if d.claimed else None, now),
+                _INSERT,
+                {"tenant": d.tenant, "sub": d.subscription_id, "lane": d.lane, "uri": e.uri,
+                 "headers": Json(e.headers), "payload": e.payload, "qos": e.qos,
+                 "version": e.mqtt_version, "claim": d.claimed, "me": self._me, "now": now},
             )
             row = await cur.fetchone()
-            if d.claimed and row is not None:
+            if row is not None and row[1] is not None:
                 claimed.append(Delivery(int(row[0]), d.tenant, d.subscription_id, d.lane, e))
         return claimed
 
-    async def consume(self, seqs: list[int], new: list[NewDelivery], now: float) -> list[Delivery]:
+    async def consume(
+        self, seqs: list[int], new: list[NewDelivery], now: float,
+        dead: Sequence[DeadLetter] = (),
+    ) -> list[Delivery]:
         async with self.db.transaction() as conn:
             claimed = await self._insert(conn, new, now)
+            await _bury(conn, dead)
             await conn.execute(
                 "DELETE FROM urbanos.outbox_changes WHERE seq = ANY(%s::bigint[])", (seqs,)
             )
@@ -137,16 +215,16 @@ class PostgresOutbox:
     async def claim_due(self, now: float, room: Room, skip: Collection[str]) -> list[Delivery]:
         limit = max(0, min(_SCAN, room.total))
         if limit == 0:
+            room.partial = True
             return []
         async with self.db.transaction() as conn:
+            await conn.execute(_LOCK, (CLAIM_LOCK, 2))
             cur = await conn.execute(
-                f"SELECT {_COLUMNS} FROM urbanos.outbox_deliveries"  # noqa: S608 - constants
-                f" WHERE next_at <= %s AND lane <> ALL(%s::text[])"
-                f" AND (claimed_by IS NULL OR claimed_by <> ALL({LIVE_NODES}))"
-                " ORDER BY next_at, id LIMIT %s FOR UPDATE SKIP LOCKED",
-                (now, list(skip), limit),
+                _CLAIM, {"now": now, "skip": list(skip), "limit": limit, "me": self._me}
             )
-            taken = [_delivery(r) for r in await cur.fetchall() if room.take(r[3])]
+            rows = await cur.fetchall()
+            room.partial = len(rows) >= limit
+            taken = [_delivery(r) for r in rows if room.take(r[3])]
             if taken:
                 await conn.execute(
                     "UPDATE urbanos.outbox_deliveries SET claimed_by = %s WHERE id = ANY(%s::bigint[])",
@@ -154,20 +232,25 @@ class PostgresOutbox:
                 )
         return taken
 
-    async def done(self, ids: list[int]) -> None:
-        if ids:
-            async with self.db.connection() as conn:
-                await conn.execute(
-                    "DELETE FROM urbanos.outbox_deliveries WHERE id = ANY(%s::bigint[])", (ids,)
-                )
-
-    async def retry(self, delivery_id: int, attempts: int, next_at: float, error: str) -> None:
+    async def done(self, ids: list[int]) -> list[int]:
+        if not ids:
+            return []
         async with self.db.connection() as conn:
-            await conn.execute(
-                "UPDATE urbanos.outbox_deliveries SET claimed_by = NULL, attempts = %s,"
-                " next_at = %s, last_error = %s WHERE id = %s",
-                (attempts, next_at, error[:500], delivery_id),
+            cur = await conn.execute(
+                "DELETE FROM urbanos.outbox_deliveries WHERE id = ANY(%s::bigint[])"
+                " AND claimed_by = %s RETURNING id",
+                (ids, self._me),
             )
+            return [int(r[0]) for r in await cur.fetchall()]
+
+    async def retry(self, delivery_id: int, attempts: int, next_at: float, error: str) -> bool:
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE urbanos.outbox_deliveries SET claimed_by = NULL, attempts = %s,"
+                " next_at = %s, last_error = %s WHERE id = %s AND claimed_by = %s",
+                (attempts, next_at, error[:500], delivery_id, self._me),
+            )
+            return cur.rowcount > 0
 
     async def release(self, ids: list[int]) -> None:
         if ids:
@@ -186,3 +269,52 @@ class PostgresOutbox:
             )
             row = await cur.fetchone()
         return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    async def dead_letters(self, limit: int, due_by: float | None = None) -> list[DeadLetter]:
+        where, order = ("", "id") if due_by is None else (" WHERE next_at <= %s", "next_at, id")
+        params: tuple[Any, ...] = (limit,) if due_by is None else (due_by, limit)
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {_DEAD_COLUMNS} FROM urbanos.outbox_dead_letters{where}"  # noqa: S608
+                f" ORDER BY {order} LIMIT %s",
+                params,
+            )
+            return [_dead_letter(r) for r in await cur.fetchall()]
+
+    async def resolve_dead_letter(
+        self, dead_id: int, new: list[NewDelivery], dead: Sequence[DeadLetter], now: float
+    ) -> bool:
+        async with self.db.transaction() as conn:
+            cur = await conn.execute(
+                "DELETE FROM urbanos.outbox_dead_letters WHERE id = %s", (dead_id,)
+            )
+            if cur.rowcount == 0:
+                return False
+            await self._insert(conn, new, now)
+            await _bury(conn, dead)
+            return True
+
+    async def defer_dead_letter(
+        self, dead_id: int, attempts: int, next_at: float, error: str
+    ) -> bool:
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE urbanos.outbox_dead_letters SET attempts = %s, next_at = %s,"
+                " last_error = %s WHERE id = %s",
+                (attempts, next_at, error[:500], dead_id),
+            )
+            return cur.rowcount > 0
+
+    async def requeue_dead_letter(self, dead_id: int, now: float) -> bool:
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE urbanos.outbox_dead_letters SET next_at = %s WHERE id = %s",
+                (now, dead_id),
+            )
+            return cur.rowcount > 0
+
+    async def dead_letter_count(self) -> int:
+        async with self.db.connection() as conn:
+            cur = await conn.execute("SELECT count(*) FROM urbanos.outbox_dead_letters")
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0

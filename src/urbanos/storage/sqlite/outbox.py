@@ -4,6 +4,8 @@
 hook on ``SqliteStore.write_hooks``), and loses it when the worker has turned it into
 ``outbox_deliveries`` rows (same transaction as their insertion). A delivery row is
 deleted once the receiver acknowledged it, so both tables only hold work still to do.
+``outbox_dead_letters`` keeps the changes some subscription could not be matched against
+(recorded with the consumption of the change), until a retry succeeds.
 
 A write to a tenant without any subscription records no change: nothing could be notified
 of it (a subscription only hears of writes after its creation, and its row is written by
@@ -14,7 +16,7 @@ outbox opened without it records every change.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -22,7 +24,7 @@ import orjson
 from urbanos.core.change import Change
 from urbanos.core.timeutil import now_iso
 from urbanos.storage.base import Write
-from urbanos.storage.outbox import Delivery, Envelope, NewDelivery, Room, changes_of
+from urbanos.storage.outbox import DeadLetter, Delivery, Envelope, NewDelivery, Room, changes_of
 
 if TYPE_CHECKING:
     from urbanos.storage.sqlite import SqliteStore
@@ -52,6 +54,20 @@ SCHEMA: list[str] = [
         last_error TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS outbox_deliveries_due ON outbox_deliveries (claimed, next_at)",
+    # subscription_id NULL: the change could not be matched at all (no subscription tried)
+    """CREATE TABLE IF NOT EXISTS outbox_dead_letters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant TEXT NOT NULL,
+        subscription_id TEXT,
+        entity_id TEXT NOT NULL,
+        before BLOB,
+        after BLOB,
+        at TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_at REAL NOT NULL,
+        first_failed REAL NOT NULL,
+        last_error TEXT NOT NULL
+    )""",
 ]
 
 _COLUMNS = "id, tenant, subscription_id, lane, uri, headers, payload, qos, mqtt_version, attempts"
@@ -63,6 +79,31 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
     id_, tenant, sub, lane, uri, headers, payload, qos, version, attempts = row
     envelope = Envelope(uri, orjson.loads(headers), bytes(payload), qos, version)
     return Delivery(id_, tenant, sub, lane, envelope, attempts)
+
+
+_DEAD_COLUMNS = ("id, tenant, subscription_id, entity_id, before, after, at, attempts, next_at,"
+                 " first_failed, last_error")
+
+
+def _loads(value: Any) -> Any:
+    return orjson.loads(value) if value is not None else None
+
+
+def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
+    id_, tenant, sub, entity_id, before, after, at, attempts, next_at, first, error = row
+    change = Change(tenant, entity_id, _loads(before), _loads(after), at)
+    return DeadLetter(change, sub, error, attempts, next_at, first, id_)
+
+
+def _bury(conn: sqlite3.Connection, dead: Sequence[DeadLetter]) -> None:
+    conn.executemany(
+        "INSERT INTO outbox_dead_letters (tenant, subscription_id, entity_id, before, after,"
+        " at, attempts, next_at, first_failed, last_error)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(d.change.tenant, d.subscription_id, d.change.entity_id, _dump(d.change.before),
+          _dump(d.change.after), d.change.at, d.attempts, d.next_at, d.first_failed,
+          d.error[:500]) for d in dead],
+    )
 
 
 def _run_many(conn: sqlite3.Connection, sql: str, ids: list[int]) -> None:
@@ -123,14 +164,7 @@ class SqliteOutbox:
                 (limit,),
             ).fetchall()
             return [
-                Change(
-                    tenant,
-                    entity_id,
-                    orjson.loads(before) if before is not None else None,
-                    orjson.loads(after) if after is not None else None,
-                    at,
-                    seq,
-                )
+                Change(tenant, entity_id, _loads(before), _loads(after), at, seq)
                 for seq, tenant, entity_id, before, after, at in rows
             ]
 
@@ -153,9 +187,13 @@ class SqliteOutbox:
                 claimed.append(Delivery(cur.lastrowid, d.tenant, d.subscription_id, d.lane, e))
         return claimed
 
-    async def consume(self, seqs: list[int], new: list[NewDelivery], now: float) -> list[Delivery]:
+    async def consume(
+        self, seqs: list[int], new: list[NewDelivery], now: float,
+        dead: Sequence[DeadLetter] = (),
+    ) -> list[Delivery]:
         def run(conn: sqlite3.Connection) -> list[Delivery]:
             claimed = self._insert(conn, new, now)
+            _bury(conn, dead)
             conn.executemany("DELETE FROM outbox_changes WHERE seq = ?", [(s,) for s in seqs])
             return claimed
 
@@ -172,11 +210,13 @@ class SqliteOutbox:
         def run(conn: sqlite3.Connection) -> list[Delivery]:
             marks = ",".join("?" * len(skipped))
             lane_filter = f" AND lane NOT IN ({marks})" if skipped else ""
+            limit = max(0, min(_SCAN, room.total))
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM outbox_deliveries"
                 f" WHERE claimed = 0 AND next_at <= ?{lane_filter} ORDER BY next_at, id LIMIT ?",
-                (now, *skipped, max(0, min(_SCAN, room.total))),
+                (now, *skipped, limit),
             ).fetchall()
+            room.partial = len(rows) >= limit
             taken = [_delivery(r) for r in rows if room.take(r[3])]
             conn.executemany(
                 "UPDATE outbox_deliveries SET claimed = 1 WHERE id = ?", [(d.id,) for d in taken]
@@ -185,21 +225,29 @@ class SqliteOutbox:
 
         return await self.db.transact(run)
 
-    async def done(self, ids: list[int]) -> None:
-        if ids:
-            await self.db.transact(
-                lambda conn: _run_many(conn, "DELETE FROM outbox_deliveries WHERE id = ?", ids)
-            )
+    async def done(self, ids: list[int]) -> list[int]:
+        """Deletes the rows; every row is this process's (one process per file)."""
+        if not ids:
+            return []
 
-    async def retry(self, delivery_id: int, attempts: int, next_at: float, error: str) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute(
+        def run(conn: sqlite3.Connection) -> list[int]:
+            marks = ",".join("?" * len(ids))
+            rows = conn.execute(
+                f"DELETE FROM outbox_deliveries WHERE id IN ({marks}) RETURNING id", ids
+            ).fetchall()
+            return [int(r[0]) for r in rows]
+
+        return await self.db.transact(run)
+
+    async def retry(self, delivery_id: int, attempts: int, next_at: float, error: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            return conn.execute(
                 "UPDATE outbox_deliveries SET claimed = 0, attempts = ?, next_at = ?,"
                 " last_error = ? WHERE id = ?",
                 (attempts, next_at, error[:500], delivery_id),
-            )
+            ).rowcount > 0
 
-        await self.db.transact(run)
+        return await self.db.transact(run)
 
     async def release(self, ids: list[int]) -> None:
         if ids:
@@ -214,5 +262,62 @@ class SqliteOutbox:
             changes = conn.execute("SELECT count(*) FROM outbox_changes").fetchone()[0]
             deliveries = conn.execute("SELECT count(*) FROM outbox_deliveries").fetchone()[0]
             return changes, deliveries
+
+        return await self.db.read(run)
+
+    async def dead_letters(self, limit: int, due_by: float | None = None) -> list[DeadLetter]:
+        def run(conn: sqlite3.Connection) -> list[DeadLetter]:
+            if due_by is None:
+                rows = conn.execute(
+                    f"SELECT {_DEAD_COLUMNS} FROM outbox_dead_letters ORDER BY id LIMIT ?",
+                    (limit,),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_DEAD_COLUMNS} FROM outbox_dead_letters WHERE next_at <= ?"
+                    " ORDER BY next_at, id LIMIT ?",
+                    (due_by, limit),
+                ).fetchall()
+            return [_dead_letter(r) for r in rows]
+
+        return await self.db.read(run)
+
+    async def resolve_dead_letter(
+        self, dead_id: int, new: list[NewDelivery], dead: Sequence[DeadLetter], now: float
+    ) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            if conn.execute(
+                "DELETE FROM outbox_dead_letters WHERE id = ?", (dead_id,)
+            ).rowcount == 0:
+                return False
+            self._insert(conn, new, now)
+            _bury(conn, dead)
+            return True
+
+        return await self.db.transact(run)
+
+    async def defer_dead_letter(
+        self, dead_id: int, attempts: int, next_at: float, error: str
+    ) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            return conn.execute(
+                "UPDATE outbox_dead_letters SET attempts = ?, next_at = ?, last_error = ?"
+                " WHERE id = ?",
+                (attempts, next_at, error[:500], dead_id),
+            ).rowcount > 0
+
+        return await self.db.transact(run)
+
+    async def requeue_dead_letter(self, dead_id: int, now: float) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            return conn.execute(
+                "UPDATE outbox_dead_letters SET next_at = ? WHERE id = ?", (now, dead_id)
+            ).rowcount > 0
+
+        return await self.db.transact(run)
+
+    async def dead_letter_count(self) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT count(*) FROM outbox_dead_letters").fetchone()[0])
 
         return await self.db.read(run)
