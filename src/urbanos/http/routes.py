@@ -44,6 +44,7 @@ ROUTES = [
     Route(P + "/entities", entities.create_entity, methods=["POST"]),
     Route(P + "/entities", entity_reads.query_entities, methods=["GET"]),
     Route(P + "/entities", entities.purge_entities, methods=["DELETE"]),
+    Route(P + "/entities", entities.entity_without_id, methods=["PUT", "PATCH"]),
     Route(E, entity_reads.retrieve_entity, methods=["GET"]),
     Route(E, entities.delete_entity, methods=["DELETE"]),
     Route(E, entities.replace_entity, methods=["PUT"]),

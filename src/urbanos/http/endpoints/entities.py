@@ -21,6 +21,7 @@ from urbanos.core.entity import (
     expand_types,
     is_uri,
 )
+from urbanos.core.jsonld import core_term_map
 from urbanos.core.model import NGSI_LD
 from urbanos.core.query.ast import TypeExpr
 from urbanos.core.query.evaluate import attribute_names
@@ -83,14 +84,15 @@ def _type_gate(request: Request, terms: Terms) -> TypeExpr | None:
     return parse_type_expr(raw, terms.expand) if raw else None
 
 
-def _update_result(
-    ctx: RequestContext, updated: list[str], not_updated: list[tuple[str, str]]
-) -> JSONObject:
-    """UpdateResult (clause 5.2.18), names compacted with the caller's @context (6.2.4)."""
-    c = ctx.terms.compact
+def _update_result(updated: list[str], not_updated: list[tuple[str, str]]) -> JSONObject:
+    """UpdateResult (clause 5.2.18), sent as plain JSON without a Link: its terms mean what
+    the core @context says. There ``attributeName`` is a vocabulary term (compacted with the
+    core context), while ``updated`` holds plain strings, so the names stay as expanded."""
+    compact = core_term_map().compact
     return {
-        "updated": [c(n) for n in updated],
-        "notUpdated": [{"attributeName": c(n), "reason": reason} for n, reason in not_updated],
+        "updated": list(updated),
+        "notUpdated": [{"attributeName": compact(n), "reason": reason}
+                       for n, reason in not_updated],
     }
 
 
@@ -126,6 +128,12 @@ async def create_entity(request: Request) -> Response:
     await services(request).entities.create(ctx.tenant, entity)
     headers = {"Location": f"/ngsi-ld/v1/entities/{quote(entity['id'], safe=':')}"}
     return empty(201, headers | _tenant_headers(ctx))
+
+
+async def entity_without_id(request: Request) -> Response:
+    """PUT or PATCH on /entities: Replace and Merge Entity (clauses 5.6.17, 5.6.18) need the
+    entity id in the path; without it the request is malformed (400), nothing changes."""
+    raise BadRequestData(f"{request.method} needs an entity id: /entities/{{entityId}}")
 
 
 async def delete_entity(request: Request) -> Response:
@@ -177,7 +185,7 @@ async def append_attrs(request: Request) -> Response:
         type_gate=_type_gate(request, ctx.terms),
     )
     if outcome.not_updated:
-        return _multi_status(ctx, _update_result(ctx, outcome.updated, outcome.not_updated))
+        return _multi_status(ctx, _update_result(outcome.updated, outcome.not_updated))
     return empty(204, _tenant_headers(ctx))
 
 
@@ -192,7 +200,7 @@ async def update_attrs(request: Request) -> Response:
         type_gate=_type_gate(request, ctx.terms),
     )
     if outcome.not_updated:
-        return _multi_status(ctx, _update_result(ctx, outcome.updated, outcome.not_updated))
+        return _multi_status(ctx, _update_result(outcome.updated, outcome.not_updated))
     return empty(204, _tenant_headers(ctx))
 
 
