@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from urbanos.core.expiry import due, live
 from urbanos.core.ordering import sort_entities
 from urbanos.core.query.ast import And, Not, Or
 from urbanos.core.query.evaluate import (
@@ -68,6 +69,9 @@ class EntityQuery:
     limit: int = 20
     offset: int = 0
     count: bool = False
+    #: canonical now (``core.expiry``): expired entities are left out, and expired
+    #: instances do not count; None for a query that sees every stored document
+    alive_at: str | None = None
 
 
 @lru_cache(maxsize=256)
@@ -144,6 +148,11 @@ def matches(
     entity: JSONObject, query: EntityQuery, linked: EntityResolver | None = None
 ) -> bool:
     """Whether a stored entity is selected; ``linked`` resolves ``attr{...}`` q terms."""
+    if query.alive_at is not None:
+        shown = live(entity, query.alive_at)
+        if shown is None:
+            return False
+        entity = shown
     if query.ids is not None:
         if entity["id"] not in query.ids:
             return False
@@ -211,8 +220,8 @@ class Pager:
         self._fed = True
         q = self.query
         for entity in batch:
-            if not self.exact and not matches(entity, q, linked):
-                continue
+            if (not self.exact or due(entity, q.alive_at)) and not matches(entity, q, linked):
+                continue  # an exact SQL filter still counted what has expired since
             if q.order is not None:
                 self.selected.append(entity)
                 continue

@@ -22,6 +22,7 @@ from urbanos.http.routes import ROUTES
 from urbanos.outbound import OutboundPolicy
 from urbanos.services.contexts import ContextService
 from urbanos.services.entities import EntityService
+from urbanos.services.expiry import ExpirySweeper
 from urbanos.services.subscriptions import SubscriptionService, own_origins
 from urbanos.services.temporal import Retention, TemporalService
 from urbanos.settings import Settings
@@ -78,6 +79,8 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
         if app.state.workers.engine is not None:
             subscriptions.outcomes = app.state.workers.engine.settled
         app.state.workers.run("contexts.uses", contexts.run_flush)
+        sweeper = ExpirySweeper(the_store, history, leader=the_store.try_lead)
+        app.state.workers.run("entities.expiry", sweeper.run)
         temporal = app.state.services.temporal
         if temporal is not None and temporal.retention.active:
             app.state.workers.run("temporal.retention", temporal.run_retention)
