@@ -5,7 +5,8 @@ store: an expired entity is deleted, an entity with expired instances or sub-att
 written without them. Each is an ordinary write through ``EntityStore.modify``, so its
 notifications (a deletion, or the attributes' removal) go through the outbox hook in the
 same transaction, as for a client's delete. The history of an expired attribute instance
-is forgotten with it; an expired entity's history stays, like that of a deleted one.
+is forgotten with it; an expired entity's history stays exactly as it was (no deletion
+instances: the values it held are its whole story).
 
 With several nodes on one database, only the leader of ``SWEEP_JOB`` sweeps.
 """
@@ -18,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
 from urbanos.core.expiry import canonical, due, live
+from urbanos.core.temporal import SCOPE
 from urbanos.core.timeutil import now_iso
 from urbanos.storage.base import EntityStore, Write
 from urbanos.storage.temporal import Directive, TemporalStore
@@ -82,13 +84,14 @@ class ExpirySweeper:
                 if not due(old, now):
                     continue  # changed since it was found
                 kept = live(old, now)
-                if kept is None:
-                    writes.append(Write("delete", eid, before=old))
-                    continue
-                write = Write("put", eid, kept, before=old)
-                gone = _gone_instances(old, kept)
-                if gone and self.history is not None:
-                    self.history.directives.attach(write, Directive(purge=gone))
+                if kept is None:  # its history stays as it was: no deletion instances
+                    write = Write("delete", eid, before=old)
+                    directive = Directive(untouched=frozenset(old["attrs"]) | {SCOPE})
+                else:  # an expired instance's history goes with it
+                    write = Write("put", eid, kept, before=old)
+                    directive = Directive(purge=_gone_instances(old, kept))
+                if self.history is not None:
+                    self.history.directives.attach(write, directive)
                     attached.append(write)
                 writes.append(write)
             return writes, len(writes)
