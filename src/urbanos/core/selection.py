@@ -8,6 +8,7 @@ here once, not in each store.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -178,6 +179,18 @@ def matches(
         ):
             return False
     return True
+
+
+def select_page(
+    entities: Iterable[JSONObject], query: EntityQuery, linked: EntityResolver | None = None
+) -> tuple[list[JSONObject], int | None]:
+    """A query over documents held in memory (no index): the page and, when asked, the
+    number of matches. The memory store and snapshots (clause 5.16) answer with it."""
+    selected = [e for e in entities if matches(e, query, linked)]
+    if query.order is not None:
+        selected = sort_entities(selected, query.order, query.lang)
+    page = selected[query.offset : query.offset + query.limit]
+    return page, (len(selected) if query.count else None)
 
 
 def hop_targets(frontier: list[JSONObject], names: frozenset[str]) -> set[str]:

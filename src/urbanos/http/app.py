@@ -23,11 +23,13 @@ from urbanos.outbound import OutboundPolicy
 from urbanos.services.contexts import ContextService
 from urbanos.services.entities import EntityService
 from urbanos.services.expiry import ExpirySweeper
+from urbanos.services.snapshots import SnapshotService
 from urbanos.services.subscriptions import SubscriptionService, own_origins
 from urbanos.services.temporal import Retention, TemporalService
 from urbanos.settings import Settings
 from urbanos.storage import open_store
 from urbanos.storage.base import EntityStore
+from urbanos.storage.snapshots import snapshot_store_for
 from urbanos.storage.subscriptions import subscription_store_for
 from urbanos.storage.temporal import temporal_store_for
 from urbanos.workers import start_workers
@@ -56,6 +58,11 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
         app.state.services = Services(
             settings=settings, store=the_store, entities=EntityService(the_store),
             contexts=contexts,
+        )
+        snapshot_store = snapshot_store_for(the_store)
+        await snapshot_store.open()
+        app.state.services.snapshots = SnapshotService(
+            snapshot_store, app.state.services.entities
         )
         subscription_store = subscription_store_for(the_store)
         await subscription_store.open()

@@ -23,6 +23,7 @@ from urbanos.types import JSON
 if TYPE_CHECKING:
     from urbanos.services.contexts import ContextService
     from urbanos.services.entities import EntityService
+    from urbanos.services.snapshots import SnapshotService
     from urbanos.services.subscriptions import SubscriptionService
     from urbanos.services.temporal import TemporalService
     from urbanos.settings import Settings
@@ -37,6 +38,7 @@ class Services:
     contexts: ContextService
     subscriptions: SubscriptionService | None = None
     temporal: TemporalService | None = None
+    snapshots: SnapshotService | None = None
 
 
 def services(request: Request) -> Services:

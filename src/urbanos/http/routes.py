@@ -14,6 +14,7 @@ from urbanos.http.endpoints import (
     info,
     jsonld_contexts,
     ops,
+    snapshots,
     subscriptions,
     temporal,
     temporal_reads,
@@ -34,6 +35,7 @@ T = P + "/temporal/entities"
 TE = T + "/{entity_id:segment}"
 E = P + "/entities/{entity_id:segment}"
 S = P + "/subscriptions/{subscription_id:segment}"
+SN = P + "/snapshots/{snapshot_id:segment}"
 
 ROUTES = [
     Route("/health", ops.health, methods=["GET"]),
@@ -78,6 +80,13 @@ ROUTES = [
     Route(S, subscriptions.retrieve_subscription, methods=["GET"]),
     Route(S, subscriptions.update_subscription, methods=["PATCH"]),
     Route(S, subscriptions.delete_subscription, methods=["DELETE"]),
+    Route(P + "/snapshots", snapshots.create_snapshot, methods=["POST"]),
+    Route(P + "/snapshots", snapshots.list_snapshots, methods=["GET"]),
+    Route(P + "/snapshots", snapshots.purge_snapshots, methods=["DELETE"]),
+    Route(SN, snapshots.retrieve_snapshot, methods=["GET"]),
+    Route(SN, snapshots.update_snapshot, methods=["PATCH"]),
+    Route(SN, snapshots.delete_snapshot, methods=["DELETE"]),
+    Route(SN + "/clone", snapshots.clone_snapshot, methods=["POST"]),
     Route(T, temporal.upsert_temporal, methods=["POST"]),
     Route(T, temporal_reads.query_temporal, methods=["GET"]),
     Route(TE, temporal_reads.retrieve_temporal, methods=["GET"]),
