@@ -67,8 +67,8 @@ async def test_method_not_allowed_is_a_problem(client: httpx.AsyncClient) -> Non
         ("POST", "entities//attrs", 400),  # an empty entity id is not a URI
         ("PATCH", "entities//attrs/level", 400),
         ("DELETE", "entities//attrs/level", 400),
-        ("PUT", "entities/", 405),  # the collection: no PUT, whatever the trailing slash
-        ("PATCH", "entities/", 405),
+        ("PUT", "entities/", 400),  # Replace/Merge Entity without the id in the path
+        ("PATCH", "entities/", 400),
         ("DELETE", "entities/urn:a:b/attrs/", 405),  # the attrs collection has no DELETE
     ],
 )

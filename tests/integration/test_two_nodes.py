@@ -21,7 +21,8 @@ import pytest
 
 from tests.integration.broker_process import Broker, lamp, subscription
 from tests.integration.receiver import Received, Receiver
-from urbanos.storage.postgres.listen import LEAD_LOCK
+from urbanos.services.notifications import PERIODIC_JOB
+from urbanos.storage.postgres.listen import LEAD_LOCK, _job_key
 
 #: how long to keep counting after the expected notifications arrived (duplicates show up)
 SETTLE = 1.0
@@ -158,14 +159,16 @@ def periodic(sid: str, uri: str, interval: float) -> dict[str, Any]:
             "notification": {"endpoint": {"uri": uri, "accept": "application/json"}}}
 
 
-def leader_pid(pg_url: str) -> int:
-    """The broker process that holds a lead lock (its session is named after its pid)."""
+def leader_pid(pg_url: str, job: str = PERIODIC_JOB) -> int:
+    """The broker process that holds the lead lock of ``job`` (its session is named after
+    its pid); other jobs (the expiry sweeper) have their own leaders."""
     with psycopg.connect(pg_url, autocommit=True) as conn:
         rows = conn.execute(
             """SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-               WHERE l.locktype = 'advisory' AND l.classid = %s::bigint::oid AND l.granted
+               WHERE l.locktype = 'advisory' AND l.classid = %s::bigint::oid
+               AND l.objid = %s::bigint::oid AND l.granted
                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())""",
-            (LEAD_LOCK,),
+            (LEAD_LOCK, _job_key(job) & 0xFFFFFFFF),
         ).fetchall()
     assert len(rows) == 1, rows
     return int(rows[0][0].rsplit("pid=", 1)[1])

@@ -28,6 +28,7 @@ from enum import Enum
 from functools import cache
 from typing import Any
 
+from urbanos.core.expiry import canonical
 from urbanos.core.model import (
     ATTRIBUTE_KINDS,
     CORE_MEMBER_BY_IRI,
@@ -88,7 +89,8 @@ class Mode(Enum):
 
 #: entity members that are not attributes; system members are output-only and ignored
 _ENTITY_KEYS = frozenset(
-    {"id", "@id", "type", "@type", "scope", "@context", "createdAt", "modifiedAt", "deletedAt"}
+    {"id", "@id", "type", "@type", "scope", "@context", "createdAt", "modifiedAt", "deletedAt",
+     "expiresAt"}
 )
 #: members set by the broker: accepted (a rendered entity can be sent back) and ignored
 _SYSTEM_MEMBERS = frozenset({"createdAt", "modifiedAt", "instanceId", "deletedAt"})
@@ -100,7 +102,7 @@ _OUTPUT_ONLY = frozenset(
 #: non-reified members introduced by v1.9 (the proof members belong to ``ngsildproof``)
 _SEALED = frozenset({"entityIdSealed", "entityTypeSealed"})
 _OPTIONAL_MEMBERS = frozenset({"observedAt", "unitCode", "datasetId", "objectType", "lang",
-                               "valueType"}) | _SEALED
+                               "valueType", "expiresAt"}) | _SEALED
 #: core terms that can never name an attribute (clause 4.5.1): the members above and the
 #: entity's own
 _RESERVED_NAMES = (
@@ -190,11 +192,24 @@ def expand_entity(
             entity["scope"] = None
         else:
             entity["scope"] = check_scopes(payload["scope"])
+    if "expiresAt" in payload:
+        entity["expiresAt"] = _entity_expiry(payload["expiresAt"], now, mode)
     body = {k: v for k, v in payload.items() if k not in _ENTITY_KEYS}
     entity["attrs"] = expand_attributes(body, terms, now, mode=mode)
     entity["createdAt"] = now
     entity["modifiedAt"] = now
     return entity
+
+
+def _entity_expiry(value: object, now: str, mode: Mode) -> str | None:
+    """An entity's expiresAt (clause 4.22): a DateTime; in a merge the NGSI-LD Null removes
+    it (None), and a creation cannot be born expired."""
+    if mode.deletes and value == NULL_URN:
+        return None
+    at = check_datetime(value, "expiresAt")
+    if mode is Mode.CREATE and canonical(at) <= canonical(now):
+        raise BadRequestData(f"expiresAt {at} is not in the future")
+    return at
 
 
 def expand_attributes(
@@ -475,7 +490,7 @@ def _member(iri: str, kind: str | None, key: str, value: object, terms: Terms, m
             raise BadRequestData(f"{what} must not be null")
         inst[key] = NULL_URN
         return
-    if key == "observedAt":
+    if key in ("observedAt", "expiresAt"):
         inst[key] = check_datetime(value, what)
     elif key in ("objectType", "entityTypeSealed"):
         inst[key] = _type_names(what, value, terms)

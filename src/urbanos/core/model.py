@@ -51,7 +51,7 @@ CORE_MEMBERS = frozenset(
     {
         "type", "value", "object", "objectType", "languageMap", "vocab", "json", "valueList",
         "objectList", "observedAt", "unitCode", "datasetId", "createdAt", "modifiedAt",
-        "deletedAt", "instanceId", "lang", "previousValue", "previousObject",
+        "deletedAt", "expiresAt", "instanceId", "lang", "previousValue", "previousObject",
         "previousLanguageMap", "previousVocab", "previousJson", "previousValueList",
         "previousObjectList", "entity", "valueType", "entityIdSealed", "entityTypeSealed",
     }

@@ -220,11 +220,12 @@ def merge_entity(entity: JSONObject, fragment: JSONObject, now: str) -> Outcome:
         result.updated.append(name)
     if fragment.get("type"):
         out["type"] = list(dict.fromkeys(out["type"] + fragment["type"]))
-    if "scope" in fragment:
-        if fragment["scope"] is None:
-            out.pop("scope", None)
-        else:
-            out["scope"] = fragment["scope"]
+    for member in ("scope", "expiresAt"):  # None: the fragment's NGSI-LD Null removes it
+        if member in fragment:
+            if fragment[member] is None:
+                out.pop(member, None)
+            else:
+                out[member] = fragment[member]
     _touch(out, now)
     return result
 

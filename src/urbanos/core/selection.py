@@ -8,10 +8,12 @@ here once, not in each store.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from urbanos.core.expiry import due, live
 from urbanos.core.ordering import sort_entities
 from urbanos.core.query.ast import And, Not, Or
 from urbanos.core.query.evaluate import (
@@ -68,6 +70,9 @@ class EntityQuery:
     limit: int = 20
     offset: int = 0
     count: bool = False
+    #: canonical now (``core.expiry``): expired entities are left out, and expired
+    #: instances do not count; None for a query that sees every stored document
+    alive_at: str | None = None
 
 
 @lru_cache(maxsize=256)
@@ -144,6 +149,11 @@ def matches(
     entity: JSONObject, query: EntityQuery, linked: EntityResolver | None = None
 ) -> bool:
     """Whether a stored entity is selected; ``linked`` resolves ``attr{...}`` q terms."""
+    if query.alive_at is not None:
+        shown = live(entity, query.alive_at)
+        if shown is None:
+            return False
+        entity = shown
     if query.ids is not None:
         if entity["id"] not in query.ids:
             return False
@@ -169,6 +179,18 @@ def matches(
         ):
             return False
     return True
+
+
+def select_page(
+    entities: Iterable[JSONObject], query: EntityQuery, linked: EntityResolver | None = None
+) -> tuple[list[JSONObject], int | None]:
+    """A query over documents held in memory (no index): the page and, when asked, the
+    number of matches. The memory store and snapshots (clause 5.16) answer with it."""
+    selected = [e for e in entities if matches(e, query, linked)]
+    if query.order is not None:
+        selected = sort_entities(selected, query.order, query.lang)
+    page = selected[query.offset : query.offset + query.limit]
+    return page, (len(selected) if query.count else None)
 
 
 def hop_targets(frontier: list[JSONObject], names: frozenset[str]) -> set[str]:
@@ -211,8 +233,8 @@ class Pager:
         self._fed = True
         q = self.query
         for entity in batch:
-            if not self.exact and not matches(entity, q, linked):
-                continue
+            if (not self.exact or due(entity, q.alive_at)) and not matches(entity, q, linked):
+                continue  # an exact SQL filter still counted what has expired since
             if q.order is not None:
                 self.selected.append(entity)
                 continue

@@ -23,6 +23,8 @@ from urbanos.outbound import OutboundPolicy
 from urbanos.services.cluster import CONTEXTS, SUBSCRIPTIONS, Invalidations, listen
 from urbanos.services.contexts import ContextService
 from urbanos.services.entities import EntityService
+from urbanos.services.expiry import ExpirySweeper
+from urbanos.services.snapshots import SnapshotService
 from urbanos.services.stores import EntityStore, Stores
 from urbanos.services.subscriptions import SubscriptionService, own_origins
 from urbanos.services.temporal import Retention, TemporalService
@@ -56,6 +58,9 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
             settings=settings, store=the_store, entities=EntityService(the_store),
             contexts=contexts, subscriptions=subscriptions,
         )
+        app.state.services.snapshots = SnapshotService(
+            stores.snapshots, app.state.services.entities
+        )
         if stores.history is not None:
             app.state.services.temporal = TemporalService(
                 the_store, stores.history, instance_limit=settings.temporal_instance_limit,
@@ -73,6 +78,8 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
             subscriptions.outcomes = app.state.workers.engine.settled
         app.state.services.notifications = app.state.workers.engine
         app.state.workers.run("contexts.uses", contexts.run_flush)
+        sweeper = ExpirySweeper(the_store, stores.history, leader=the_store.try_lead)
+        app.state.workers.run("entities.expiry", sweeper.run)
         temporal = app.state.services.temporal
         if temporal is not None and temporal.retention.active:
             app.state.workers.run("temporal.retention", temporal.run_retention)

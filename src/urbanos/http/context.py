@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from urbanos.services.entities import EntityService
     from urbanos.services.notifications import NotificationEngine
     from urbanos.services.stores import EntityStore
+    from urbanos.services.snapshots import SnapshotService
     from urbanos.services.subscriptions import SubscriptionService
     from urbanos.services.temporal import TemporalService
     from urbanos.settings import Settings
@@ -39,6 +40,7 @@ class Services:
     subscriptions: SubscriptionService | None = None
     temporal: TemporalService | None = None
     notifications: NotificationEngine | None = None
+    snapshots: SnapshotService | None = None
 
 
 def services(request: Request) -> Services:

@@ -6,7 +6,8 @@ same handler runs directly; whatever it raises (404, a bad header, a fault) is n
 here: the request goes again through the full stack, which renders the error. A GET without
 a body is safe to run twice.
 
-The commonest form of it, no query string and no ``Prefer`` or ``NGSILD-EntityMap`` header,
+The commonest form of it, no query string and no ``Prefer``, ``NGSILD-EntityMap`` or
+``NGSILD-Snapshot`` header,
 goes further: ``retrieve_plain`` answers it from the headers alone, and its answer is sent
 as ASGI messages without a Request or a Response object.
 """
@@ -20,11 +21,13 @@ from starlette.types import Receive, Scope, Send
 
 from urbanos.http.endpoints.entity_maps import HEADER as ENTITY_MAP
 from urbanos.http.endpoints.entity_reads import retrieve_entity, retrieve_plain
+from urbanos.http.endpoints.snapshots import HEADER as SNAPSHOT
 from urbanos.http.respond import send_json
 
 PREFIX = "/ngsi-ld/v1/entities/"
 _READ = {b"accept": "accept", b"link": "link", b"ngsild-tenant": "ngsild-tenant"}
-_NOT_PLAIN = {b"prefer", ENTITY_MAP.lower().encode("latin-1")}
+_NOT_PLAIN = {b"prefer", ENTITY_MAP.lower().encode("latin-1"),
+              SNAPSHOT.lower().encode("latin-1")}
 
 
 def plain_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str] | None:

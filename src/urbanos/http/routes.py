@@ -16,6 +16,7 @@ from urbanos.http.endpoints import (
     jsonld_contexts,
     landing,
     ops,
+    snapshots,
     subscriptions,
     temporal,
     temporal_reads,
@@ -36,6 +37,7 @@ T = P + "/temporal/entities"
 TE = T + "/{entity_id:segment}"
 E = P + "/entities/{entity_id:segment}"
 S = P + "/subscriptions/{subscription_id:segment}"
+SN = P + "/snapshots/{snapshot_id:segment}"
 
 ROUTES = [
     Route("/", landing.landing, methods=["GET"]),
@@ -49,6 +51,7 @@ ROUTES = [
     Route(P + "/entities", entities.create_entity, methods=["POST"]),
     Route(P + "/entities", entity_reads.query_entities, methods=["GET"]),
     Route(P + "/entities", entities.purge_entities, methods=["DELETE"]),
+    Route(P + "/entities", entities.entity_without_id, methods=["PUT", "PATCH"]),
     Route(E, entity_reads.retrieve_entity, methods=["GET"]),
     Route(E, entities.delete_entity, methods=["DELETE"]),
     Route(E, entities.replace_entity, methods=["PUT"]),
@@ -82,6 +85,13 @@ ROUTES = [
     Route(S, subscriptions.retrieve_subscription, methods=["GET"]),
     Route(S, subscriptions.update_subscription, methods=["PATCH"]),
     Route(S, subscriptions.delete_subscription, methods=["DELETE"]),
+    Route(P + "/snapshots", snapshots.create_snapshot, methods=["POST"]),
+    Route(P + "/snapshots", snapshots.list_snapshots, methods=["GET"]),
+    Route(P + "/snapshots", snapshots.purge_snapshots, methods=["DELETE"]),
+    Route(SN, snapshots.retrieve_snapshot, methods=["GET"]),
+    Route(SN, snapshots.update_snapshot, methods=["PATCH"]),
+    Route(SN, snapshots.delete_snapshot, methods=["DELETE"]),
+    Route(SN + "/clone", snapshots.clone_snapshot, methods=["POST"]),
     Route(T, temporal.upsert_temporal, methods=["POST"]),
     Route(T, temporal_reads.query_temporal, methods=["GET"]),
     Route(TE, temporal_reads.retrieve_temporal, methods=["GET"]),

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from urbanos.core import operations as ops
+from urbanos.core.expiry import canonical, live, stamp_expiry
 from urbanos.core.query.ast import TypeExpr
 from urbanos.core.query.evaluate import matches_type
 from urbanos.core.selection import EntityQuery
@@ -38,10 +39,13 @@ class BatchResult:
     created: list[str] = field(default_factory=list)
 
 
-def _existing(current: Current, entity_id: str, type_gate: TypeExpr | None = None) -> JSONObject:
-    """The entity a write aims at; missing, or failing a ``type`` selector, is a 404."""
+def _existing(
+    current: Current, entity_id: str, type_gate: TypeExpr | None = None, *, now: str
+) -> JSONObject:
+    """The entity a write aims at; missing, expired (clause 4.22) or failing a ``type``
+    selector, it is a 404. ``now`` is canonical (``core.expiry``)."""
     entity = current.get(entity_id)
-    if entity is None:
+    if entity is None or live(entity, now) is None:
         raise ResourceNotFound(f"entity {entity_id} not found")
     if type_gate is not None and not matches_type(type_gate, entity.get("type", [])):
         raise ResourceNotFound(f"entity {entity_id} is not of the requested type")
@@ -49,7 +53,27 @@ def _existing(current: Current, entity_id: str, type_gate: TypeExpr | None = Non
 
 
 def _put(old: JSONObject | None, new: JSONObject) -> Write:
-    return Write("put", new["id"], new, before=old)
+    return Write("put", new["id"], stamp_expiry(new), before=old)
+
+
+def _forget_expired(current: Current, now: str) -> Current:
+    """``current`` without the entities that have expired (clause 4.22): a batch treats
+    them as absent, as every read does."""
+    for eid in [eid for eid, e in current.items() if live(e, now) is None]:
+        del current[eid]
+    return current
+
+
+def _replacing(current: Current, entity_id: str, now: str) -> list[Write]:
+    """Before a creation: the deletion of an expired entity the sweeper has not reached
+    yet, so that its id is free as every read already says; 409 if it is alive."""
+    old = current.get(entity_id)
+    if old is None:
+        return []
+    if live(old, now) is not None:
+        raise AlreadyExists(f"entity {entity_id} already exists")
+    del current[entity_id]
+    return [Write("delete", entity_id, before=old)]
 
 
 class EntityService:
@@ -65,13 +89,22 @@ class EntityService:
     async def retrieve(self, tenant: str, entity_id: str) -> JSONObject:
         await self.check_tenant(tenant)
         entity = await self.store.get(tenant, entity_id)
-        if entity is None:
+        shown = live(entity, self.now()) if entity is not None else None
+        if shown is None:
             raise ResourceNotFound(f"entity {entity_id} not found")
-        return entity
+        return shown
 
     async def query(self, tenant: str, query: EntityQuery) -> Page:
+        """Query Entities; nothing expired is selected or shown (clause 4.22)."""
         await self.check_tenant(tenant)
-        return await self.store.query(tenant, query)
+        now = self.now()
+        page = await self.store.query(tenant, replace(query, alive_at=now))
+        shown = [e for e in (live(e, now) for e in page.entities) if e is not None]
+        return Page(shown, page.total)
+
+    def now(self) -> str:
+        """The clock, canonical: what expiresAt is compared with."""
+        return canonical(self.clock())
 
     async def types(self, tenant: str) -> list[TypeInfo]:
         await self.check_tenant(tenant)
@@ -86,9 +119,7 @@ class EntityService:
         """Create Entity (5.6.1); 409 when the id is taken."""
 
         def plan(current: Current) -> tuple[list[Write], None]:
-            if entity["id"] in current:
-                raise AlreadyExists(f"entity {entity['id']} already exists")
-            return [_put(None, entity)], None
+            return [*_replacing(current, entity["id"], self.now()), _put(None, entity)], None
 
         await self.store.modify(tenant, [entity["id"]], plan)
 
@@ -96,21 +127,21 @@ class EntityService:
         self, tenant: str, entity_id: str, *, type_gate: TypeExpr | None = None
     ) -> None:
         def plan(current: Current) -> tuple[list[Write], None]:
-            old = _existing(current, entity_id, type_gate)
+            old = _existing(current, entity_id, type_gate, now=self.now())
             return [Write("delete", entity_id, before=old)], None
 
         await self.store.modify(tenant, [entity_id], plan)
 
     async def replace(self, tenant: str, entity_id: str, new: JSONObject) -> None:
         def plan(current: Current) -> tuple[list[Write], None]:
-            old = _existing(current, entity_id)
+            old = _existing(current, entity_id, now=self.now())
             return [_put(old, ops.replace_entity(old, new, self.clock()))], None
 
         await self.store.modify(tenant, [entity_id], plan)
 
     async def merge(self, tenant: str, entity_id: str, fragment: JSONObject) -> None:
         def plan(current: Current) -> tuple[list[Write], None]:
-            old = _existing(current, entity_id)
+            old = _existing(current, entity_id, now=self.now())
             return [_put(old, ops.merge_entity(old, fragment, self.clock()).entity)], None
 
         await self.store.modify(tenant, [entity_id], plan)
@@ -121,7 +152,7 @@ class EntityService:
         type_gate: TypeExpr | None = None,
     ) -> ops.Outcome:
         def plan(current: Current) -> tuple[list[Write], ops.Outcome]:
-            old = _existing(current, entity_id, type_gate)
+            old = _existing(current, entity_id, type_gate, now=self.now())
             result = ops.append_attrs(
                 old, attrs, self.clock(), no_overwrite=no_overwrite, types=types, scope=scope
             )
@@ -135,7 +166,7 @@ class EntityService:
         type_gate: TypeExpr | None = None,
     ) -> ops.Outcome:
         def plan(current: Current) -> tuple[list[Write], ops.Outcome]:
-            old = _existing(current, entity_id, type_gate)
+            old = _existing(current, entity_id, type_gate, now=self.now())
             result = ops.update_attrs(old, attrs, self.clock(), types=types, scope=scope)
             return [_put(old, result.entity)], result
 
@@ -146,7 +177,7 @@ class EntityService:
         type_gate: TypeExpr | None = None,
     ) -> None:
         def plan(current: Current) -> tuple[list[Write], None]:
-            old = _existing(current, entity_id, type_gate)
+            old = _existing(current, entity_id, type_gate, now=self.now())
             result = ops.patch_attr(old, name, instances, self.clock())
             if not result.changed:
                 raise ResourceNotFound(f"attribute {name} not found in {entity_id}")
@@ -158,7 +189,7 @@ class EntityService:
         self, tenant: str, entity_id: str, name: str, instances: list[JSONObject]
     ) -> None:
         def plan(current: Current) -> tuple[list[Write], None]:
-            old = _existing(current, entity_id)
+            old = _existing(current, entity_id, now=self.now())
             result = ops.replace_attr(old, name, instances, self.clock())
             if not result.changed:
                 raise ResourceNotFound(f"attribute {name} not found in {entity_id}")
@@ -171,7 +202,7 @@ class EntityService:
         delete_all: bool, type_gate: TypeExpr | None = None,
     ) -> None:
         def plan(current: Current) -> tuple[list[Write], None]:
-            old = _existing(current, entity_id, type_gate)
+            old = _existing(current, entity_id, type_gate, now=self.now())
             out = ops.delete_attr(
                 old, name, self.clock(), dataset_id=dataset_id, delete_all=delete_all
             )
@@ -220,10 +251,13 @@ class EntityService:
         def plan(current: Current) -> tuple[list[Write], BatchResult]:
             result = BatchResult()
             writes: list[Write] = []
+            now = self.now()
             for entity in entities:
                 eid = entity["id"]
-                if eid in current:
-                    result.errors.append((eid, AlreadyExists(f"entity {eid} already exists")))
+                try:
+                    writes.extend(_replacing(current, eid, now))
+                except AlreadyExists as exc:
+                    result.errors.append((eid, exc))
                     continue
                 current[eid] = entity
                 writes.append(_put(None, entity))
@@ -237,6 +271,7 @@ class EntityService:
         self, tenant: str, entities: list[JSONObject], *, replace: bool
     ) -> BatchResult:
         def plan(current: Current) -> tuple[list[Write], BatchResult]:
+            _forget_expired(current, self.now())
             result = BatchResult()
             before = dict(current)
             now = self.clock()
@@ -253,6 +288,8 @@ class EntityService:
                         old, entity["attrs"], now, no_overwrite=False,
                         types=entity.get("type"), scope=entity.get("scope"),
                     ).entity
+                    if "expiresAt" in entity:
+                        current[eid]["expiresAt"] = entity["expiresAt"]
             result.success = list(dict.fromkeys(e["id"] for e in entities))  # in first order
             writes = [_put(before.get(eid), current[eid]) for eid in result.success]
             return writes, result
@@ -263,6 +300,7 @@ class EntityService:
         self, tenant: str, entities: list[JSONObject], *, no_overwrite: bool
     ) -> BatchResult:
         def plan(current: Current) -> tuple[list[Write], BatchResult]:
+            _forget_expired(current, self.now())
             result = BatchResult()
             before = dict(current)
             now = self.clock()
@@ -293,6 +331,7 @@ class EntityService:
 
     async def batch_merge(self, tenant: str, entities: list[JSONObject]) -> BatchResult:
         def plan(current: Current) -> tuple[list[Write], BatchResult]:
+            _forget_expired(current, self.now())
             result = BatchResult()
             before = dict(current)
             now = self.clock()
@@ -311,6 +350,7 @@ class EntityService:
 
     async def batch_delete(self, tenant: str, ids: list[str]) -> BatchResult:
         def plan(current: Current) -> tuple[list[Write], BatchResult]:
+            _forget_expired(current, self.now())
             result = BatchResult()
             writes: list[Write] = []
             for eid in ids:

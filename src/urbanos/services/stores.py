@@ -1,5 +1,5 @@
-"""The stores of one process: the entity store named by the settings and the subscription
-and history stores that live beside it. The app opens them here and hands them to the
+"""The stores of one process: the entity store named by the settings and the subscription,
+history and snapshot stores that live beside it. The app opens them here and hands them to the
 services; HTTP never imports a store."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from urbanos.storage import open_store
 from urbanos.storage.base import DEFAULT_TENANT, EntityStore
+from urbanos.storage.snapshots import SnapshotStore, snapshot_store_for
 from urbanos.storage.subscriptions import SubscriptionStore, subscription_store_for
 from urbanos.storage.temporal import TemporalStore, temporal_store_for
 
@@ -19,6 +20,7 @@ class Stores:
     entities: EntityStore
     subscriptions: SubscriptionStore
     history: TemporalStore | None
+    snapshots: SnapshotStore
 
     @classmethod
     async def open(cls, url: str, *, readers: int, store: EntityStore | None = None) -> Stores:
@@ -31,7 +33,9 @@ class Stores:
         history = temporal_store_for(entities)
         if history is not None:
             await history.open()
-        return cls(entities, subscriptions, history)
+        snapshots = snapshot_store_for(entities)
+        await snapshots.open()
+        return cls(entities, subscriptions, history, snapshots)
 
     async def close(self) -> None:
         await self.subscriptions.close()

@@ -147,6 +147,11 @@ class EntityStore(Protocol):
 
     async def attributes(self, tenant: str) -> list[AttributeInfo]: ...
 
+    async def expiring(self, now: str, limit: int) -> list[tuple[str, str]]:
+        """(tenant, id) of at most ``limit`` entities whose ``core.expiry.EXPIRY_KEY`` is
+        at or before ``now`` (canonical), earliest first, over every tenant."""
+        ...
+
     async def try_lead(self, name: str) -> bool:
         """Whether this node leads the cluster-wide job ``name`` (one node fires it). Ask
         before every run: leadership moves to another node when its holder dies."""

@@ -6,8 +6,8 @@ import copy
 from collections.abc import Callable
 from dataclasses import replace
 
-from urbanos.core.ordering import sort_entities
-from urbanos.core.selection import EntityQuery, matches
+from urbanos.core.expiry import EXPIRY_KEY
+from urbanos.core.selection import EntityQuery, select_page
 from urbanos.storage.base import (
     DEFAULT_TENANT,
     AttributeInfo,
@@ -114,11 +114,17 @@ class MemoryStore:
 
     async def query(self, tenant: str, query: EntityQuery) -> Page:
         table = self._tenants.get(tenant, {})
-        selected = [e for e in table.values() if matches(e, query, table.get)]
-        if query.order is not None:
-            selected = sort_entities(selected, query.order, query.lang)
-        page = selected[query.offset : query.offset + query.limit]
-        return Page([copy.deepcopy(e) for e in page], len(selected) if query.count else None)
+        page, total = select_page(table.values(), query, table.get)
+        return Page([copy.deepcopy(e) for e in page], total)
+
+    async def expiring(self, now: str, limit: int) -> list[tuple[str, str]]:
+        due = sorted(
+            (at, tenant, eid)
+            for tenant, table in self._tenants.items()
+            for eid, e in table.items()
+            if isinstance(at := e.get(EXPIRY_KEY), str) and at <= now
+        )
+        return [(tenant, eid) for _, tenant, eid in due[:limit]]
 
     async def types(self, tenant: str) -> list[TypeInfo]:
         infos: dict[str, TypeInfo] = {}

@@ -60,17 +60,21 @@ class Directive:
     ``explicit`` instances replace the derived ones of their attributes (with
     ``replace_observed``, an instance with the same attribute, datasetId and observedAt as
     a recorded one replaces it); ``purge`` lists (attribute, datasetId or None or
-    ``ALL_DATASETS``) series to forget; ``purge_entity`` forgets the whole history.
+    ``ALL_DATASETS``) series to forget; ``purge_entity`` forgets the whole history;
+    ``untouched`` attributes get no derived instance (an expired entity's deletion).
     """
 
     explicit: list[NewInstance] = field(default_factory=list)
     replace_observed: bool = True
     purge: list[tuple[str, str | None]] = field(default_factory=list)
     purge_entity: bool = False
+    #: attributes (and ``SCOPE``) whose history the write leaves exactly as it is
+    untouched: frozenset[str] = frozenset()
 
     @property
     def skip(self) -> frozenset[str]:
-        return frozenset(i.attr for i in self.explicit) | {a for a, _ in self.purge}
+        return (frozenset(i.attr for i in self.explicit) | {a for a, _ in self.purge}
+                | self.untouched)
 
 
 class Directives:

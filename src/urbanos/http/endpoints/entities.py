@@ -21,6 +21,7 @@ from urbanos.core.entity import (
     expand_types,
     is_uri,
 )
+from urbanos.core.jsonld import core_term_map
 from urbanos.core.model import NGSI_LD
 from urbanos.core.query.ast import TypeExpr
 from urbanos.core.query.evaluate import attribute_names
@@ -55,7 +56,10 @@ def _path_attr(request: Request) -> str:
     return check_name(request.path_params["attr_id"].replace("%2F", "/"))
 
 
-async def _body(request: Request, *, merge_patch: bool = False) -> tuple[JSON, RequestContext]:
+async def read_entity_body(
+    request: Request, *, merge_patch: bool = False
+) -> tuple[JSON, RequestContext]:
+    """A request body (bounded in size and depth) and the request's context for it."""
     s = services(request).settings
     body, ctype = await read_body(
         request, s.max_body_bytes, s.max_json_depth, merge_patch=merge_patch
@@ -66,7 +70,7 @@ async def _body(request: Request, *, merge_patch: bool = False) -> tuple[JSON, R
     return body, ctx
 
 
-def _tenant_headers(ctx: RequestContext) -> dict[str, str]:
+def tenant_headers(ctx: RequestContext) -> dict[str, str]:
     return {"NGSILD-Tenant": ctx.tenant} if ctx.tenant else {}
 
 
@@ -83,14 +87,15 @@ def _type_gate(request: Request, terms: Terms) -> TypeExpr | None:
     return parse_type_expr(raw, terms.expand) if raw else None
 
 
-def _update_result(
-    ctx: RequestContext, updated: list[str], not_updated: list[tuple[str, str]]
-) -> JSONObject:
-    """UpdateResult (clause 5.2.18), names compacted with the caller's @context (6.2.4)."""
-    c = ctx.terms.compact
+def _update_result(updated: list[str], not_updated: list[tuple[str, str]]) -> JSONObject:
+    """UpdateResult (clause 5.2.18), sent as plain JSON without a Link: its terms mean what
+    the core @context says. There ``attributeName`` is a vocabulary term (compacted with the
+    core context), while ``updated`` holds plain strings, so the names stay as expanded."""
+    compact = core_term_map().compact
     return {
-        "updated": [c(n) for n in updated],
-        "notUpdated": [{"attributeName": c(n), "reason": reason} for n, reason in not_updated],
+        "updated": list(updated),
+        "notUpdated": [{"attributeName": compact(n), "reason": reason}
+                       for n, reason in not_updated],
     }
 
 
@@ -120,12 +125,18 @@ def _fragment(
 async def create_entity(request: Request) -> Response:
     """Create Entity (clause 5.6.1, binding 6.4.3.1): 201 with Location."""
     check_params(request.query_params, {"local"})
-    body, ctx = await _body(request)
+    body, ctx = await read_entity_body(request)
     entity = expand_entity(_object(body) if isinstance(body, dict) else body, ctx.terms,
                            now_iso())
     await services(request).entities.create(ctx.tenant, entity)
     headers = {"Location": f"/ngsi-ld/v1/entities/{quote(entity['id'], safe=':')}"}
-    return empty(201, headers | _tenant_headers(ctx))
+    return empty(201, headers | tenant_headers(ctx))
+
+
+async def entity_without_id(request: Request) -> Response:
+    """PUT or PATCH on /entities: Replace and Merge Entity (clauses 5.6.17, 5.6.18) need the
+    entity id in the path; without it the request is malformed (400), nothing changes."""
+    raise BadRequestData(f"{request.method} needs an entity id: /entities/{{entityId}}")
 
 
 async def delete_entity(request: Request) -> Response:
@@ -136,17 +147,17 @@ async def delete_entity(request: Request) -> Response:
     await services(request).entities.delete(
         ctx.tenant, entity_id, type_gate=_type_gate(request, ctx.terms)
     )
-    return empty(204, _tenant_headers(ctx))
+    return empty(204, tenant_headers(ctx))
 
 
 async def replace_entity(request: Request) -> Response:
     """Replace Entity (clause 5.6.18, binding 6.5.3.3)."""
     check_params(request.query_params, {"local"})
     entity_id = _path_id(request)
-    body, ctx = await _body(request)
+    body, ctx = await read_entity_body(request)
     new = expand_entity(_object(body), ctx.terms, now_iso(), entity_id=entity_id)
     await services(request).entities.replace(ctx.tenant, entity_id, new)
-    return empty(204, _tenant_headers(ctx))
+    return empty(204, tenant_headers(ctx))
 
 
 async def merge_entity(request: Request) -> Response:
@@ -154,14 +165,14 @@ async def merge_entity(request: Request) -> Response:
     check_params(request.query_params, {"local", "observedAt", "format", "options", "lang"})
     entity_id = _path_id(request)
     is_patch = media_type(request.headers.get("content-type")) == MERGE_PATCH_MT
-    body, ctx = await _body(request, merge_patch=True)
+    body, ctx = await read_entity_body(request, merge_patch=True)
     if is_patch:
         body = merge_patch_nulls(body)
     fragment = expand_entity(
         _object(body), ctx.terms, now_iso(), entity_id=entity_id, require_type=False, merge=True
     )
     await services(request).entities.merge(ctx.tenant, entity_id, fragment)
-    return empty(204, _tenant_headers(ctx))
+    return empty(204, tenant_headers(ctx))
 
 
 async def append_attrs(request: Request) -> Response:
@@ -170,30 +181,30 @@ async def append_attrs(request: Request) -> Response:
     check_params(params, {"options", "local", "type"})
     no_overwrite = "noOverwrite" in options(params, {"noOverwrite"})
     entity_id = _path_id(request)
-    body, ctx = await _body(request)
+    body, ctx = await read_entity_body(request)
     attrs, types, scope = _fragment(body, entity_id, ctx)
     outcome = await services(request).entities.append(
         ctx.tenant, entity_id, attrs, no_overwrite=no_overwrite, types=types, scope=scope,
         type_gate=_type_gate(request, ctx.terms),
     )
     if outcome.not_updated:
-        return _multi_status(ctx, _update_result(ctx, outcome.updated, outcome.not_updated))
-    return empty(204, _tenant_headers(ctx))
+        return _multi_status(ctx, _update_result(outcome.updated, outcome.not_updated))
+    return empty(204, tenant_headers(ctx))
 
 
 async def update_attrs(request: Request) -> Response:
     """Update Entity Attributes (clause 5.6.2, binding 6.6.3.2): 204, or 207 with notUpdated."""
     check_params(request.query_params, {"local", "type"})
     entity_id = _path_id(request)
-    body, ctx = await _body(request)
+    body, ctx = await read_entity_body(request)
     attrs, types, scope = _fragment(body, entity_id, ctx)
     outcome = await services(request).entities.update(
         ctx.tenant, entity_id, attrs, types=types, scope=scope,
         type_gate=_type_gate(request, ctx.terms),
     )
     if outcome.not_updated:
-        return _multi_status(ctx, _update_result(ctx, outcome.updated, outcome.not_updated))
-    return empty(204, _tenant_headers(ctx))
+        return _multi_status(ctx, _update_result(outcome.updated, outcome.not_updated))
+    return empty(204, tenant_headers(ctx))
 
 
 async def patch_attr(request: Request) -> Response:
@@ -203,7 +214,7 @@ async def patch_attr(request: Request) -> Response:
     name = _path_attr(request)
     if name == "scope":
         raise BadRequestData("scope is not an attribute and cannot be partially updated")
-    body, ctx = await _body(request)
+    body, ctx = await read_entity_body(request)
     raw = _object(body)
     if not raw:
         raise BadRequestData("the attribute fragment is empty")
@@ -214,7 +225,7 @@ async def patch_attr(request: Request) -> Response:
     await services(request).entities.patch_attr(
         ctx.tenant, entity_id, iri, instances, type_gate=_type_gate(request, ctx.terms)
     )
-    return empty(204, _tenant_headers(ctx))
+    return empty(204, tenant_headers(ctx))
 
 
 async def replace_attr(request: Request) -> Response:
@@ -224,11 +235,11 @@ async def replace_attr(request: Request) -> Response:
     name = _path_attr(request)
     if name == "scope":
         raise BadRequestData("scope is not an attribute and cannot be replaced here")
-    body, ctx = await _body(request)
+    body, ctx = await read_entity_body(request)
     iri = ctx.terms.expand(name)
     instances = expand_attribute(iri, _object(body), ctx.terms, now_iso())
     await services(request).entities.replace_attr(ctx.tenant, entity_id, iri, instances)
-    return empty(204, _tenant_headers(ctx))
+    return empty(204, tenant_headers(ctx))
 
 
 async def delete_attr(request: Request) -> Response:
@@ -247,7 +258,7 @@ async def delete_attr(request: Request) -> Response:
         ctx.tenant, entity_id, iri, dataset_id=dataset_id, delete_all=delete_all,
         type_gate=_type_gate(request, ctx.terms),
     )
-    return empty(204, _tenant_headers(ctx))
+    return empty(204, tenant_headers(ctx))
 
 
 _SYSTEM = frozenset({"createdAt", "modifiedAt", "deletedAt", NGSI_LD + "createdAt",
@@ -282,4 +293,4 @@ async def purge_entities(request: Request) -> Response:
     keep = names(params["keep"], ctx.terms) if "keep" in params else None
     drop = names(params["drop"], ctx.terms) if "drop" in params else None
     await svc.entities.purge(ctx.tenant, query, keep=keep, drop=drop)
-    return empty(204, _tenant_headers(ctx))
+    return empty(204, tenant_headers(ctx))

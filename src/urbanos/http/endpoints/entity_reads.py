@@ -22,10 +22,12 @@ from urbanos.core.render import (
     render_feature,
     visible_attributes,
 )
+from urbanos.core.selection import EntityQuery
 from urbanos.errors import ResourceNotFound
 from urbanos.http.context import Services, context_of, link_url, request_context, services
 from urbanos.http.endpoints.entities import _path_id, entity_id_in_path
 from urbanos.http.endpoints.entity_maps import HEADER, map_location, reference_id, registry
+from urbanos.http.endpoints.snapshots import HEADER as SNAPSHOT
 from urbanos.http.negotiation import GEOJSON_MT, JSON_MT, JSONLD_MT, RequestContext, read_body
 from urbanos.http.params import (
     QUERY_PARAMS,
@@ -101,6 +103,18 @@ def _entity_map(request: Request, tenant: str, ids: list[str]) -> dict[str, str]
     return {HEADER: map_location(request, maps.create(tenant, ids).id)}
 
 
+async def _query(
+    request: Request, svc: Services, tenant: str, query: EntityQuery
+) -> tuple[Page, dict[str, str]]:
+    """The live entities, or with NGSILD-Snapshot those of that snapshot (clause 6.3.22),
+    and the header to echo."""
+    snapshot = request.headers.get(SNAPSHOT)
+    if snapshot is None:
+        return await svc.entities.query(tenant, query), {}
+    assert svc.snapshots is not None
+    return await svc.snapshots.query(tenant, snapshot, query), {SNAPSHOT: snapshot}
+
+
 async def query_entities(request: Request) -> Response:
     """Query Entities (clause 5.7.2, binding 6.4.3.2), with paging Links and a count."""
     params = request.query_params
@@ -110,9 +124,10 @@ async def query_entities(request: Request) -> Response:
     opts = render_options(params, ctx.terms, geojson=ctx.accept == GEOJSON_MT)
     opts, applied = _prefer(request, opts)
     query = entity_query(params, ctx.terms, svc.settings)
-    page = await svc.entities.query(ctx.tenant, query)
+    page, scoped = await _query(request, svc, ctx.tenant, query)
     linked = await linked_entities(svc.entities, ctx.tenant, page.entities, opts)
     status, headers = _version_headers(applied, opts, page.entities)
+    headers.update(scoped)
     headers.update(_entity_map(request, ctx.tenant, [e["id"] for e in page.entities]))
     headers.update(_paging_headers(request, ctx, page, query.limit, query.offset))
     if page.total is not None:
@@ -174,7 +189,12 @@ async def retrieve_entity(request: Request) -> Response:
     opts, applied = _prefer(request, opts)
     types = parse_type_expr(params["type"], ctx.terms.expand) if "type" in params else None
     flag(params, "local")
-    entity = await svc.entities.retrieve(ctx.tenant, entity_id)
+    snapshot = request.headers.get(SNAPSHOT)
+    if snapshot is None:
+        entity = await svc.entities.retrieve(ctx.tenant, entity_id)
+    else:
+        assert svc.snapshots is not None
+        entity = await svc.snapshots.retrieve_entity(ctx.tenant, snapshot, entity_id)
     if types is not None and not matches_type(types, entity.get("type", [])):
         raise ResourceNotFound(f"entity {entity_id} is not of type {params['type']}")
     if opts.attrs is not None and not any(True for _ in visible_attributes(entity, opts)):
@@ -186,6 +206,8 @@ async def retrieve_entity(request: Request) -> Response:
     data = _render_one(ctx, entity, opts, linked)
     status, headers = _version_headers(applied, opts, [entity])
     headers.update(_entity_map(request, ctx.tenant, [entity_id]))
+    if snapshot is not None:
+        headers[SNAPSHOT] = snapshot
     return json_response(
         ctx, data, status=status, link_url=link_url(request, ctx), headers=headers
     )
@@ -241,9 +263,10 @@ async def query_post(request: Request) -> Response:
     )
     opts, applied = _prefer(request, opts)
     options(params, {"keyValues", "simplified", "concise", "normalized", "sysAttrs"})
-    page = await svc.entities.query(ctx.tenant, asked.query)
+    page, scoped = await _query(request, svc, ctx.tenant, asked.query)
     linked = await linked_entities(svc.entities, ctx.tenant, page.entities, opts)
     status, headers = _version_headers(applied, opts, page.entities)
+    headers.update(scoped)
     if page.total is not None:
         headers["NGSILD-Results-Count"] = str(page.total)
     data = render_page(ctx, page.entities, opts, linked)

@@ -219,6 +219,17 @@ class PostgresStore:
         async with self.db.connection() as conn:
             return await entities.query(conn, schema, query)
 
+    async def expiring(self, now: str, limit: int) -> list[tuple[str, str]]:
+        await self._refresh()  # tenants other nodes created count too
+        out: list[tuple[str, str]] = []
+        async with self.db.connection() as conn:
+            for tenant, schema in sorted(self._schemas.items()):
+                if len(out) >= limit:
+                    break
+                ids = await entities.expiring(conn, schema, now, limit - len(out))
+                out.extend((tenant, eid) for eid in ids)
+        return out
+
     async def types(self, tenant: str) -> list[TypeInfo]:
         schema = await self._schema(tenant)
         if schema is None:

@@ -208,6 +208,8 @@ async def query(conn: AsyncConnection, schema: str, query: EntityQuery) -> Page:
     clause = sql.SQL(" AND ").join([c for c, _ in where]) if where else sql.SQL("TRUE")
     params = [p for _, ps in where for p in ps]
     table = _t(schema)
+    if exact and query.alive_at is not None:
+        exact = not await expiring(conn, schema, query.alive_at, 1)  # Python hides those
     if exact and query.order is None:
         cur = await conn.execute(
             sql.SQL("SELECT e.doc FROM {} e WHERE {} ORDER BY e.pk LIMIT %s OFFSET %s").format(
@@ -270,6 +272,18 @@ async def _prefetch_linked(
 
 
 # --------------------------------------------------------------------------- discovery
+
+
+async def expiring(conn: AsyncConnection, schema: str, now: str, limit: int) -> list[str]:
+    """Ids whose earliest expiresAt is due (the partial index of migration 0003)."""
+    cur = await conn.execute(
+        sql.SQL(
+            """SELECT id FROM {} WHERE doc ? 'nextExpiry' AND doc ->> 'nextExpiry' <= %s
+               ORDER BY doc ->> 'nextExpiry' LIMIT %s"""
+        ).format(_t(schema)),
+        (now, limit),
+    )
+    return [row[0] for row in await cur.fetchall()]
 
 
 async def types(conn: AsyncConnection, schema: str) -> list[TypeInfo]:

@@ -111,6 +111,9 @@ class SqliteStore:
             lambda conn: entities.query(conn, tenant, query, self._probe_counts)
         )
 
+    async def expiring(self, now: str, limit: int) -> list[tuple[str, str]]:
+        return await self.db.read(lambda conn: entities.expiring(conn, now, limit))
+
     async def types(self, tenant: str) -> list[TypeInfo]:
         return await self.db.read(lambda conn: entities.types(conn, tenant))
 

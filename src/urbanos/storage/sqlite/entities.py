@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import orjson
 
 from urbanos.core import geo
+from urbanos.core.expiry import EXPIRY_KEY
 from urbanos.core.query import EntityResolver
 from urbanos.core.selection import (
     EntityQuery,
@@ -54,6 +55,9 @@ SCHEMA = [
     *TABLES,
     """CREATE VIRTUAL TABLE IF NOT EXISTS geo_index USING rtree (gid, minx, maxx, miny, maxy)""",
     *q_sql.SCHEMA,
+    # entities with an expiresAt (core.expiry): when the earliest of them falls due
+    """CREATE TABLE IF NOT EXISTS entity_expiry (
+        pk INTEGER PRIMARY KEY, tenant TEXT NOT NULL, at TEXT NOT NULL)""",
 ]
 #: created by ``upgrade`` once the tables have their current shape
 INDEXES = [
@@ -61,6 +65,7 @@ INDEXES = [
     """CREATE INDEX IF NOT EXISTS entity_attrs_pk ON entity_attrs (pk)""",
     """CREATE INDEX IF NOT EXISTS geo_keys_pk ON geo_keys (pk)""",
     *q_sql.VALUE_INDEXES,
+    """CREATE INDEX IF NOT EXISTS entity_expiry_at ON entity_expiry (at)""",
 ]
 
 
@@ -157,10 +162,12 @@ def put(conn: sqlite3.Connection, names: Names, tenant: str, entity: JSONObject)
         assert pk is not None
         _index_types(conn, tenant, pk, rows.type_ids)
         _index_attrs(conn, rows.of(pk, attrs))
+        _index_expiry(conn, tenant, pk, entity.get(EXPIRY_KEY), None)
         return
     pk, stored = row
     conn.execute("UPDATE entities SET doc = ? WHERE pk = ?", (doc, pk))
     old: JSONObject = orjson.loads(stored)
+    _index_expiry(conn, tenant, pk, entity.get(EXPIRY_KEY), old.get(EXPIRY_KEY))
     retyped = old.get("type", []) != types  # value rows carry the types: all rewritten
     if retyped:
         conn.execute("DELETE FROM entity_types WHERE pk = ?", (pk,))
@@ -267,7 +274,31 @@ def _index_attrs(conn: sqlite3.Connection, rows: AttrRows) -> None:
         )
 
 
+def _index_expiry(
+    conn: sqlite3.Connection, tenant: str, pk: int, at: str | None, was: str | None
+) -> None:
+    if at == was:
+        return
+    if at is None:
+        conn.execute("DELETE FROM entity_expiry WHERE pk = ?", (pk,))
+    else:
+        conn.execute(
+            "INSERT OR REPLACE INTO entity_expiry (pk, tenant, at) VALUES (?, ?, ?)",
+            (pk, tenant, at),
+        )
+
+
+def expiring(conn: sqlite3.Connection, now: str, limit: int) -> list[tuple[str, str]]:
+    rows = conn.execute(
+        """SELECT x.tenant, e.id FROM entity_expiry x JOIN entities e ON e.pk = x.pk
+           WHERE x.at <= ? ORDER BY x.at LIMIT ?""",
+        (now, limit),
+    )
+    return [(tenant, eid) for tenant, eid in rows]
+
+
 def _unindex(conn: sqlite3.Connection, pk: int) -> None:
+    conn.execute("DELETE FROM entity_expiry WHERE pk = ?", (pk,))
     conn.execute("DELETE FROM entity_types WHERE pk = ?", (pk,))
     conn.execute("DELETE FROM entity_attrs WHERE pk = ?", (pk,))
     conn.execute("DELETE FROM attr_values WHERE pk = ?", (pk,))
@@ -337,6 +368,11 @@ def query(
         where.append(check.check)
         params.extend(check.check_params)
     sql_where = " AND ".join(where)
+    if exact and query.alive_at is not None:
+        exact = conn.execute(  # something of the tenant has expired: Python hides it
+            "SELECT 1 FROM entity_expiry WHERE at <= ? AND tenant = ? LIMIT 1",
+            (query.alive_at, tenant),
+        ).fetchone() is None
     if exact and query.order is None:
         rows = conn.execute(
             f"SELECT doc FROM entities e WHERE {sql_where} ORDER BY e.pk LIMIT ? OFFSET ?",
