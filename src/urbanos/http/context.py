@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from urbanos.services.contexts import ContextService
     from urbanos.services.entities import EntityService
     from urbanos.services.notifications import NotificationEngine
-    from urbanos.services.stores import EntityStore
     from urbanos.services.snapshots import SnapshotService
+    from urbanos.services.stores import EntityStore
     from urbanos.services.subscriptions import SubscriptionService
     from urbanos.services.temporal import TemporalService
     from urbanos.settings import Settings
