@@ -18,7 +18,7 @@ from urbanos.errors import BadRequestData, ResourceNotFound
 from urbanos.http.context import services
 from urbanos.http.params import check_params, paging
 from urbanos.http.respond import empty
-from urbanos.storage.outbox import DeadLetter
+from urbanos.services.notifications import DeadLetter
 from urbanos.types import JSONObject
 
 
