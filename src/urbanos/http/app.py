@@ -25,23 +25,22 @@ from urbanos.services.entities import EntityService
 from urbanos.services.subscriptions import SubscriptionService, own_origins
 from urbanos.services.temporal import Retention, TemporalService
 from urbanos.settings import Settings
-from urbanos.storage import open_store
+from urbanos.storage import Stores, open_stores
 from urbanos.storage.base import EntityStore
-from urbanos.storage.subscriptions import subscription_store_for
-from urbanos.storage.temporal import temporal_store_for
 from urbanos.workers import start_workers
 
 log = logging.getLogger("urbanos")
 
 
-def create_app(settings: Settings | None = None, store: EntityStore | None = None) -> ASGIApp:
+def create_app(settings: Settings | None = None, stores: Stores | None = None) -> ASGIApp:
     settings = settings or Settings.from_env()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.started = time.monotonic()  # for contextSourceUptime (clause 5.2.40)
-        the_store = store or open_store(settings.store, readers=settings.workers_read)
-        await the_store.open()
+        opened = stores or open_stores(settings.store, readers=settings.workers_read)
+        await opened.open()
+        the_store = opened.entities
         policy = OutboundPolicy.from_strings(settings.outbound_policy, settings.outbound_allow)
         contexts = ContextService(
             policy,
@@ -49,31 +48,26 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
             max_bytes=settings.context_max_bytes,
             max_depth=settings.context_max_depth,
             public_url=settings.base_url,
-            store=the_store.contexts,
+            store=opened.contexts,
         )
         await contexts.open()
         app.state.services = Services(
             settings=settings, store=the_store, entities=EntityService(the_store),
             contexts=contexts,
         )
-        subscription_store = subscription_store_for(the_store)
-        await subscription_store.open()
         subscriptions = SubscriptionService(
-            subscription_store, contexts, entities=the_store, own_origins=own_origins(settings)
+            opened.subscriptions, contexts, entities=the_store, own_origins=own_origins(settings)
         )
         await subscriptions.open()
         app.state.services.subscriptions = subscriptions
-        history = temporal_store_for(the_store)  # registers the history write hook
-        if history is not None:
-            await history.open()
-            app.state.services.temporal = TemporalService(
-                the_store, history, instance_limit=settings.temporal_instance_limit,
-                retention=Retention.parse(settings.temporal_retention_days),
-            )
+        app.state.services.temporal = TemporalService(
+            the_store, opened.temporal, instance_limit=settings.temporal_instance_limit,
+            retention=Retention.parse(settings.temporal_retention_days),
+        )
         leave_cluster = await _join_cluster(the_store, subscriptions, contexts)
-        # after every store is open and before serving: no change escapes the outbox
+        # before serving: the outbox has recorded every write since it was built
         app.state.workers = await start_workers(
-            settings, the_store, subscriptions, policy, leader=the_store.try_lead
+            settings, opened.outbox, subscriptions, policy, leader=the_store.try_lead
         )
         if app.state.workers.engine is not None:
             subscriptions.outcomes = app.state.workers.engine.settled
@@ -86,9 +80,8 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
         finally:
             await app.state.workers.stop()  # first: lets sends in progress finish
             await leave_cluster()
-            await subscription_store.close()
             await contexts.aclose()
-            await the_store.close()
+            await opened.close()
 
     app = Starlette(
         routes=ROUTES,

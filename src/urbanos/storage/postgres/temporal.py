@@ -74,10 +74,13 @@ async def _one(conn: AsyncConnection, query: str, params: Iterable[Any] = ()) ->
 
 
 class PostgresTemporalStore:
+    """History tables beside the entities; registers its write hook on the store."""
+
     def __init__(self, store: PostgresStore, clock: Callable[[], str] = now_iso) -> None:
         self.db = store.db
         self.clock = clock
         self.directives = Directives()
+        store.write_hooks.append(self.record)
 
     async def open(self) -> None:
         return None  # the catalog migrations ran when the entity store opened

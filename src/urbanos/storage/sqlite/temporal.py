@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -53,7 +53,6 @@ from urbanos.core.temporal_render import (
 )
 from urbanos.core.timeutil import now_iso
 from urbanos.storage.base import Write
-from urbanos.storage.sqlite.database import Database
 from urbanos.storage.sqlite.names import ID, Names, ids_in
 from urbanos.storage.sqlite.names import SCHEMA as NAMES_SCHEMA
 from urbanos.storage.temporal import (
@@ -73,6 +72,9 @@ from urbanos.storage.temporal_rows import (
     window_sql,
 )
 from urbanos.types import JSONObject
+
+if TYPE_CHECKING:
+    from urbanos.storage.sqlite import SqliteStore
 
 SERIES_TABLE = """CREATE TABLE IF NOT EXISTS temporal_series (
         pk INTEGER PRIMARY KEY, entity INTEGER NOT NULL, attr INTEGER NOT NULL,
@@ -112,11 +114,14 @@ AGGREGATE_SQL = {
 
 
 class SqliteTemporalStore:
-    def __init__(self, db: Database, names: Names, clock: Callable[[], str] = now_iso) -> None:
-        self.db = db
-        self.names = names  # the entity store's: writes run on the same writer thread
+    """History tables in the SQLite store's file; registers its hook on the store."""
+
+    def __init__(self, store: SqliteStore, clock: Callable[[], str] = now_iso) -> None:
+        self.db = store.db
+        self.names = store.names  # the entity store's: writes run on the same writer thread
         self.clock = clock
         self.directives = Directives()
+        store.write_hooks.append(self.record)
 
     async def open(self) -> None:
         def migrate(conn: sqlite3.Connection) -> None:
