@@ -60,7 +60,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection
-from typing import NoReturn
+from typing import ClassVar, Generic, NoReturn, TypeVar
 
 from urbanos.core.model import CORE_MEMBER_BY_IRI
 from urbanos.core.query import ast
@@ -203,6 +203,51 @@ class _Cursor:
 # --------------------------------------------------------------------------- q
 
 
+N = TypeVar("N")
+
+
+class _Logic(_Cursor, Generic[N]):
+    """``a;b|c`` over the operands of one language: ``;`` (and) binds tighter than the
+    ``ORS`` (or), and a parenthesized expression is an operand one level deeper."""
+
+    __slots__ = ()
+    ORS: ClassVar[tuple[str, ...]] = ("|",)
+
+    def any_of(self, children: list[N]) -> N:
+        raise NotImplementedError
+
+    def all_of(self, children: list[N]) -> N:
+        raise NotImplementedError
+
+    def operand(self, depth: int) -> N:
+        """One operand that is not in parentheses."""
+        raise NotImplementedError
+
+    def or_expr(self, depth: int) -> N:
+        children = [self.and_expr(depth)]
+        while self.next_char() in self.ORS:
+            self.pos += 1
+            children.append(self.and_expr(depth))
+        return self.any_of(children)
+
+    def and_expr(self, depth: int) -> N:
+        children = [self.unary(depth)]
+        while self.next_char() == ";":
+            self.pos += 1
+            children.append(self.unary(depth))
+        return self.all_of(children)
+
+    def unary(self, depth: int) -> N:
+        self.skip_ws()
+        if self.at("("):
+            self.check_depth(depth + 1)
+            self.pos += 1
+            expr = self.or_expr(depth + 1)
+            self.expect(")")
+            return expr
+        return self.operand(depth)
+
+
 def parse_q(text: str, expand: Expander, *, expand_values: Collection[str] = ()) -> ast.QExpr:
     """Parse an NGSI-LD query (clause 4.9) into a tree with expanded names.
 
@@ -215,7 +260,7 @@ def parse_q(text: str, expand: Expander, *, expand_values: Collection[str] = ())
     return expr
 
 
-class _QParser(_Cursor):
+class _QParser(_Logic[ast.QExpr]):
     __slots__ = ("expand", "expand_values")
 
     def __init__(self, text: str, expand: Expander, expand_values: frozenset[str]) -> None:
@@ -223,28 +268,13 @@ class _QParser(_Cursor):
         self.expand = expand
         self.expand_values = expand_values
 
-    def or_expr(self, depth: int) -> ast.QExpr:
-        children = [self.and_expr(depth)]
-        while self.next_char() == "|":
-            self.pos += 1
-            children.append(self.and_expr(depth))
+    def any_of(self, children: list[ast.QExpr]) -> ast.QExpr:
         return _combine(ast.Or, children)
 
-    def and_expr(self, depth: int) -> ast.QExpr:
-        children = [self.unary(depth)]
-        while self.next_char() == ";":
-            self.pos += 1
-            children.append(self.unary(depth))
+    def all_of(self, children: list[ast.QExpr]) -> ast.QExpr:
         return _combine(ast.And, children)
 
-    def unary(self, depth: int) -> ast.QExpr:
-        self.skip_ws()
-        if self.at("("):
-            self.check_depth(depth + 1)
-            self.pos += 1
-            expr = self.or_expr(depth + 1)
-            self.expect(")")
-            return expr
+    def operand(self, depth: int) -> ast.QExpr:
         if self.at("!"):
             self.pos += 1
             path = self.path(depth)
@@ -492,35 +522,21 @@ def parse_type_expr(text: str, expand: Expander) -> ast.TypeExpr:
     return expr
 
 
-class _TypeParser(_Cursor):
+class _TypeParser(_Logic[ast.TypeExpr]):
     __slots__ = ("expand",)
+    ORS = ("|", ",")
 
     def __init__(self, text: str, expand: Expander) -> None:
         super().__init__(text, "type")
         self.expand = expand
 
-    def or_expr(self, depth: int) -> ast.TypeExpr:
-        children = [self.and_expr(depth)]
-        while self.next_char() in ("|", ","):
-            self.pos += 1
-            children.append(self.and_expr(depth))
+    def any_of(self, children: list[ast.TypeExpr]) -> ast.TypeExpr:
         return children[0] if len(children) == 1 else ast.TypeOr(tuple(children))
 
-    def and_expr(self, depth: int) -> ast.TypeExpr:
-        children = [self.unit(depth)]
-        while self.next_char() == ";":
-            self.pos += 1
-            children.append(self.unit(depth))
+    def all_of(self, children: list[ast.TypeExpr]) -> ast.TypeExpr:
         return children[0] if len(children) == 1 else ast.TypeAnd(tuple(children))
 
-    def unit(self, depth: int) -> ast.TypeExpr:
-        self.skip_ws()
-        if self.at("("):
-            self.check_depth(depth + 1)
-            self.pos += 1
-            expr = self.or_expr(depth + 1)
-            self.expect(")")
-            return expr
+    def operand(self, depth: int) -> ast.TypeExpr:
         start = self.pos
         token = self.match(_TYPE_TOKEN_RE)
         if token is None:
@@ -550,31 +566,17 @@ def parse_scope_q(text: str) -> ast.ScopeExpr:
     return expr
 
 
-class _ScopeParser(_Cursor):
+class _ScopeParser(_Logic[ast.ScopeExpr]):
     __slots__ = ()
+    ORS = ("|", ",")
 
-    def or_expr(self, depth: int) -> ast.ScopeExpr:
-        children = [self.and_expr(depth)]
-        while self.next_char() in ("|", ","):
-            self.pos += 1
-            children.append(self.and_expr(depth))
+    def any_of(self, children: list[ast.ScopeExpr]) -> ast.ScopeExpr:
         return children[0] if len(children) == 1 else ast.ScopeOr(tuple(children))
 
-    def and_expr(self, depth: int) -> ast.ScopeExpr:
-        children = [self.unit(depth)]
-        while self.next_char() == ";":
-            self.pos += 1
-            children.append(self.unit(depth))
+    def all_of(self, children: list[ast.ScopeExpr]) -> ast.ScopeExpr:
         return children[0] if len(children) == 1 else ast.ScopeAnd(tuple(children))
 
-    def unit(self, depth: int) -> ast.ScopeExpr:
-        self.skip_ws()
-        if self.at("("):
-            self.check_depth(depth + 1)
-            self.pos += 1
-            expr = self.or_expr(depth + 1)
-            self.expect(")")
-            return expr
+    def operand(self, depth: int) -> ast.ScopeExpr:
         if self.at("/#"):
             self.pos += 2
             return ast.ScopeTerm((), descendants=True)
