@@ -52,6 +52,12 @@ class HistoryRequest:
     limit: int = 10
     aggregation: Aggregation | None = None
 
+    def page_size(self) -> tuple[int, bool]:
+        """How many instances (or buckets) to keep per series, and whether more than that
+        means the limit cut the series (rather than lastN)."""
+        last_n, limit = self.query.last_n, self.limit
+        return min(limit, last_n or limit), last_n is None or last_n > limit
+
 
 @dataclass(slots=True)
 class Directive:

@@ -74,12 +74,6 @@ class Periods:
 CalendarPlan = Callable[[Periods], Plan[list[Bucket]]]
 
 
-def page_size(request: HistoryRequest) -> tuple[int, bool]:
-    """How many rows to keep per series, and whether more means the limit cut it."""
-    last_n, limit = request.query.last_n, request.limit
-    return min(limit, last_n or limit), last_n is None or last_n > limit
-
-
 def last_page(rows: list[R], keep: int, cut_by_limit: bool, backwards: bool
               ) -> tuple[list[R], bool]:
     """The ``keep`` rows of a page read ``keep + 1`` at a time, in time order, and whether
@@ -174,7 +168,7 @@ def _instances(spk: int, request: HistoryRequest, dialect: Dialect
     query, m = request.query, dialect.mark
     col = COLUMN[query.timeproperty]
     where, params = window_sql(query, m)
-    keep, cut_by_limit = page_size(request)
+    keep, cut_by_limit = request.page_size()
     order = "DESC" if query.last_n else "ASC"
     rows = yield (f"SELECT pk, doc, {col} FROM {dialect.instances} WHERE series = {m}{where}"
                   f" ORDER BY {col} {order}, pk {order} LIMIT {m}", (spk, *params, keep + 1), True)
@@ -198,7 +192,7 @@ def _aggregate(spk: int, request: HistoryRequest, aggregation: Aggregation, dial
     select = select_of(methods, dialect)
     origin = query.start if query.start is not None else first[0]
     period = aggregation.period
-    keep, cut_by_limit = page_size(request)
+    keep, cut_by_limit = request.page_size()
     backwards = bool(query.last_n)
     if period.zero:
         row = yield (f"SELECT 0, {select} FROM {table} WHERE series = {m}{where}",
