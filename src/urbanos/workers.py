@@ -3,8 +3,8 @@
 :class:`Workers` runs named loops; a loop that crashes is logged and restarted after a
 growing pause (so a bug or an unreachable database does not spin), and ``stop`` cancels
 them and then runs the shutdown steps (the notification engine lets sends in progress
-finish). :func:`start_workers` wires what the app needs: the notification outbox on the
-store, the delivery engine and its HTTP/MQTT senders.
+finish). :func:`start_workers` wires what the app needs: the delivery engine on the
+store's notification outbox, and its HTTP/MQTT senders.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Any
 from urbanos.outbound import OutboundPolicy
 from urbanos.services.notifications import DeliveryConfig, NotificationEngine, SubscriptionSource
 from urbanos.services.senders import HttpSender, MqttSender, SelfAddress, Senders
-from urbanos.storage.outbox import Outbox, open_outbox
+from urbanos.storage.outbox import Outbox
 
 if TYPE_CHECKING:
     from urbanos.settings import Settings
-    from urbanos.storage.base import EntityStore
 
 log = logging.getLogger("urbanos.workers")
 
@@ -109,24 +108,18 @@ def delivery_config(settings: Settings) -> DeliveryConfig:
 
 async def start_workers(
     settings: Settings,
-    store: EntityStore,
+    outbox: Outbox,
     subscriptions: SubscriptionSource | None,
     policy: OutboundPolicy,
     **engine_options: Any,
 ) -> Workers:
-    """Hook the outbox into ``store`` and start delivering notifications.
+    """Start delivering what ``outbox`` records (opened with its stores, ``Stores.open``).
 
-    Call after ``store.open()`` and before the app serves writes, so that no change
-    escapes the outbox. Without a subscription service nothing is recorded.
+    Without a subscription service nothing is delivered.
     """
     workers = Workers()
     if subscriptions is None:
         return workers
-    outbox = open_outbox(store)
-    if outbox is None:
-        log.warning("the %s store has no outbox: notifications are off", type(store).__name__)
-        return workers
-    await outbox.open()
     config = delivery_config(settings)
     itself = SelfAddress.of(settings.host, settings.port, settings.public_url)
     sender = Senders(

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from tests.conftest import reset_postgres
-from urbanos.storage import open_store
+from urbanos.storage import open_stores
 from urbanos.storage.base import ContextEntry, ContextUse, EntityStore
 from urbanos.storage.postgres import PostgresStore
 from urbanos.storage.postgres.listen import LEAD_LOCK
@@ -24,10 +24,10 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/c.db"}.get(request.param)
     if url is None:
         url = request.getfixturevalue("postgres_database")
-    opened = open_store(url, readers=1)
+    opened = open_stores(url, readers=1)
     await opened.open()
     try:
-        yield opened
+        yield opened.entities
     finally:
         await opened.close()
         if request.param == "postgres":

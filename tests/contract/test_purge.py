@@ -11,7 +11,7 @@ import pytest
 from urbanos.core.query.ast import TypeName
 from urbanos.core.selection import EntityQuery
 from urbanos.services.entities import EntityService
-from urbanos.storage import open_store
+from urbanos.storage import open_stores
 from urbanos.storage.base import EntityStore, Write
 from urbanos.types import JSONObject
 
@@ -24,11 +24,12 @@ LAMPS = [f"urn:lamp:{n}" for n in range(7)]
 
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[EntityStore]:
-    s = open_store(store_url)
-    await s.open()
+    stores = open_stores(store_url)
+    await stores.open()
+    s = stores.entities
     await s.apply("", [Write("put", i, lamp(i)) for i in [*LAMPS, "urn:lamp:unlit"]])
     yield s
-    await s.close()
+    await stores.close()
 
 
 def lamp(eid: str) -> JSONObject:

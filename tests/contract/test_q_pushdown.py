@@ -8,7 +8,7 @@ import pytest
 
 from urbanos.core.query.parse import parse_q
 from urbanos.core.selection import EntityQuery
-from urbanos.storage import open_store
+from urbanos.storage import open_stores
 from urbanos.storage.base import EntityStore, Write
 from urbanos.storage.memory import MemoryStore
 
@@ -48,13 +48,14 @@ QUERIES = [
 async def stores(store_url: str) -> AsyncIterator[tuple[MemoryStore, EntityStore]]:
     """The reference store and the store under test (SQLite, PostgreSQL, memory), both
     holding the same entities."""
-    memory, store = MemoryStore(), open_store(store_url)
-    await store.open()
+    memory, opened = MemoryStore(), open_stores(store_url)
+    await opened.open()
+    store = opened.entities
     writes = [Write("put", e["id"], e) for e in (entity(n) for n in range(60))]
     await memory.apply("", writes)
     await store.apply("", writes)
     yield memory, store
-    await store.close()
+    await opened.close()
 
 
 @pytest.mark.parametrize("q", QUERIES)

@@ -22,17 +22,14 @@ from urbanos.core.temporal import (
     to_micros,
 )
 from urbanos.core.temporal_render import EntityHistory
+from urbanos.storage import open_stores
 from urbanos.storage.base import EntityStore, Write
-from urbanos.storage.memory import MemoryStore
-from urbanos.storage.postgres import PostgresStore
 from urbanos.storage.postgres.temporal import PostgresTemporalStore
-from urbanos.storage.sqlite import SqliteStore
 from urbanos.storage.temporal import (
     ALL_DATASETS,
     Directive,
     HistoryRequest,
     TemporalStore,
-    temporal_store_for,
 )
 from urbanos.types import JSONObject
 
@@ -42,16 +39,11 @@ Pair = tuple[EntityStore, TemporalStore]
 
 
 async def open_pair(kind: str, path: Path, url: str = "") -> Pair:
-    store: EntityStore = (
-        MemoryStore() if kind == "memory"
-        else PostgresStore(url, pool_size=2) if kind == "postgres"
-        else SqliteStore(path / "t.db")
+    stores = open_stores(
+        {"memory": "memory://", "sqlite": f"sqlite:///{path}/t.db"}.get(kind, url), readers=1
     )
-    await store.open()
-    history = temporal_store_for(store)
-    assert history is not None
-    await history.open()
-    return store, history
+    await stores.open()
+    return stores.entities, stores.temporal
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])

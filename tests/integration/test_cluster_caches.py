@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -25,9 +25,9 @@ from urbanos.http.app import create_app
 from urbanos.http.context import Services
 from urbanos.outbound import OutboundPolicy
 from urbanos.services.contexts import ContextService
-from urbanos.services.stores import Stores
 from urbanos.services.subscriptions import SubscriptionService
 from urbanos.settings import Settings
+from urbanos.storage import Stores, open_stores
 from urbanos.storage.postgres import PostgresStore, listen
 from urbanos.storage.postgres.subscriptions import PostgresSubscriptionStore
 
@@ -84,12 +84,12 @@ class Node:
     """Another node, reduced to what writes subscriptions (its NOTIFYs are real)."""
 
     def __init__(self, url: str) -> None:
-        self.store = PostgresStore(url, pool_size=2)
-        self.stores: Stores | None = None
+        self.stores: Stores = open_stores(url, readers=1)
+        self.store = cast(PostgresStore, self.stores.entities)
         self.subs: SubscriptionService | None = None
 
     async def __aenter__(self) -> SubscriptionService:
-        self.stores = await Stores.open("", readers=1, store=self.store)
+        await self.stores.open()
         settings = Settings()
         contexts = ContextService(
             OutboundPolicy.from_strings(settings.outbound_policy, settings.outbound_allow),
@@ -100,7 +100,7 @@ class Node:
         return self.subs
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self.stores is not None and self.subs is not None
+        assert self.subs is not None
         await self.subs.contexts.aclose()
         await self.stores.close()
 
@@ -129,8 +129,9 @@ def services_of(app: Any) -> Services:
 @pytest.fixture
 async def node_b(pg_url: str) -> AsyncIterator[tuple[PostgresStore, Callable[[], Any]]]:
     """Node B's store and a function that starts B (the app's lifespan) on it."""
-    store = PostgresStore(pg_url, pool_size=4)
-    app = create_app(Settings(store=pg_url), store=store)
+    stores = open_stores(pg_url)
+    store = cast(PostgresStore, stores.entities)
+    app = create_app(Settings(store=pg_url), stores=stores)
     life = _lifespan(app)
     started: list[bool] = []
 

@@ -23,7 +23,7 @@ from tests.conftest import _lifespan
 from tests.integration.receiver import Receiver
 from urbanos.http.app import create_app
 from urbanos.settings import Settings
-from urbanos.storage import open_store
+from urbanos.storage import open_stores
 from urbanos.types import JSONObject
 
 BROKEN = "urn:ngsi-ld:Pole:broken"
@@ -42,7 +42,8 @@ class Broker:
 @contextlib.asynccontextmanager
 async def open_broker(store_url: str, **settings: Any) -> AsyncIterator[Broker]:
     """An app on ``store_url`` whose store fails to read the entities in ``broken``."""
-    store = open_store(store_url)
+    stores = open_stores(store_url)
+    store = stores.entities
     get_many = store.get_many
     broken: set[str] = set()
     failed_reads: list[str] = []
@@ -55,7 +56,7 @@ async def open_broker(store_url: str, **settings: Any) -> AsyncIterator[Broker]:
         return await get_many(tenant, ids)
 
     store.get_many = failing_get_many  # type: ignore[method-assign]
-    app = create_app(Settings(store=store_url, **settings), store=store)
+    app = create_app(Settings(store=store_url, **settings), stores=stores)
     transport = httpx.ASGITransport(app=app)
     async with _lifespan(app), \
             httpx.AsyncClient(transport=transport, base_url="http://broker/ngsi-ld/v1/") as api, \

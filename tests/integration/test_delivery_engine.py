@@ -9,6 +9,7 @@ per session, emptied after each test as in tests/conftest.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -23,10 +24,8 @@ from urbanos.errors import AlreadyExists
 from urbanos.outbound import OutboundPolicy
 from urbanos.services.entities import EntityService
 from urbanos.settings import Settings
-from urbanos.storage import open_store
+from urbanos.storage import Stores, open_stores
 from urbanos.storage.base import EntityStore, Write
-from urbanos.storage.memory import MemoryStore
-from urbanos.storage.postgres import PostgresStore
 from urbanos.types import JSONObject
 from urbanos.workers import Workers, start_workers
 
@@ -53,19 +52,19 @@ class Rig:
         return self.workers.engine
 
 
-#: opens a new store on the same data each call (a restart of the process)
-Reopen = Callable[[], EntityStore]
+#: opens new stores on the same data each call (a restart of the process)
+Reopen = Callable[[], Stores]
 
 
 def store_factory(request: pytest.FixtureRequest, kind: str, path: Path) -> Iterator[Reopen]:
     """Stores of ``kind`` that share their data; PostgreSQL's is emptied afterwards."""
     if kind == "memory":
-        yield MemoryStore
+        yield lambda: open_stores("memory://")
     elif kind == "sqlite":
-        yield lambda: open_store(f"sqlite:///{path}/u.db")
+        yield lambda: open_stores(f"sqlite:///{path}/u.db")
     else:
         url: str = request.getfixturevalue("postgres_database")
-        yield lambda: open_store(url)
+        yield lambda: open_stores(url)
         reset_postgres(url)
 
 
@@ -75,18 +74,15 @@ def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Reopen]:
     yield from store_factory(request, request.param, tmp_path)
 
 
-async def start(store: EntityStore, subs: FakeSubscriptions, settings: Settings = FAST,
+async def start(stores: Stores, subs: FakeSubscriptions, settings: Settings = FAST,
                 policy: OutboundPolicy | None = None) -> Rig:
-    if isinstance(store, PostgresStore):  # its outbox records only subscribed tenants' writes
-        async with store.db.transaction() as conn:
-            await conn.execute(
-                """INSERT INTO urbanos.subscriptions (tenant, id, doc)
-                   SELECT t, 'urn:ngsi-ld:Subscription:rig', '{}' FROM unnest(%s::text[]) AS t
-                   ON CONFLICT DO NOTHING""",
-                (["", "city"],),
+    for tenant in ("", "city"):  # the SQL outboxes record only subscribed tenants' writes
+        with contextlib.suppress(AlreadyExists):
+            await stores.subscriptions.insert(
+                tenant, {"id": "urn:ngsi-ld:Subscription:rig", "type": "Subscription"}
             )
-    workers = await start_workers(settings, store, subs, policy or OutboundPolicy())
-    return Rig(store, subs, workers, EntityService(store))
+    workers = await start_workers(settings, stores.outbox, subs, policy or OutboundPolicy())
+    return Rig(stores.entities, subs, workers, EntityService(stores.entities))
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
@@ -224,7 +220,7 @@ async def test_memory_holds_a_bounded_number_per_endpoint(durable: Reopen) -> No
 
 
 async def test_strict_policy_refuses_at_send_time(tmp_path: Path, receiver: Receiver) -> None:
-    store = MemoryStore()
+    store = open_stores("memory://")
     subs = FakeSubscriptions()
     subs.add("urn:s:1", f"{receiver.base}/local")
     subs.add("urn:s:2", "http://169.254.169.254/latest")
@@ -240,7 +236,7 @@ async def test_strict_policy_refuses_at_send_time(tmp_path: Path, receiver: Rece
 async def test_the_broker_never_notifies_itself(receiver: Receiver) -> None:
     subs = FakeSubscriptions()
     subs.add("urn:s:1", f"http://localhost:{receiver.port}/self")
-    rig = await start(MemoryStore(), subs, Settings(port=receiver.port))
+    rig = await start(open_stores("memory://"), subs, Settings(port=receiver.port))
     await rig.entities.create("", entity(1))
     assert await rig.engine.idle()
     assert receiver.on("/self") == []

@@ -20,7 +20,7 @@ from urbanos.core.expiry import EXPIRY_KEY
 from urbanos.services.entities import EntityService
 from urbanos.services.expiry import ExpirySweeper
 from urbanos.settings import Settings
-from urbanos.storage import open_store
+from urbanos.storage import open_stores
 
 PAST = "2020-01-01T00:00:00Z"
 TEMPORAL = {"timerel": "after", "timeAt": "2000-01-01T00:00:00Z", "timeproperty": "modifiedAt",
@@ -94,8 +94,9 @@ async def test_an_expired_instance_is_removed_with_its_history(
 async def test_the_sweep_deletes_exactly_what_is_due(store_url: str) -> None:
     """The sweeper against the store alone, with a clock it is handed: what is due goes,
     what is not stays, and what is written away from expiry is left alone."""
-    store = open_store(store_url)
-    await store.open()
+    stores = open_stores(store_url)
+    await stores.open()
+    store = stores.entities
     try:
         now = ["2030-01-01T00:00:00.000Z"]
         service = EntityService(store, clock=lambda: now[0])
@@ -122,4 +123,4 @@ async def test_the_sweep_deletes_exactly_what_is_due(store_url: str) -> None:
         assert kept is not None and EXPIRY_KEY not in kept and "expiresAt" not in kept
         assert await store.get("", "urn:e:4") is not None
     finally:
-        await store.close()
+        await stores.close()

@@ -12,10 +12,9 @@ import pytest
 from urbanos.core.subscription import Endpoint, Outgoing
 from urbanos.services.notifications import DeliveryConfig, backoff_delay, envelope_of
 from urbanos.services.senders import lane_of
+from urbanos.storage import open_stores
 from urbanos.storage.base import EntityStore, Write
-from urbanos.storage.memory import MemoryStore
-from urbanos.storage.outbox import Envelope, NewDelivery, Outbox, Room, open_outbox
-from urbanos.storage.sqlite import SqliteStore
+from urbanos.storage.outbox import Envelope, NewDelivery, Outbox, Room
 
 BODY = {"id": "urn:n:1", "type": "Notification", "subscriptionId": "urn:s:1", "data": []}
 
@@ -64,13 +63,12 @@ def test_room_counts_per_lane_and_in_all() -> None:
 @pytest.fixture(params=["memory", "sqlite"])
 async def pair(request: pytest.FixtureRequest, tmp_path: Path
                ) -> AsyncIterator[tuple[EntityStore, Outbox]]:
-    store: EntityStore = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "o.db")
-    await store.open()
-    outbox = open_outbox(store)
-    assert outbox is not None
-    await outbox.open()
-    yield store, outbox
-    await store.close()
+    stores = open_stores("memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/o.db")
+    await stores.open()
+    for tenant in ("", "t"):  # SQLite's outbox records only subscribed tenants' writes
+        await stores.subscriptions.insert(tenant, {"id": "urn:s:1", "type": "Subscription"})
+    yield stores.entities, stores.outbox
+    await stores.close()
 
 
 def new(lane: str, claimed: bool = False, sid: str = "urn:s:1") -> NewDelivery:

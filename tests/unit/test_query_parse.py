@@ -12,9 +12,8 @@ from datetime import UTC, date, datetime, time
 import pytest
 
 from urbanos.core.model import NGSI_LD
-from urbanos.core.query import (
-    MAX_DEPTH,
-    MAX_LENGTH,
+from urbanos.core.query import MAX_DEPTH, MAX_LENGTH, parse_q, parse_scope_q, parse_type_expr
+from urbanos.core.query.ast import (
     And,
     AttrPath,
     Comparison,
@@ -36,9 +35,6 @@ from urbanos.core.query import (
     TypeOr,
     ValueKind,
     ValueList,
-    parse_q,
-    parse_scope_q,
-    parse_type_expr,
 )
 from urbanos.core.query.evaluate import regex_problem
 from urbanos.errors import BadRequestData

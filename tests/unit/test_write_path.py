@@ -22,25 +22,20 @@ from urbanos.core.model import NULL_URN
 from urbanos.errors import InvalidRequest, NgsiLdError
 from urbanos.http.negotiation import parse_json
 from urbanos.services.entities import EntityService
+from urbanos.storage import open_stores
 from urbanos.storage.base import Write
-from urbanos.storage.outbox import open_outbox
 from urbanos.storage.sqlite import SqliteStore, entities
 from urbanos.storage.sqlite.database import Database
 from urbanos.storage.sqlite.names import Names
-from urbanos.storage.sqlite.subscriptions import SqliteSubscriptionStore
 from urbanos.types import JSONObject
 
 DOC = {"id": "urn:e:1", "type": ["T"], "attrs": {}}
 
 
 async def test_no_change_is_recorded_for_a_tenant_without_subscriptions(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "w.db")
-    await store.open()
-    subscriptions = SqliteSubscriptionStore(store.db)
-    await subscriptions.open()
-    outbox = open_outbox(store)
-    assert outbox is not None
-    await outbox.open()
+    stores = open_stores(f"sqlite:///{tmp_path}/w.db")
+    await stores.open()
+    store, subscriptions, outbox = stores.entities, stores.subscriptions, stores.outbox
     try:
         await store.apply("a", [Write("put", "urn:e:1", DOC)])
         assert await outbox.counts() == (0, 0)
@@ -50,7 +45,7 @@ async def test_no_change_is_recorded_for_a_tenant_without_subscriptions(tmp_path
         [change] = await outbox.changes(10)
         assert (change.tenant, change.entity_id) == ("b", "urn:e:1")
     finally:
-        await store.close()
+        await stores.close()
 
 
 def _index_rows(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:

@@ -434,6 +434,18 @@ class GeoQuery:
 # --------------------------------------------------------------------------- parsing
 
 
+def coordinates_of(value: Any, label: str) -> list[Any]:
+    """Coordinates given as a JSON array, or as its text (a query parameter)."""
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequestData(f"{label}: not a JSON array ({exc})") from None
+    if not isinstance(value, list):
+        raise BadRequestData(f"{label}: must be a JSON array")
+    return value
+
+
 def parse_geoq(
     georel: str | None,
     geometry: str | None,
@@ -466,13 +478,7 @@ def parse_geoq(
     canonical = {name.lower(): name for name in QUERY_GEOMETRIES}.get(geometry.strip().lower())
     if canonical is None:
         raise BadRequestData(f"geometry: unsupported query geometry {geometry!r}")
-    if isinstance(coordinates, str):
-        try:
-            coordinates = orjson.loads(coordinates)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequestData(f"coordinates: not a JSON array ({exc})") from None
-    if not isinstance(coordinates, list):
-        raise BadRequestData("coordinates: must be a JSON array")
+    coordinates = coordinates_of(coordinates, "coordinates")
     if geoproperty is not None and not isinstance(geoproperty, str):
         raise BadRequestData("geoproperty must be a string")
     prop = LOCATION if geoproperty is None else expand(geoproperty.strip())

@@ -10,6 +10,7 @@ so the input stays as it was at a fraction of the cost of a deep copy.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from urbanos.core.model import CORE_MEMBERS, NULL_URN, VALUE_MEMBER, is_null
@@ -242,6 +243,37 @@ def patch_attr(
     entity: JSONObject, name: str, instances: list[JSONObject], now: str
 ) -> Outcome:
     """Partial Attribute Update (clause 5.6.4): merge into the existing instance."""
+
+    def merge(current: list[JSONObject], i: int, inst: JSONObject) -> None:
+        if inst.get("type") and not is_null(inst) and inst["type"] != current[i].get("type"):
+            raise BadRequestData(
+                f"attribute {name} is a {current[i].get('type')}, not a {inst['type']}"
+            )
+        merged = merge_instance(current[i], inst, now)
+        if merged is None:
+            current.pop(i)
+        else:
+            current[i] = merged
+
+    return _each_instance(entity, name, instances, now, merge)
+
+
+def replace_attr(entity: JSONObject, name: str, instances: list[JSONObject], now: str) -> Outcome:
+    """Replace Attribute (clause 5.6.19): the instance with the same datasetId is replaced."""
+
+    def replace(current: list[JSONObject], i: int, inst: JSONObject) -> None:
+        current[i] = _keep_created(inst, current[i])
+
+    return _each_instance(entity, name, instances, now, replace)
+
+
+def _each_instance(
+    entity: JSONObject, name: str, instances: list[JSONObject], now: str,
+    change: Callable[[list[JSONObject], int, JSONObject], None],
+) -> Outcome:
+    """``change(current, i, inst)`` for each of ``instances`` whose datasetId the attribute
+    has (``i`` its index in ``current``, the attribute's instances); the others are
+    reported not updated. An attribute left without instances goes."""
     out = _copy(entity)
     result = Outcome(out)
     current = out["attrs"].get(name)
@@ -253,40 +285,11 @@ def patch_attr(
         if i is None:
             result.not_updated.append((name, "no instance with this datasetId"))
             continue
-        if inst.get("type") and not is_null(inst) and inst["type"] != current[i].get("type"):
-            raise BadRequestData(
-                f"attribute {name} is a {current[i].get('type')}, not a {inst['type']}"
-            )
-        merged = merge_instance(current[i], inst, now)
-        if merged is None:
-            current.pop(i)
-        else:
-            current[i] = merged
+        change(current, i, inst)
         if name not in result.updated:
             result.updated.append(name)
     if not current:
         del out["attrs"][name]
-    if result.changed:
-        _touch(out, now)
-    return result
-
-
-def replace_attr(entity: JSONObject, name: str, instances: list[JSONObject], now: str) -> Outcome:
-    """Replace Attribute (clause 5.6.19): the instance with the same datasetId is replaced."""
-    out = _copy(entity)
-    result = Outcome(out)
-    current = out["attrs"].get(name)
-    if current is None:
-        result.not_updated.append((name, "attribute does not exist"))
-        return result
-    for inst in instances:
-        i = _index(current, inst.get("datasetId"))
-        if i is None:
-            result.not_updated.append((name, "no instance with this datasetId"))
-        else:
-            current[i] = _keep_created(inst, current[i])
-            if name not in result.updated:
-                result.updated.append(name)
     if result.changed:
         _touch(out, now)
     return result

@@ -79,14 +79,8 @@ def parse_ordering(
     if any(t.distance for t in terms):
         if coordinates is None:
             raise BadRequestData("ordering by distance needs the reference coordinates")
-        if isinstance(coordinates, str):
-            try:
-                coordinates = orjson.loads(coordinates)
-            except orjson.JSONDecodeError as exc:
-                raise BadRequestData(f"ordering coordinates: not a JSON array ({exc})") from None
-        if not isinstance(coordinates, list):
-            raise BadRequestData("ordering coordinates must be a JSON array")
-        reference = {"type": geometry or "Point", "coordinates": coordinates}
+        points = geo.coordinates_of(coordinates, "ordering coordinates")
+        reference = {"type": geometry or "Point", "coordinates": points}
         geo.validate_geometry(reference)
     return Ordering(terms, collation, reference)
 

@@ -45,14 +45,7 @@ class EntitySelector:
     types: TypeExpr | None = None
 
     def matches(self, entity: JSONObject) -> bool:
-        if self.ids is not None:
-            if entity["id"] not in self.ids:
-                return False
-        elif self.id_pattern is not None and not compile_id_pattern(self.id_pattern).search(
-            entity["id"]
-        ):
-            return False
-        return self.types is None or matches_type(self.types, entity.get("type", []))
+        return _identified(entity, self.ids, self.id_pattern, self.types)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +138,17 @@ def linked_steps(expr: QExpr) -> list[frozenset[str]]:
     return out
 
 
+def _identified(entity: JSONObject, ids: tuple[str, ...] | None, id_pattern: str | None,
+                types: TypeExpr | None) -> bool:
+    """Whether the entity has one of ``ids`` (else matches ``id_pattern``) and ``types``."""
+    if ids is not None:
+        if entity["id"] not in ids:
+            return False
+    elif id_pattern is not None and not compile_id_pattern(id_pattern).search(entity["id"]):
+        return False
+    return types is None or matches_type(types, entity.get("type", []))
+
+
 def matches(
     entity: JSONObject, query: EntityQuery, linked: EntityResolver | None = None
 ) -> bool:
@@ -154,14 +158,7 @@ def matches(
         if shown is None:
             return False
         entity = shown
-    if query.ids is not None:
-        if entity["id"] not in query.ids:
-            return False
-    elif query.id_pattern is not None and not compile_id_pattern(query.id_pattern).search(
-        entity["id"]
-    ):
-        return False
-    if query.types is not None and not matches_type(query.types, entity.get("type", [])):
+    if not _identified(entity, query.ids, query.id_pattern, query.types):
         return False
     if query.selectors is not None and not any(s.matches(entity) for s in query.selectors):
         return False

@@ -25,7 +25,7 @@ from urbanos.services.contexts import ContextService
 from urbanos.services.entities import EntityService
 from urbanos.services.expiry import ExpirySweeper
 from urbanos.services.snapshots import SnapshotService
-from urbanos.services.stores import EntityStore, Stores
+from urbanos.services.stores import EntityStore, Stores, open_stores
 from urbanos.services.subscriptions import SubscriptionService, own_origins
 from urbanos.services.temporal import Retention, TemporalService
 from urbanos.settings import Settings
@@ -34,14 +34,15 @@ from urbanos.workers import start_workers
 log = logging.getLogger("urbanos")
 
 
-def create_app(settings: Settings | None = None, store: EntityStore | None = None) -> ASGIApp:
+def create_app(settings: Settings | None = None, stores: Stores | None = None) -> ASGIApp:
     settings = settings or Settings.from_env()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.started = time.monotonic()  # for contextSourceUptime (clause 5.2.40)
-        stores = await Stores.open(settings.store, readers=settings.workers_read, store=store)
-        the_store = stores.entities
+        opened = stores or open_stores(settings.store, readers=settings.workers_read)
+        await opened.open()
+        the_store = opened.entities
         policy = OutboundPolicy.from_strings(settings.outbound_policy, settings.outbound_allow)
         contexts = ContextService(
             policy,
@@ -49,36 +50,35 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
             max_bytes=settings.context_max_bytes,
             max_depth=settings.context_max_depth,
             public_url=settings.base_url,
-            store=the_store.contexts,
+            store=opened.contexts,
         )
         subscriptions = SubscriptionService(
-            stores.subscriptions, contexts, entities=the_store, own_origins=own_origins(settings)
+            opened.subscriptions, contexts, entities=the_store, own_origins=own_origins(settings)
         )
         app.state.services = Services(
             settings=settings, store=the_store, entities=EntityService(the_store),
             contexts=contexts, subscriptions=subscriptions,
         )
         app.state.services.snapshots = SnapshotService(
-            stores.snapshots, app.state.services.entities
+            opened.snapshots, app.state.services.entities
         )
-        if stores.history is not None:
-            app.state.services.temporal = TemporalService(
-                the_store, stores.history, instance_limit=settings.temporal_instance_limit,
-                retention=Retention.parse(settings.temporal_retention_days),
-            )
+        app.state.services.temporal = TemporalService(
+            the_store, opened.temporal, instance_limit=settings.temporal_instance_limit,
+            retention=Retention.parse(settings.temporal_retention_days),
+        )
         # listen first, then load: no change made elsewhere falls in between
         leave_cluster = await _join_cluster(the_store, subscriptions, contexts)
         await contexts.open()
         await subscriptions.open()
-        # after every store is open and before serving: no change escapes the outbox
+        # before serving: the outbox has recorded every write since it was built
         app.state.workers = await start_workers(
-            settings, the_store, subscriptions, policy, leader=the_store.try_lead
+            settings, opened.outbox, subscriptions, policy, leader=the_store.try_lead
         )
         if app.state.workers.engine is not None:
             subscriptions.outcomes = app.state.workers.engine.settled
         app.state.services.notifications = app.state.workers.engine
         app.state.workers.run("contexts.uses", contexts.run_flush)
-        sweeper = ExpirySweeper(the_store, stores.history, leader=the_store.try_lead)
+        sweeper = ExpirySweeper(the_store, opened.temporal, leader=the_store.try_lead)
         app.state.workers.run("entities.expiry", sweeper.run)
         temporal = app.state.services.temporal
         if temporal is not None and temporal.retention.active:
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
             await app.state.workers.stop()  # first: lets sends in progress finish
             await leave_cluster()
             await contexts.aclose()
-            await stores.close()
+            await opened.close()
 
     app = Starlette(
         routes=ROUTES,

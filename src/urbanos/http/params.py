@@ -21,7 +21,7 @@ from urbanos.core.query.ast import QExpr, TypeAny
 from urbanos.core.query.parse import parse_q, parse_scope_q, parse_type_expr
 from urbanos.core.render import DEFAULT_DATASET, RenderOptions
 from urbanos.core.selection import EntityQuery, check_id_pattern
-from urbanos.errors import BadRequestData, InvalidRequest, TooManyResults
+from urbanos.errors import BadRequestData, InvalidRequest, NgsiLdError, TooManyResults
 from urbanos.settings import Settings
 from urbanos.types import Terms
 
@@ -65,12 +65,14 @@ def options(params: QueryParams, allowed: set[str]) -> set[str]:
     return opts
 
 
-def flag(params: QueryParams, name: str) -> bool:
+def flag(params: QueryParams, name: str, *,
+         error: type[NgsiLdError] = InvalidRequest) -> bool:
+    """A true/false parameter, false when absent; any other value raises ``error``."""
     raw = params.get(name)
     if raw is None:
         return False
     if raw not in ("true", "false"):
-        raise InvalidRequest(f"{name} must be true or false")
+        raise error(f"{name} must be true or false, not {raw!r}")
     return raw == "true"
 
 

@@ -1,24 +1,88 @@
-"""Stores behind one interface (``base``): memory, SQLite and PostgreSQL."""
+"""Stores behind one interface each (``base``, ``subscriptions``, ``temporal``, ``outbox``,
+``snapshots``):
+memory, SQLite and PostgreSQL.
+
+``open_stores(url)`` is the one place that knows which backend a URL names; it builds every
+store of that backend on the same file or database. Generic modules never import a
+backend: each backend imports the interfaces it implements, and only this module imports
+the backends (lazily: a SQLite broker never loads psycopg).
+"""
 
 from __future__ import annotations
 
-from urbanos.storage.base import EntityStore
+from dataclasses import dataclass
+
+from urbanos.storage.base import ContextStore, EntityStore
+from urbanos.storage.outbox import Outbox
+from urbanos.storage.snapshots import SnapshotStore
+from urbanos.storage.subscriptions import SubscriptionStore
+from urbanos.storage.temporal import TemporalStore
+
+__all__ = ["Stores", "open_stores"]
 
 
-def open_store(url: str, *, readers: int = 4) -> EntityStore:
-    """The store a URL names: ``sqlite:///relative.db``, ``sqlite:////abs.db``, ``memory://``,
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """Every store of one backend. History and the outbox are write hooks of ``entities``
+    (registered when they are built, history first): they commit with each entity write."""
+
+    entities: EntityStore
+    subscriptions: SubscriptionStore
+    temporal: TemporalStore
+    outbox: Outbox
+    snapshots: SnapshotStore
+
+    @property
+    def contexts(self) -> ContextStore:
+        return self.entities.contexts
+
+    async def open(self) -> None:
+        """Open the file or database, then each store's tables; the outbox last, since
+        SQLite's checks for the subscriptions table."""
+        await self.entities.open()
+        await self.subscriptions.open()
+        await self.temporal.open()
+        await self.snapshots.open()
+        await self.outbox.open()
+
+    async def close(self) -> None:
+        await self.subscriptions.close()
+        await self.temporal.close()
+        await self.entities.close()
+
+
+def open_stores(url: str, *, readers: int = 4) -> Stores:
+    """The stores a URL names: ``sqlite:///relative.db``, ``sqlite:////abs.db``, ``memory://``,
     ``postgresql://user@host:port/db`` (libpq URL; the pool holds ``readers + 4``)."""
     if url.startswith("sqlite://"):
         from urbanos.storage.sqlite import SqliteStore
+        from urbanos.storage.sqlite.outbox import SqliteOutbox
+        from urbanos.storage.sqlite.snapshots import SqliteSnapshotStore
+        from urbanos.storage.sqlite.subscriptions import SqliteSubscriptionStore
+        from urbanos.storage.sqlite.temporal import SqliteTemporalStore
 
         path = url.removeprefix("sqlite://").removeprefix("/")
-        return SqliteStore(path or "./data/urbanos.db", readers=readers)
+        lite = SqliteStore(path or "./data/urbanos.db", readers=readers)
+        return Stores(lite, SqliteSubscriptionStore(lite.db), SqliteTemporalStore(lite),
+                      SqliteOutbox(lite), SqliteSnapshotStore(lite.db))
     if url.startswith(("postgresql://", "postgres://")):
         from urbanos.storage.postgres import PostgresStore
+        from urbanos.storage.postgres.outbox import PostgresOutbox
+        from urbanos.storage.postgres.snapshots import PostgresSnapshotStore
+        from urbanos.storage.postgres.subscriptions import PostgresSubscriptionStore
+        from urbanos.storage.postgres.temporal import PostgresTemporalStore
 
-        return PostgresStore(url, pool_size=readers + 4)
+        pg = PostgresStore(url, pool_size=readers + 4)
+        return Stores(pg, PostgresSubscriptionStore(pg), PostgresTemporalStore(pg),
+                      PostgresOutbox(pg), PostgresSnapshotStore(pg.db))
     if url.startswith("memory:"):
         from urbanos.storage.memory import MemoryStore
+        from urbanos.storage.memory_outbox import MemoryOutbox
+        from urbanos.storage.memory_temporal import MemoryTemporalStore
+        from urbanos.storage.snapshots import MemorySnapshotStore
+        from urbanos.storage.subscriptions import MemorySubscriptionStore
 
-        return MemoryStore()
+        memory = MemoryStore()
+        return Stores(memory, MemorySubscriptionStore(), MemoryTemporalStore(memory),
+                      MemoryOutbox(memory), MemorySnapshotStore())
     raise SystemExit(f"URBANOS_STORE: unsupported store URL {url!r}")

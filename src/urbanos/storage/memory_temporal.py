@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from urbanos.core.temporal import (
     NewInstance,
@@ -45,17 +45,11 @@ Key = tuple[str, str | None]
 
 @dataclass(slots=True)
 class _Entity:
-    id: str
-    types: list[str]
-    scope: list[str] | None
-    created_at: str
-    modified_at: str
-    deleted_at: str | None = None
+    head: TemporalEntity
     series: dict[Key, list[JSONObject]] = field(default_factory=dict)
 
     def header(self) -> TemporalEntity:
-        return TemporalEntity(self.id, list(self.types), self.scope, self.created_at,
-                              self.modified_at, self.deleted_at)
+        return replace(self.head, types=list(self.head.types))
 
 
 def _selected(key: Key, request: HistoryRequest) -> bool:
@@ -105,12 +99,12 @@ class MemoryTemporalStore:
         after, before = w.entity, w.before
         now, types, scope, created, deleted = entity_row(w, self.clock())
         entity = table.get(w.entity_id)
+        if entity is not None:
+            created = entity.head.created_at
+        head = TemporalEntity(w.entity_id, list(types), scope, created, now, deleted)
         if entity is None:
-            entity = table[w.entity_id] = _Entity(w.entity_id, types, scope, created, now)
-        entity.types = list(types)
-        entity.scope = scope
-        entity.modified_at = now
-        entity.deleted_at = deleted
+            entity = table[w.entity_id] = _Entity(head)
+        entity.head = head
         d = d or Directive()
         for attr, dataset in d.purge:
             self._purge(entity, attr, dataset)
@@ -149,9 +143,9 @@ class MemoryTemporalStore:
     ) -> list[TemporalEntity]:
         out = []
         for e in self._tenants.get(tenant, {}).values():
-            if ids is not None and e.id not in ids:
+            if ids is not None and e.head.id not in ids:
                 continue
-            if types is not None and not types.intersection(e.types):
+            if types is not None and not types.intersection(e.head.types):
                 continue
             out.append(e.header())
         return out
@@ -187,13 +181,12 @@ class MemoryTemporalStore:
     ) -> list[EntityHistory]:
         out = []
         query, limit = request.query, request.limit
-        keep = min(limit, query.last_n or limit)
-        cut_by_limit = query.last_n is None or query.last_n > limit
+        keep, cut_by_limit = request.page_size()
         for eid in entity_ids:
             found = self._entity(tenant, eid)
             if found is None:
                 continue
-            history = EntityHistory(found.id, list(found.types))
+            history = EntityHistory(found.head.id, list(found.head.types))
             for key, instances in found.series.items():
                 if not _selected(key, request):
                     continue

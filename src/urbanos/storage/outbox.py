@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from urbanos.core.change import Change
-from urbanos.storage.base import EntityStore, Write
+from urbanos.storage.base import Write
 from urbanos.types import JSONObject
 
 
@@ -183,26 +183,3 @@ def changes_of(tenant: str, writes: list[Write], at: str) -> list[Change]:
         out.append(Change(tenant, w.entity_id, w.before, after, at))
     return out
 
-
-def open_outbox(store: EntityStore) -> Outbox | None:
-    """The outbox that lives beside ``store`` and hooks into its writes (None: the store
-    has none yet, so it records no changes to notify)."""
-    from urbanos.storage.memory import MemoryStore
-
-    if isinstance(store, MemoryStore):
-        from urbanos.storage.memory_outbox import MemoryOutbox
-
-        return MemoryOutbox(store)
-    from urbanos.storage.sqlite import SqliteStore
-
-    if isinstance(store, SqliteStore):
-        from urbanos.storage.sqlite.outbox import SqliteOutbox
-
-        return SqliteOutbox(store)
-    from urbanos.storage.postgres import PostgresStore
-
-    if isinstance(store, PostgresStore):
-        from urbanos.storage.postgres.outbox import PostgresOutbox
-
-        return PostgresOutbox(store)
-    return None

@@ -21,7 +21,6 @@ __all__ = [
     "StoredSubscription",
     "SubscriptionStore",
     "record",
-    "subscription_store_for",
 ]
 
 
@@ -136,18 +135,3 @@ class MemorySubscriptionStore:
         if error is not None:
             self.errors[(tenant, subscription_id)] = error
 
-
-def subscription_store_for(entity_store: object) -> SubscriptionStore:
-    """The subscription store that lives beside an entity store: the same SQLite file for
-    the SQLite store, the same database (catalog schema) for PostgreSQL, memory otherwise."""
-    from urbanos.storage.postgres import PostgresStore
-    from urbanos.storage.sqlite import SqliteStore
-    from urbanos.storage.sqlite.subscriptions import SqliteSubscriptionStore
-
-    if isinstance(entity_store, SqliteStore):
-        return SqliteSubscriptionStore(entity_store.db)
-    if isinstance(entity_store, PostgresStore):
-        from urbanos.storage.postgres.subscriptions import PostgresSubscriptionStore
-
-        return PostgresSubscriptionStore(entity_store)
-    return MemorySubscriptionStore()

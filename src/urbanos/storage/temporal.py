@@ -52,6 +52,12 @@ class HistoryRequest:
     limit: int = 10
     aggregation: Aggregation | None = None
 
+    def page_size(self) -> tuple[int, bool]:
+        """How many instances (or buckets) to keep per series, and whether more than that
+        means the limit cut the series (rather than lastN)."""
+        last_n, limit = self.query.last_n, self.limit
+        return min(limit, last_n or limit), last_n is None or last_n > limit
+
 
 @dataclass(slots=True)
 class Directive:
@@ -162,34 +168,3 @@ class TemporalStore(Protocol):
         """Forget instances whose time (observedAt, else createdAt) is before ``before``
         (microseconds); returns how many went. Runs in small transactions."""
         ...
-
-
-#: what the entity stores call with each batch of writes (memory flavour)
-MemoryHook = Callable[[str, list[Write]], None]
-
-
-def temporal_store_for(entity_store: object) -> TemporalStore | None:
-    """The history store beside an entity store, its hook registered on the entity store's
-    ``write_hooks``: the same SQLite file or PostgreSQL database and transactions, or
-    memory. None for stores without a temporal flavour yet."""
-    from urbanos.storage.memory import MemoryStore
-    from urbanos.storage.postgres import PostgresStore
-    from urbanos.storage.sqlite import SqliteStore
-
-    if isinstance(entity_store, SqliteStore):
-        from urbanos.storage.sqlite.temporal import SqliteTemporalStore
-
-        sqlite_history = SqliteTemporalStore(entity_store.db, entity_store.names)
-        entity_store.write_hooks.append(sqlite_history.record)
-        return sqlite_history
-    if isinstance(entity_store, PostgresStore):
-        from urbanos.storage.postgres.temporal import PostgresTemporalStore
-
-        pg_history = PostgresTemporalStore(entity_store)
-        entity_store.write_hooks.append(pg_history.record)
-        return pg_history
-    if isinstance(entity_store, MemoryStore):
-        from urbanos.storage.memory_temporal import MemoryTemporalStore
-
-        return MemoryTemporalStore(entity_store)
-    return None

@@ -42,34 +42,7 @@ from functools import lru_cache
 from typing import Any
 
 from urbanos.core.model import CORE_MEMBERS, ENTITY_MEMBERS, NULL_URN, VALUE_MEMBER
-from urbanos.core.query.ast import (
-    And,
-    AttrPath,
-    Comparison,
-    Exists,
-    Not,
-    Op,
-    Or,
-    Pattern,
-    QExpr,
-    QValue,
-    Range,
-    Scalar,
-    ScopeAnd,
-    ScopeExpr,
-    ScopeOr,
-    ScopeTerm,
-    TypeAnd,
-    TypeAny,
-    TypeExpr,
-    TypeName,
-    TypeOr,
-    ValueKind,
-    ValueList,
-    parse_date,
-    parse_datetime,
-    parse_time,
-)
+from urbanos.core.query import ast
 
 __all__ = [
     "EntityResolver",
@@ -87,16 +60,16 @@ EntityResolver = Callable[[str], Mapping[str, Any] | None]
 
 Unit = tuple[bool, list[Any]]  # (is a relationship, candidate target values)
 
-_dt = lru_cache(maxsize=4096)(parse_datetime)
-_date = lru_cache(maxsize=1024)(parse_date)
-_time = lru_cache(maxsize=1024)(parse_time)
+_dt = lru_cache(maxsize=4096)(ast.parse_datetime)
+_date = lru_cache(maxsize=1024)(ast.parse_date)
+_time = lru_cache(maxsize=1024)(ast.parse_time)
 
 
 # --------------------------------------------------------------------------- q
 
 
 def matches_q(
-    expr: QExpr,
+    expr: ast.QExpr,
     entity: Mapping[str, Any],
     *,
     lang: str | None = None,
@@ -112,41 +85,41 @@ def matches_q(
 
 
 def _eval(
-    expr: QExpr, entity: Mapping[str, Any], lang: str | None, linked: EntityResolver | None
+    expr: ast.QExpr, entity: Mapping[str, Any], lang: str | None, linked: EntityResolver | None
 ) -> bool:
-    if isinstance(expr, Comparison):
+    if isinstance(expr, ast.Comparison):
         return _compare(expr, entity, lang, linked)
-    if isinstance(expr, And):
+    if isinstance(expr, ast.And):
         return all(_eval(child, entity, lang, linked) for child in expr.children)
-    if isinstance(expr, Or):
+    if isinstance(expr, ast.Or):
         return any(_eval(child, entity, lang, linked) for child in expr.children)
-    if isinstance(expr, Exists):
+    if isinstance(expr, ast.Exists):
         return any(True for _ in _units(expr.path, entity, lang, linked))
-    if isinstance(expr, Pattern):
+    if isinstance(expr, ast.Pattern):
         return _pattern(expr, entity, lang, linked)
     return not _eval(expr.child, entity, lang, linked)
 
 
 def _compare(
-    expr: Comparison, entity: Mapping[str, Any], lang: str | None, linked: EntityResolver | None
+    expr: ast.Comparison, entity: Mapping[str, Any], lang: str | None, linked: EntityResolver | None
 ) -> bool:
     op, value = expr.op, expr.value
     for is_relationship, targets in _units(expr.path, entity, lang, linked):
-        if op is Op.EQ:
+        if op is ast.Op.EQ:
             if _any_equal(value, targets):
                 return True
-        elif op is Op.NE:
+        elif op is ast.Op.NE:
             if not _any_equal(value, targets):
                 return True
         elif not is_relationship:
-            assert isinstance(value, Scalar)
+            assert isinstance(value, ast.Scalar)
             if any(_ordered(op, value, t) for t in targets):
                 return True
     return False
 
 
 def _pattern(
-    expr: Pattern, entity: Mapping[str, Any], lang: str | None, linked: EntityResolver | None
+    expr: ast.Pattern, entity: Mapping[str, Any], lang: str | None, linked: EntityResolver | None
 ) -> bool:
     search = compiled_pattern(expr.regex).search
     for is_relationship, targets in _units(expr.path, entity, lang, linked):
@@ -162,7 +135,7 @@ def _pattern(
 
 
 def _units(
-    path: AttrPath, entity: Mapping[str, Any], lang: str | None, linked: EntityResolver | None
+    path: ast.AttrPath, entity: Mapping[str, Any], lang: str | None, linked: EntityResolver | None
 ) -> Iterator[Unit]:
     if path.linked is not None:
         if linked is None:
@@ -302,14 +275,14 @@ def _relationship_ids(entity: Mapping[str, Any], attr: str) -> list[str]:
 # ---- comparing values
 
 
-def _pair(q: Scalar, target: Any) -> tuple[Any, Any] | None:
+def _pair(q: ast.Scalar, target: Any) -> tuple[Any, Any] | None:
     """(query value, target value) in one comparable domain, or None on a type mismatch."""
     kind = q.kind
-    if kind is ValueKind.NUMBER:
+    if kind is ast.ValueKind.NUMBER:
         if isinstance(target, (int, float)) and not isinstance(target, bool):
             return q.value, target
         return None
-    if kind is ValueKind.STRING or kind is ValueKind.URI:
+    if kind is ast.ValueKind.STRING or kind is ast.ValueKind.URI:
         if not isinstance(target, str):
             return None
         assert isinstance(q.value, str)
@@ -317,47 +290,47 @@ def _pair(q: Scalar, target: Any) -> tuple[Any, Any] | None:
         if q_dt is not None and (t_dt := _dt(target)) is not None:
             return q_dt, t_dt
         return q.value, target
-    if kind is ValueKind.BOOLEAN:
+    if kind is ast.ValueKind.BOOLEAN:
         return (q.value, target) if isinstance(target, bool) else None
     if not isinstance(target, str):
         return None
-    if kind is ValueKind.DATETIME:
+    if kind is ast.ValueKind.DATETIME:
         converted: Any = _dt(target)
-    elif kind is ValueKind.DATE:
+    elif kind is ast.ValueKind.DATE:
         converted = _date(target)
     else:
         converted = _time(target)
     return None if converted is None else (q.value, converted)
 
 
-def _equal(q: Scalar, target: Any) -> bool:
+def _equal(q: ast.Scalar, target: Any) -> bool:
     pair = _pair(q, target)
     return pair is not None and pair[0] == pair[1]
 
 
-def _in_range(r: Range, target: Any) -> bool:
+def _in_range(r: ast.Range, target: Any) -> bool:
     low, high = _pair(r.low, target), _pair(r.high, target)
     return low is not None and high is not None and low[0] <= low[1] and high[1] <= high[0]
 
 
-def _any_equal(value: QValue, targets: list[Any]) -> bool:
-    if isinstance(value, Scalar):
+def _any_equal(value: ast.QValue, targets: list[Any]) -> bool:
+    if isinstance(value, ast.Scalar):
         return any(_equal(value, t) for t in targets)
-    if isinstance(value, ValueList):
+    if isinstance(value, ast.ValueList):
         return any(_equal(item, t) for item in value.items for t in targets)
     return any(_in_range(value, t) for t in targets)
 
 
-def _ordered(op: Op, q: Scalar, target: Any) -> bool:
+def _ordered(op: ast.Op, q: ast.Scalar, target: Any) -> bool:
     pair = _pair(q, target)
     if pair is None:
         return False
     query, value = pair
-    if op is Op.GT:
+    if op is ast.Op.GT:
         return bool(value > query)
-    if op is Op.GE:
+    if op is ast.Op.GE:
         return bool(value >= query)
-    if op is Op.LT:
+    if op is ast.Op.LT:
         return bool(value < query)
     return bool(value <= query)
 
@@ -366,25 +339,25 @@ def _ordered(op: Op, q: Scalar, target: Any) -> bool:
 
 
 @lru_cache(maxsize=1024)
-def attribute_names(expr: QExpr) -> frozenset[str]:
+def attribute_names(expr: ast.QExpr) -> frozenset[str]:
     """The attribute IRIs a query reads on the entity itself (negated ones included).
 
     Entity-level system members (createdAt, ...) and attributes read on linked entities are
     left out: this is the set whose changes can change the query's answer for the entity.
     """
-    if isinstance(expr, And | Or):
+    if isinstance(expr, ast.And | ast.Or):
         return frozenset().union(*(attribute_names(c) for c in expr.children))
-    if isinstance(expr, Not):
+    if isinstance(expr, ast.Not):
         return attribute_names(expr.child)
     path = expr.path
     return frozenset() if path.is_entity_member else frozenset({path.attr})
 
 
-def linked_depth(expr: QExpr) -> int:
+def linked_depth(expr: ast.QExpr) -> int:
     """How many relationships deep the query looks (0 without ``attr{...}`` terms)."""
-    if isinstance(expr, And | Or):
+    if isinstance(expr, ast.And | ast.Or):
         return max(linked_depth(c) for c in expr.children)
-    if isinstance(expr, Not):
+    if isinstance(expr, ast.Not):
         return linked_depth(expr.child)
     depth, path = 0, expr.path
     while path.linked is not None:
@@ -395,19 +368,19 @@ def linked_depth(expr: QExpr) -> int:
 # --------------------------------------------------------------------------- type, scope
 
 
-def matches_type(expr: TypeExpr, types: list[str]) -> bool:
+def matches_type(expr: ast.TypeExpr, types: list[str]) -> bool:
     """Whether an entity with these (expanded) types is selected (clause 4.17)."""
-    if isinstance(expr, TypeName):
+    if isinstance(expr, ast.TypeName):
         return expr.iri in types
-    if isinstance(expr, TypeOr):
+    if isinstance(expr, ast.TypeOr):
         return any(matches_type(c, types) for c in expr.children)
-    if isinstance(expr, TypeAnd):
+    if isinstance(expr, ast.TypeAnd):
         return all(matches_type(c, types) for c in expr.children)
-    assert isinstance(expr, TypeAny)
+    assert isinstance(expr, ast.TypeAny)
     return True
 
 
-def matches_scope(expr: ScopeExpr, scopes: list[str] | None) -> bool:
+def matches_scope(expr: ast.ScopeExpr, scopes: list[str] | None) -> bool:
     """Whether an entity with these scopes is selected (clause 4.19); no scope, no match."""
     if not scopes:
         return False
@@ -419,8 +392,8 @@ def _scope_levels(scope: str) -> tuple[str, ...]:
     return tuple(scope.lstrip("/").split("/"))
 
 
-def _scope(expr: ScopeExpr, scopes: list[tuple[str, ...]]) -> bool:
-    if isinstance(expr, ScopeTerm):
+def _scope(expr: ast.ScopeExpr, scopes: list[tuple[str, ...]]) -> bool:
+    if isinstance(expr, ast.ScopeTerm):
         levels, n = expr.levels, len(expr.levels)
         for scope in scopes:
             if len(scope) < n or (len(scope) > n and not expr.descendants):
@@ -428,9 +401,9 @@ def _scope(expr: ScopeExpr, scopes: list[tuple[str, ...]]) -> bool:
             if all(want == "+" or want == got for want, got in zip(levels, scope, strict=False)):
                 return True
         return False
-    if isinstance(expr, ScopeOr):
+    if isinstance(expr, ast.ScopeOr):
         return any(_scope(c, scopes) for c in expr.children)
-    assert isinstance(expr, ScopeAnd)
+    assert isinstance(expr, ast.ScopeAnd)
     return all(_scope(c, scopes) for c in expr.children)
 
 

@@ -60,39 +60,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection
-from typing import NoReturn
+from typing import ClassVar, Generic, NoReturn, TypeVar
 
 from urbanos.core.model import CORE_MEMBER_BY_IRI
-from urbanos.core.query.ast import (
-    ORDERING_OPS,
-    And,
-    AttrPath,
-    Comparison,
-    Exists,
-    Linked,
-    Not,
-    Op,
-    Or,
-    Pattern,
-    QExpr,
-    QValue,
-    Range,
-    Scalar,
-    ScopeAnd,
-    ScopeExpr,
-    ScopeOr,
-    ScopeTerm,
-    TypeAnd,
-    TypeAny,
-    TypeExpr,
-    TypeName,
-    TypeOr,
-    ValueKind,
-    ValueList,
-    parse_date,
-    parse_datetime,
-    parse_time,
-)
+from urbanos.core.query import ast
 from urbanos.core.query.evaluate import regex_problem
 from urbanos.errors import BadRequestData
 from urbanos.types import Expander
@@ -117,38 +88,38 @@ _TERM_RE = re.compile(r"[^\W\d]\w*(?:[-.]\w+)*")
 _SCOPE_LEVEL_RE = re.compile(r"\w+")
 _TYPE_TOKEN_RE = re.compile(r"[^,;|()\s]+")
 
-_OPERATORS: tuple[tuple[str, Op | str], ...] = (
+_OPERATORS: tuple[tuple[str, ast.Op | str], ...] = (
     ("!~=", "!~="),
     ("~=", "~="),
-    ("==", Op.EQ),
-    ("!=", Op.NE),
-    (">=", Op.GE),
-    ("<=", Op.LE),
-    (">", Op.GT),
-    ("<", Op.LT),
+    ("==", ast.Op.EQ),
+    ("!=", ast.Op.NE),
+    (">=", ast.Op.GE),
+    ("<=", ast.Op.LE),
+    (">", ast.Op.GT),
+    ("<", ast.Op.LT),
 )
-_COMPARABLE = frozenset({ValueKind.NUMBER, ValueKind.DATETIME, ValueKind.DATE, ValueKind.TIME})
+_COMPARABLE = frozenset({ast.ValueKind.NUMBER, ast.ValueKind.DATETIME, ast.ValueKind.DATE, ast.ValueKind.TIME})
 
 
-def _classify(token: str) -> Scalar | None:
+def _classify(token: str) -> ast.Scalar | None:
     """The typed literal an unquoted token denotes, or None if it is not one."""
     if token == "true" or token == "false":
-        return Scalar(ValueKind.BOOLEAN, token == "true")
+        return ast.Scalar(ast.ValueKind.BOOLEAN, token == "true")
     if _NUMBER_RE.fullmatch(token):
         number = float(token) if any(c in token for c in ".eE") else int(token)
         if number in (float("inf"), float("-inf")):
             return None
-        return Scalar(ValueKind.NUMBER, number)
-    if (dt := parse_datetime(token)) is not None:
-        return Scalar(ValueKind.DATETIME, dt)
-    if (d := parse_date(token)) is not None:
-        return Scalar(ValueKind.DATE, d)
-    if (t := parse_time(token)) is not None:
-        return Scalar(ValueKind.TIME, t)
+        return ast.Scalar(ast.ValueKind.NUMBER, number)
+    if (dt := ast.parse_datetime(token)) is not None:
+        return ast.Scalar(ast.ValueKind.DATETIME, dt)
+    if (d := ast.parse_date(token)) is not None:
+        return ast.Scalar(ast.ValueKind.DATE, d)
+    if (t := ast.parse_time(token)) is not None:
+        return ast.Scalar(ast.ValueKind.TIME, t)
     if _URI_RE.fullmatch(token):
-        return Scalar(ValueKind.URI, token)
+        return ast.Scalar(ast.ValueKind.URI, token)
     if _TERM_RE.fullmatch(token):
-        return Scalar(ValueKind.STRING, token)
+        return ast.Scalar(ast.ValueKind.STRING, token)
     return None
 
 
@@ -232,7 +203,52 @@ class _Cursor:
 # --------------------------------------------------------------------------- q
 
 
-def parse_q(text: str, expand: Expander, *, expand_values: Collection[str] = ()) -> QExpr:
+N = TypeVar("N")
+
+
+class _Logic(_Cursor, Generic[N]):
+    """``a;b|c`` over the operands of one language: ``;`` (and) binds tighter than the
+    ``ORS`` (or), and a parenthesized expression is an operand one level deeper."""
+
+    __slots__ = ()
+    ORS: ClassVar[tuple[str, ...]] = ("|",)
+
+    def any_of(self, children: list[N]) -> N:
+        raise NotImplementedError
+
+    def all_of(self, children: list[N]) -> N:
+        raise NotImplementedError
+
+    def operand(self, depth: int) -> N:
+        """One operand that is not in parentheses."""
+        raise NotImplementedError
+
+    def or_expr(self, depth: int) -> N:
+        children = [self.and_expr(depth)]
+        while self.next_char() in self.ORS:
+            self.pos += 1
+            children.append(self.and_expr(depth))
+        return self.any_of(children)
+
+    def and_expr(self, depth: int) -> N:
+        children = [self.unary(depth)]
+        while self.next_char() == ";":
+            self.pos += 1
+            children.append(self.unary(depth))
+        return self.all_of(children)
+
+    def unary(self, depth: int) -> N:
+        self.skip_ws()
+        if self.at("("):
+            self.check_depth(depth + 1)
+            self.pos += 1
+            expr = self.or_expr(depth + 1)
+            self.expect(")")
+            return expr
+        return self.operand(depth)
+
+
+def parse_q(text: str, expand: Expander, *, expand_values: Collection[str] = ()) -> ast.QExpr:
     """Parse an NGSI-LD query (clause 4.9) into a tree with expanded names.
 
     ``expand_values`` are the compact attribute names of the ``expandValues`` parameter:
@@ -244,7 +260,7 @@ def parse_q(text: str, expand: Expander, *, expand_values: Collection[str] = ())
     return expr
 
 
-class _QParser(_Cursor):
+class _QParser(_Logic[ast.QExpr]):
     __slots__ = ("expand", "expand_values")
 
     def __init__(self, text: str, expand: Expander, expand_values: frozenset[str]) -> None:
@@ -252,50 +268,35 @@ class _QParser(_Cursor):
         self.expand = expand
         self.expand_values = expand_values
 
-    def or_expr(self, depth: int) -> QExpr:
-        children = [self.and_expr(depth)]
-        while self.next_char() == "|":
-            self.pos += 1
-            children.append(self.and_expr(depth))
-        return _combine(Or, children)
+    def any_of(self, children: list[ast.QExpr]) -> ast.QExpr:
+        return _combine(ast.Or, children)
 
-    def and_expr(self, depth: int) -> QExpr:
-        children = [self.unary(depth)]
-        while self.next_char() == ";":
-            self.pos += 1
-            children.append(self.unary(depth))
-        return _combine(And, children)
+    def all_of(self, children: list[ast.QExpr]) -> ast.QExpr:
+        return _combine(ast.And, children)
 
-    def unary(self, depth: int) -> QExpr:
-        self.skip_ws()
-        if self.at("("):
-            self.check_depth(depth + 1)
-            self.pos += 1
-            expr = self.or_expr(depth + 1)
-            self.expect(")")
-            return expr
+    def operand(self, depth: int) -> ast.QExpr:
         if self.at("!"):
             self.pos += 1
             path = self.path(depth)
             self.skip_ws()
             if self.peek() in ("=", "!", "~", "<", ">"):
                 self.fail("'!' only negates an attribute existence test")
-            return Not(Exists(path))
+            return ast.Not(ast.Exists(path))
         return self.term(depth)
 
-    def term(self, depth: int) -> QExpr:
+    def term(self, depth: int) -> ast.QExpr:
         path = self.path(depth)
         self.skip_ws()
         start = self.pos
         op = self.operator()
         if op is None:
-            return Exists(path)
+            return ast.Exists(path)
         if op == "~=" or op == "!~=":
-            return Pattern(path, self.regex(), negated=op == "!~=")
-        assert isinstance(op, Op)
-        return Comparison(path, op, self.value(op, path, start))
+            return ast.Pattern(path, self.regex(), negated=op == "!~=")
+        assert isinstance(op, ast.Op)
+        return ast.Comparison(path, op, self.value(op, path, start))
 
-    def operator(self) -> Op | str | None:
+    def operator(self) -> ast.Op | str | None:
         for token, op in _OPERATORS:
             if self.at(token):
                 self.pos += len(token)
@@ -310,7 +311,7 @@ class _QParser(_Cursor):
         iri = self.expand(name)
         return CORE_MEMBER_BY_IRI.get(iri, iri)
 
-    def path(self, depth: int, first: str | None = None) -> AttrPath:
+    def path(self, depth: int, first: str | None = None) -> ast.AttrPath:
         if first is None:
             first = self.name(allow_prefix=True)
         attr = self.attr_iri(first)
@@ -319,7 +320,7 @@ class _QParser(_Cursor):
             self.pos += 1
             linked = self.linked(depth + 1)
             self.expect("}")
-            return AttrPath(attr, linked=linked)
+            return ast.AttrPath(attr, linked=linked)
         sub: list[str] = []
         while self.at(".") and not self.at(".."):
             self.pos += 1
@@ -338,9 +339,9 @@ class _QParser(_Cursor):
             if not self.at("]"):
                 self.fail(f"expected '.' or ']', found {self.describe()}")
             self.pos += 1
-        return AttrPath(attr, tuple(sub), tuple(keys))
+        return ast.AttrPath(attr, tuple(sub), tuple(keys))
 
-    def linked(self, depth: int) -> Linked:
+    def linked(self, depth: int) -> ast.Linked:
         names = [self.name(allow_prefix=False)]
         while self.at(","):
             self.pos += 1
@@ -348,27 +349,27 @@ class _QParser(_Cursor):
         if self.at(":"):
             self.pos += 1
             types = tuple(self.expand(n) for n in names)
-            return Linked(types, self.path(depth))
+            return ast.Linked(types, self.path(depth))
         if len(names) > 1:
             self.fail("entity type hints must be followed by ':' and an attribute")
-        return Linked((), self.path(depth, names[0]))
+        return ast.Linked((), self.path(depth, names[0]))
 
     # ---- values
 
-    def value(self, op: Op, path: AttrPath, op_pos: int) -> QValue:
+    def value(self, op: ast.Op, path: ast.AttrPath, op_pos: int) -> ast.QValue:
         self.skip_ws()
         first, bare = self.scalar()
         self.skip_ws()
-        value: QValue
+        value: ast.QValue
         if self.at(".."):
             self.pos += 2
             second, second_bare = self.scalar()
             for item, is_bare in ((first, bare), (second, second_bare)):
-                if is_bare or item.kind not in _COMPARABLE | {ValueKind.STRING}:
+                if is_bare or item.kind not in _COMPARABLE | {ast.ValueKind.STRING}:
                     self.fail("range bounds must be numbers, quoted strings or dates/times")
             if _family(first.kind) != _family(second.kind):
                 self.fail("range bounds must be of the same type")
-            value = Range(first, second)
+            value = ast.Range(first, second)
             if self.next_char() == ",":
                 self.fail("a value list cannot contain ranges")
         elif self.at(","):
@@ -380,15 +381,15 @@ class _QParser(_Cursor):
                 if self.at(".."):
                     self.fail("a value list cannot contain ranges")
                 self.skip_ws()
-            value = ValueList(tuple(items))
+            value = ast.ValueList(tuple(items))
         else:
             value = first
-            if op in ORDERING_OPS and (bare or first.kind not in _COMPARABLE | {ValueKind.STRING}):
+            if op in ast.ORDERING_OPS and (bare or first.kind not in _COMPARABLE | {ast.ValueKind.STRING}):
                 self.fail(
                     f"'{op.value}' needs a number, quoted string, dateTime, date or time",
                     op_pos,
                 )
-        if op in ORDERING_OPS and not isinstance(value, Scalar):
+        if op in ast.ORDERING_OPS and not isinstance(value, ast.Scalar):
             self.fail(f"'{op.value}' cannot take a range or list; use '==' or '!='", op_pos)
         target = path
         while target.linked is not None:
@@ -397,11 +398,11 @@ class _QParser(_Cursor):
             value = _expand_value(value, self.expand)
         return value
 
-    def scalar(self) -> tuple[Scalar, bool]:
+    def scalar(self) -> tuple[ast.Scalar, bool]:
         """One literal and whether it was a bare (unquoted, untyped) term."""
         start = self.pos
         if self.at('"'):
-            return Scalar(ValueKind.STRING, self.quoted()), False
+            return ast.Scalar(ast.ValueKind.STRING, self.quoted()), False
         token = self.match(_BARE_RE)
         if token is None:
             self.fail(f"expected a value, found {self.describe()}")
@@ -410,13 +411,13 @@ class _QParser(_Cursor):
             self.fail("expected a value before '..'", start)
         if cut > 0:
             head = _classify(token[:cut])
-            if head is not None and head.kind is not ValueKind.URI:  # URIs may hold ".."
+            if head is not None and head.kind is not ast.ValueKind.URI:  # URIs may hold ".."
                 self.pos = start + cut
-                return head, head.kind is ValueKind.STRING
+                return head, head.kind is ast.ValueKind.STRING
         scalar = _classify(token)
         if scalar is None:
             self.fail(f"invalid value '{token}'", start)
-        return scalar, scalar.kind is ValueKind.STRING
+        return scalar, scalar.kind is ast.ValueKind.STRING
 
     def quoted(self) -> str:
         start, text, i = self.pos, self.text, self.pos + 1
@@ -477,11 +478,11 @@ class _QParser(_Cursor):
         return pattern
 
 
-def _combine(cls: type[And] | type[Or], children: list[QExpr]) -> QExpr:
+def _combine(cls: type[ast.And] | type[ast.Or], children: list[ast.QExpr]) -> ast.QExpr:
     """One child stays itself; nested nodes of the same kind are flattened."""
     if len(children) == 1:
         return children[0]
-    flat: list[QExpr] = []
+    flat: list[ast.QExpr] = []
     for child in children:
         if isinstance(child, cls):
             flat.extend(child.children)
@@ -490,66 +491,52 @@ def _combine(cls: type[And] | type[Or], children: list[QExpr]) -> QExpr:
     return cls(tuple(flat))
 
 
-def _family(kind: ValueKind) -> ValueKind:
-    return ValueKind.STRING if kind is ValueKind.URI else kind
+def _family(kind: ast.ValueKind) -> ast.ValueKind:
+    return ast.ValueKind.STRING if kind is ast.ValueKind.URI else kind
 
 
-def _expand_value(value: QValue, expand: Expander) -> QValue:
-    def one(s: Scalar) -> Scalar:
-        if s.kind in (ValueKind.STRING, ValueKind.URI):
+def _expand_value(value: ast.QValue, expand: Expander) -> ast.QValue:
+    def one(s: ast.Scalar) -> ast.Scalar:
+        if s.kind in (ast.ValueKind.STRING, ast.ValueKind.URI):
             assert isinstance(s.value, str)
-            return Scalar(ValueKind.URI, expand(s.value))
+            return ast.Scalar(ast.ValueKind.URI, expand(s.value))
         return s
 
-    if isinstance(value, Scalar):
+    if isinstance(value, ast.Scalar):
         return one(value)
-    if isinstance(value, ValueList):
-        return ValueList(tuple(one(s) for s in value.items))
-    return Range(one(value.low), one(value.high))
+    if isinstance(value, ast.ValueList):
+        return ast.ValueList(tuple(one(s) for s in value.items))
+    return ast.Range(one(value.low), one(value.high))
 
 
 # --------------------------------------------------------------------------- type
 
 
-def parse_type_expr(text: str, expand: Expander) -> TypeExpr:
+def parse_type_expr(text: str, expand: Expander) -> ast.TypeExpr:
     """Parse an entity type selection (clause 4.17) with every name expanded."""
     parser = _TypeParser(text, expand)
     if text.strip() == "*":
-        return TypeAny()
+        return ast.TypeAny()
     expr = parser.or_expr(0)
     parser.finish()
     return expr
 
 
-class _TypeParser(_Cursor):
+class _TypeParser(_Logic[ast.TypeExpr]):
     __slots__ = ("expand",)
+    ORS = ("|", ",")
 
     def __init__(self, text: str, expand: Expander) -> None:
         super().__init__(text, "type")
         self.expand = expand
 
-    def or_expr(self, depth: int) -> TypeExpr:
-        children = [self.and_expr(depth)]
-        while self.next_char() in ("|", ","):
-            self.pos += 1
-            children.append(self.and_expr(depth))
-        return children[0] if len(children) == 1 else TypeOr(tuple(children))
+    def any_of(self, children: list[ast.TypeExpr]) -> ast.TypeExpr:
+        return children[0] if len(children) == 1 else ast.TypeOr(tuple(children))
 
-    def and_expr(self, depth: int) -> TypeExpr:
-        children = [self.unit(depth)]
-        while self.next_char() == ";":
-            self.pos += 1
-            children.append(self.unit(depth))
-        return children[0] if len(children) == 1 else TypeAnd(tuple(children))
+    def all_of(self, children: list[ast.TypeExpr]) -> ast.TypeExpr:
+        return children[0] if len(children) == 1 else ast.TypeAnd(tuple(children))
 
-    def unit(self, depth: int) -> TypeExpr:
-        self.skip_ws()
-        if self.at("("):
-            self.check_depth(depth + 1)
-            self.pos += 1
-            expr = self.or_expr(depth + 1)
-            self.expect(")")
-            return expr
+    def operand(self, depth: int) -> ast.TypeExpr:
         start = self.pos
         token = self.match(_TYPE_TOKEN_RE)
         if token is None:
@@ -557,7 +544,7 @@ class _TypeParser(_Cursor):
         m = _NAME_RE.fullmatch(token)
         if m is None and not _is_type_iri(token):
             self.fail(f"invalid entity type '{token}'", start)
-        return TypeName(self.expand(token))
+        return ast.TypeName(self.expand(token))
 
 
 def _is_type_iri(token: str) -> bool:
@@ -571,7 +558,7 @@ def _is_type_iri(token: str) -> bool:
 # --------------------------------------------------------------------------- scopeQ
 
 
-def parse_scope_q(text: str) -> ScopeExpr:
+def parse_scope_q(text: str) -> ast.ScopeExpr:
     """Parse a scope query (clause 4.19)."""
     parser = _ScopeParser(text, "scopeQ")
     expr = parser.or_expr(0)
@@ -579,34 +566,20 @@ def parse_scope_q(text: str) -> ScopeExpr:
     return expr
 
 
-class _ScopeParser(_Cursor):
+class _ScopeParser(_Logic[ast.ScopeExpr]):
     __slots__ = ()
+    ORS = ("|", ",")
 
-    def or_expr(self, depth: int) -> ScopeExpr:
-        children = [self.and_expr(depth)]
-        while self.next_char() in ("|", ","):
-            self.pos += 1
-            children.append(self.and_expr(depth))
-        return children[0] if len(children) == 1 else ScopeOr(tuple(children))
+    def any_of(self, children: list[ast.ScopeExpr]) -> ast.ScopeExpr:
+        return children[0] if len(children) == 1 else ast.ScopeOr(tuple(children))
 
-    def and_expr(self, depth: int) -> ScopeExpr:
-        children = [self.unit(depth)]
-        while self.next_char() == ";":
-            self.pos += 1
-            children.append(self.unit(depth))
-        return children[0] if len(children) == 1 else ScopeAnd(tuple(children))
+    def all_of(self, children: list[ast.ScopeExpr]) -> ast.ScopeExpr:
+        return children[0] if len(children) == 1 else ast.ScopeAnd(tuple(children))
 
-    def unit(self, depth: int) -> ScopeExpr:
-        self.skip_ws()
-        if self.at("("):
-            self.check_depth(depth + 1)
-            self.pos += 1
-            expr = self.or_expr(depth + 1)
-            self.expect(")")
-            return expr
+    def operand(self, depth: int) -> ast.ScopeExpr:
         if self.at("/#"):
             self.pos += 2
-            return ScopeTerm((), descendants=True)
+            return ast.ScopeTerm((), descendants=True)
         if self.at("/"):
             self.pos += 1
         levels = [self.level()]
@@ -618,7 +591,7 @@ class _ScopeParser(_Cursor):
                 descendants = True
                 break
             levels.append(self.level())
-        return ScopeTerm(tuple(levels), descendants)
+        return ast.ScopeTerm(tuple(levels), descendants)
 
     def level(self) -> str:
         if self.at("+"):

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from urbanos.errors import BadRequestData
 from urbanos.http.context import services
 from urbanos.http.negotiation import JSON_MT, choose_accept, read_body, tenant_of
-from urbanos.http.params import check_params
+from urbanos.http.params import check_params, flag
 from urbanos.http.respond import empty
 
 
@@ -23,12 +23,7 @@ def _json(data: object, status: int = 200) -> Response:
 def _flag(params: QueryParams, name: str) -> bool:
     """``details``/``reload``: a known parameter with a value other than true/false is
     input the operation cannot use, so BadRequestData rather than InvalidRequest."""
-    raw = params.get(name)
-    if raw is None:
-        return False
-    if raw not in ("true", "false"):
-        raise BadRequestData(f"{name} must be true or false, not {raw!r}")
-    return raw == "true"
+    return flag(params, name, error=BadRequestData)
 
 
 def _context_id(request: Request) -> str:

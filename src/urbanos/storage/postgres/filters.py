@@ -29,26 +29,7 @@ from psycopg.types.json import Jsonb
 from shapely.geometry import shape
 
 from urbanos.core.geo import GeoQuery
-from urbanos.core.query.ast import (
-    And,
-    AttrPath,
-    Comparison,
-    Exists,
-    Op,
-    Or,
-    Pattern,
-    QExpr,
-    Range,
-    Scalar,
-    TypeAnd,
-    TypeAny,
-    TypeExpr,
-    TypeName,
-    TypeOr,
-    ValueKind,
-    ValueList,
-    parse_datetime,
-)
+from urbanos.core.query import ast
 from urbanos.core.selection import EntitySelector
 from urbanos.storage.index_values import value_test
 
@@ -65,7 +46,7 @@ _MEMBERS = (
     "objectList[*].object[*]",
     "languageMap.*[*]",
 )
-_JSONPATH_OPS = {Op.EQ: "==", Op.GT: ">", Op.GE: ">=", Op.LT: "<", Op.LE: "<="}
+_JSONPATH_OPS = {ast.Op.EQ: "==", ast.Op.GT: ">", ast.Op.GE: ">=", ast.Op.LT: "<", ast.Op.LE: "<="}
 #: relative and absolute slack on distances, far above the 5e-9 between the two radii
 _REL, _ABS = 1e-6, 0.01
 
@@ -80,18 +61,18 @@ def _join(parts: list[Cond], word: str) -> Cond:
 # --------------------------------------------------------------------------- ids, types
 
 
-def type_condition(expr: TypeExpr) -> Cond:
+def type_condition(expr: ast.TypeExpr) -> Cond:
     """Exact: ``types`` holds the entity's expanded types (GIN-indexed array)."""
-    if isinstance(expr, TypeName):
+    if isinstance(expr, ast.TypeName):
         return sql.SQL("e.types @> %s::text[]"), [[expr.iri]]
-    if isinstance(expr, TypeAny):
+    if isinstance(expr, ast.TypeAny):
         return TRUE
-    names = [c.iri for c in expr.children if isinstance(c, TypeName)]
-    if isinstance(expr, TypeOr) and len(names) == len(expr.children):
+    names = [c.iri for c in expr.children if isinstance(c, ast.TypeName)]
+    if isinstance(expr, ast.TypeOr) and len(names) == len(expr.children):
         return sql.SQL("e.types && %s::text[]"), [names]
-    assert isinstance(expr, TypeAnd | TypeOr)
+    assert isinstance(expr, ast.TypeAnd | ast.TypeOr)
     return _join(
-        [type_condition(c) for c in expr.children], "AND" if isinstance(expr, TypeAnd) else "OR"
+        [type_condition(c) for c in expr.children], "AND" if isinstance(expr, ast.TypeAnd) else "OR"
     )
 
 
@@ -118,20 +99,20 @@ def selectors_condition(selectors: tuple[EntitySelector, ...]) -> tuple[Cond | N
 # --------------------------------------------------------------------------- q
 
 
-def q_condition(expr: QExpr, schema: str) -> Cond | None:
+def q_condition(expr: ast.QExpr, schema: str) -> Cond | None:
     """A condition every entity selected by ``expr`` meets, or None when nothing narrows."""
-    if isinstance(expr, And):
+    if isinstance(expr, ast.And):
         parts = [c for c in (q_condition(child, schema) for child in expr.children) if c]
         return _join(parts, "AND") if parts else None
-    if isinstance(expr, Or):
+    if isinstance(expr, ast.Or):
         alternatives = [q_condition(child, schema) for child in expr.children]
         if any(a is None for a in alternatives):
             return None
         return _join([a for a in alternatives if a is not None], "OR")
-    if not isinstance(expr, Exists | Comparison | Pattern) or expr.path.is_entity_member:
+    if not isinstance(expr, ast.Exists | ast.Comparison | ast.Pattern) or expr.path.is_entity_member:
         return None  # negations; createdAt/modifiedAt (temporal comparisons)
     has_attr: Cond = (sql.SQL("e.attrs @> %s::text[]"), [[expr.path.attr]])
-    if isinstance(expr, Comparison) and _plain(expr.path):
+    if isinstance(expr, ast.Comparison) and _plain(expr.path):
         indexed = _indexed_test(expr, schema)
         if indexed is not None:
             return indexed
@@ -146,7 +127,7 @@ def q_condition(expr: QExpr, schema: str) -> Cond | None:
     return has_attr
 
 
-def _indexed_test(expr: Comparison, schema: str) -> Cond | None:
+def _indexed_test(expr: ast.Comparison, schema: str) -> Cond | None:
     """``e.pk IN`` the ``attr_values`` rows that could satisfy ``expr``
     (``storage.index_values.value_test``), or None."""
     test = value_test(expr)
@@ -169,51 +150,51 @@ def _indexed_test(expr: Comparison, schema: str) -> Cond | None:
     )
 
 
-def _plain(path: AttrPath) -> bool:
+def _plain(path: ast.AttrPath) -> bool:
     return not path.sub and not path.compound and path.linked is None
 
 
-def _value_test(expr: Comparison) -> tuple[str, dict[str, Any]] | None:
+def _value_test(expr: ast.Comparison) -> tuple[str, dict[str, Any]] | None:
     """(jsonpath, variables) true for an attribute whose instances could satisfy ``expr``."""
     variables: dict[str, Any] = {}
 
-    def var(scalar: Scalar) -> str:
+    def var(scalar: ast.Scalar) -> str:
         name = f"v{len(variables)}"
         variables[name] = scalar.value
         return "$" + name
 
     value, op = expr.value, expr.op
-    if isinstance(value, Scalar):
-        if not _sql_comparable(value, ordered=op is not Op.EQ) or op is Op.NE:
+    if isinstance(value, ast.Scalar):
+        if not _sql_comparable(value, ordered=op is not ast.Op.EQ) or op is ast.Op.NE:
             return None
         test = f"@ {_JSONPATH_OPS[op]} {var(value)}"
-    elif op is not Op.EQ:
+    elif op is not ast.Op.EQ:
         return None
-    elif isinstance(value, ValueList):
+    elif isinstance(value, ast.ValueList):
         if not all(_sql_comparable(item, ordered=False) for item in value.items):
             return None
         test = " || ".join(f"@ == {var(item)}" for item in value.items)
     else:
-        assert isinstance(value, Range)
-        if value.low.kind is not ValueKind.NUMBER or value.high.kind is not ValueKind.NUMBER:
+        assert isinstance(value, ast.Range)
+        if value.low.kind is not ast.ValueKind.NUMBER or value.high.kind is not ast.ValueKind.NUMBER:
             return None
         test = f"@ >= {var(value.low)} && @ <= {var(value.high)}"
     members = " || ".join(f"exists(@.{m} ? ({test}))" for m in _MEMBERS)
     return f"$[*] ? ({members})", variables
 
 
-def _sql_comparable(value: Scalar, *, ordered: bool) -> bool:
+def _sql_comparable(value: ast.Scalar, *, ordered: bool) -> bool:
     """Whether jsonpath compares this literal as core.query.evaluate does.
 
     Numbers always; booleans for equality; strings for equality unless they read as
     date-times (then two date-time strings compare as instants, not as text).
     """
-    if value.kind is ValueKind.NUMBER:
+    if value.kind is ast.ValueKind.NUMBER:
         return True
-    if value.kind is ValueKind.BOOLEAN:
+    if value.kind is ast.ValueKind.BOOLEAN:
         return not ordered
-    if value.kind in (ValueKind.STRING, ValueKind.URI) and isinstance(value.value, str):
-        return not ordered and parse_datetime(value.value) is None
+    if value.kind in (ast.ValueKind.STRING, ast.ValueKind.URI) and isinstance(value.value, str):
+        return not ordered and ast.parse_datetime(value.value) is None
     return False
 
 

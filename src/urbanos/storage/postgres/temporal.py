@@ -8,25 +8,24 @@ grouped by PostgreSQL (``(ts - origin) / period``), scanning only the periods a 
 calendar periods (months, years) aggregate one period after the other.
 
 Column names come from the closed ``COLUMN`` table and aggregate expressions from
-``AGGREGATE_SQL``; every value is a bound parameter.
+``DIALECT.aggregates``; every value is a bound parameter. The history reads (pages, lastN,
+periods) are the plans of ``storage/temporal_plans.py``, shared with SQLite.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
 from psycopg import AsyncConnection
 
+import urbanos.storage.temporal_plans as plans
 from urbanos.core.temporal import (
-    Aggregation,
     NewInstance,
-    TemporalQuery,
     derive_instances,
 )
-from urbanos.core.temporal_render import AggregatedSeries, Bucket, EntityHistory, Series
+from urbanos.core.temporal_render import Bucket, EntityHistory
 from urbanos.core.timeutil import now_iso
 from urbanos.storage.base import Write
 from urbanos.storage.temporal import (
@@ -37,13 +36,10 @@ from urbanos.storage.temporal import (
     TemporalEntity,
 )
 from urbanos.storage.temporal_rows import (
-    COLUMN,
-    STDDEV_SQL,
     dataset_key,
     entity_row,
     instance_columns,
     instance_from_row,
-    window_sql,
 )
 from urbanos.types import JSONObject
 
@@ -52,15 +48,29 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresTemporalStore"]
 
-#: aggregate method -> SQL expression over the period's rows
-AGGREGATE_SQL = {
-    "totalCount": "count(*)", "distinctCount": "count(DISTINCT coalesce(num::text, val))",
-    "sum": "sum(num)", "avg": "avg(num)", "min": "min(num)", "max": "max(num)",
-    "sumsq": "sum(num * num)",
-}
 _I = "urbanos.temporal_instances"
 _S = "urbanos.temporal_series"
 _E = "urbanos.temporal_entities"
+R = TypeVar("R")
+
+
+def _number(value: Any) -> Any:
+    """numeric/bigint aggregates as Python numbers like SQLite's (int counts, float sums)."""
+    if value is None or isinstance(value, int | float):
+        return value
+    return float(value)
+
+
+DIALECT = plans.Dialect(
+    instances=_I, mark="%s",
+    aggregates={
+        "totalCount": "count(*)", "distinctCount": "count(DISTINCT coalesce(num::text, val))",
+        "sum": "sum(num)", "avg": "avg(num)", "min": "min(num)", "max": "max(num)",
+        "sumsq": "sum(num * num)",
+    },
+    period_number="floor(({col} - %s)::numeric / %s)::bigint",
+    number=_number,
+)
 
 
 async def _all(conn: AsyncConnection, query: str, params: Iterable[Any] = ()) -> list[Any]:
@@ -74,10 +84,13 @@ async def _one(conn: AsyncConnection, query: str, params: Iterable[Any] = ()) ->
 
 
 class PostgresTemporalStore:
+    """History tables beside the entities; registers its write hook on the store."""
+
     def __init__(self, store: PostgresStore, clock: Callable[[], str] = now_iso) -> None:
         self.db = store.db
         self.clock = clock
         self.directives = Directives()
+        store.write_hooks.append(self.record)
 
     async def open(self) -> None:
         return None  # the catalog migrations ran when the entity store opened
@@ -181,31 +194,20 @@ class PostgresTemporalStore:
     async def window(
         self, tenant: str, entity_ids: list[str], request: HistoryRequest
     ) -> dict[str, dict[str, list[JSONObject]]]:
-        out: dict[str, dict[str, list[JSONObject]]] = {}
-        where, params = window_sql(request.query, "%s")
-        col = COLUMN[request.query.timeproperty]
-        async with self.db.connection() as conn:
-            for eid, attr, _, spk in await _series(conn, tenant, entity_ids, request):
-                rows = await _all(
-                    conn, f"SELECT pk, doc FROM {_I} WHERE series = %s{where} ORDER BY {col}, pk",
-                    (spk, *params))
-                found = [instance_from_row(pk, doc) for pk, doc in rows]
-                if found:
-                    out.setdefault(eid, {}).setdefault(attr, []).extend(found)
-        return out
+        return await self._over_series(tenant, entity_ids, request, plans.window)
 
     async def with_instances(
         self, tenant: str, entity_ids: list[str], request: HistoryRequest
     ) -> set[str]:
-        where, params = window_sql(request.query, "%s")
-        out: set[str] = set()
+        return await self._over_series(tenant, entity_ids, request, plans.with_instances)
+
+    async def _over_series(
+        self, tenant: str, entity_ids: list[str], request: HistoryRequest,
+        plan: Callable[[list[plans.SeriesRow], HistoryRequest, plans.Dialect], plans.Plan[R]],
+    ) -> R:
         async with self.db.connection() as conn:
-            for eid, _, _, spk in await _series(conn, tenant, entity_ids, request):
-                if eid not in out and await _one(
-                    conn, f"SELECT 1 FROM {_I} WHERE series = %s{where} LIMIT 1", (spk, *params)
-                ):
-                    out.add(eid)
-        return out
+            series = await _series(conn, tenant, entity_ids, request)
+            return await _run(conn, plan(series, request, DIALECT))
 
     async def history(
         self, tenant: str, entity_ids: list[str], request: HistoryRequest
@@ -311,174 +313,56 @@ async def _series(conn: AsyncConnection, tenant: str, entity_ids: list[str],
 
 async def _history(conn: AsyncConnection, tenant: str, entity_ids: list[str],
                    request: HistoryRequest) -> list[EntityHistory]:
-    out = {h.id: EntityHistory(h.id, h.types) for _, h in await _headers(conn, tenant, entity_ids)}
-    for eid, attr, dataset, spk in await _series(conn, tenant, entity_ids, request):
-        history = out.get(eid)
-        if history is None:
-            continue
-        if request.aggregation is not None:
-            found = await _aggregate(conn, spk, request, request.aggregation)
-            if found is not None:
-                buckets, truncated, kind = found
-                history.aggregated.append(AggregatedSeries(attr, dataset, kind, buckets,
-                                                           truncated))
-        else:
-            instances, times, truncated = await _instances(conn, spk, request)
-            if instances:
-                history.series.append(Series(attr, dataset, instances, truncated, times))
-    return [out[i] for i in entity_ids if i in out]
+    headers = await _headers(conn, tenant, entity_ids)
+    series = await _series(conn, tenant, entity_ids, request)
+    return await _run(conn, plans.history(entity_ids, headers, series, request, DIALECT,
+                                          _calendar))
 
 
-def _page_size(request: HistoryRequest) -> tuple[int, bool]:
-    """How many rows to keep per series, and whether more means the limit cut it."""
-    last_n, limit = request.query.last_n, request.limit
-    return min(limit, last_n or limit), last_n is None or last_n > limit
+async def _run(conn: AsyncConnection, plan: plans.Plan[R]) -> R:
+    """Answer a shared plan's reads on this connection; its result."""
+    try:
+        query, params, every = next(plan)
+        while True:
+            found = await (_all if every else _one)(conn, query, params)
+            query, params, every = plan.send(found)
+    except StopIteration as done:
+        return cast(R, done.value)
 
 
-async def _instances(conn: AsyncConnection, spk: int, request: HistoryRequest,
-                     ) -> tuple[list[JSONObject], list[int | None], bool]:
-    query = request.query
-    col = COLUMN[query.timeproperty]
-    where, params = window_sql(query, "%s")
-    keep, cut_by_limit = _page_size(request)
-    order = "DESC" if query.last_n else "ASC"
-    rows = await _all(
-        conn,
-        f"SELECT pk, doc, {col} FROM {_I} WHERE series = %s{where}"
-        f" ORDER BY {col} {order}, pk {order} LIMIT %s",
-        (spk, *params, keep + 1),
-    )
-    truncated = cut_by_limit and len(rows) > keep
-    rows = rows[:keep]
-    if query.last_n:
-        rows.reverse()
-    return [instance_from_row(pk, doc) for pk, doc, _ in rows], [t for _, _, t in rows], truncated
-
-
-async def _aggregate(conn: AsyncConnection, spk: int, request: HistoryRequest,
-                     aggregation: Aggregation) -> tuple[list[Bucket], bool, str] | None:
-    query = request.query
-    col = COLUMN[query.timeproperty]
-    where, params = window_sql(query, "%s")
-    first = await _one(conn, f"SELECT {col}, doc FROM {_I} WHERE series = %s{where}"
-                       f" ORDER BY {col} LIMIT 1", (spk, *params))
-    if first is None:
-        return None
-    last = await _one(conn, f"SELECT {col}, doc FROM {_I} WHERE series = %s{where}"
-                      f" ORDER BY {col} DESC LIMIT 1", (spk, *params))
-    kind = str(orjson.loads(last[1]).get("type", "Property"))
-    methods = aggregation.methods
-    exprs = [AGGREGATE_SQL[m] for m in methods if m in AGGREGATE_SQL]
-    if "stddev" in methods:
-        exprs.extend(STDDEV_SQL)
-    select = ", ".join(exprs)
-    origin = query.start if query.start is not None else first[0]
-    period = aggregation.period
-    keep, cut_by_limit = _page_size(request)
-    backwards = bool(query.last_n)
-    if period.zero:
-        row = await _one(conn, f"SELECT 0, {select} FROM {_I} WHERE series = %s{where}",
-                         (spk, *params))
-        end = query.end if query.end is not None else last[0]
-        return [_bucket(origin, end, row[1:], methods)], False, kind
-    if period.months:
-        buckets = await _calendar_periods(conn, spk, col, select, origin, aggregation,
-                                          (first[0], last[0]), query, keep + 1, backwards)
-    else:
-        rows = await _scan_periods(conn, spk, col, select, origin, period.micros,
-                                   (first[0], last[0]), query, keep + 1, backwards)
-        buckets = [_bucket(origin + b * period.micros, origin + (b + 1) * period.micros,
-                           r, methods) for b, *r in rows]
-    truncated = cut_by_limit and len(buckets) > keep
-    buckets = buckets[:keep]
-    if backwards:
-        buckets.reverse()
-    return buckets, truncated, kind
-
-
-async def _calendar_periods(conn: AsyncConnection, spk: int, col: str, select: str,
-                            origin: int, aggregation: Aggregation, extent: tuple[int, int],
-                            query: TemporalQuery, wanted: int,
-                            backwards: bool) -> list[Bucket]:
-    """Months and years have no fixed length: walk the periods from ``origin`` over the
+def _calendar(p: plans.Periods) -> plans.Plan[list[Bucket]]:
+    """Months and years have no fixed length: walk the periods from the origin over the
     series' extent and aggregate each non-empty one (a handful per page)."""
-    period = aggregation.period
-    edges = [origin]
-    while edges[-1] <= extent[1]:
+    period, query = p.aggregation.period, p.query
+    edges = [p.origin]
+    while edges[-1] <= p.extent[1]:
         edges.append(period.add_to(edges[-1]))
-    spans = [(lo, hi) for lo, hi in zip(edges, edges[1:], strict=False) if hi > extent[0]]
-    if backwards:
+    spans = [(lo, hi) for lo, hi in zip(edges, edges[1:], strict=False) if hi > p.extent[0]]
+    if p.backwards:
         spans.reverse()
     out: list[Bucket] = []
     for lo, hi in spans:
         floor = max(lo, query.start) if query.start is not None else lo
         ceiling = min(hi, query.end) if query.end is not None else hi
-        row = await _one(conn, f"SELECT count(*), {select} FROM {_I} WHERE series = %s"
-                         f" AND {col} >= %s AND {col} < %s", (spk, floor, ceiling))
+        row = yield (f"SELECT count(*), {p.select} FROM {_I} WHERE series = %s"
+                     f" AND {p.col} >= %s AND {p.col} < %s", (p.series, floor, ceiling), False)
         if row[0]:
-            out.append(_bucket(lo, hi, row[1:], aggregation.methods))
-            if len(out) >= wanted:
+            out.append(plans.bucket(lo, hi, row[1:], p.aggregation.methods, DIALECT))
+            if len(out) >= p.wanted:
                 break
     return out
 
 
-async def _scan_periods(conn: AsyncConnection, spk: int, col: str, select: str, origin: int,
-                        period: int, extent: tuple[int, int], query: TemporalQuery,
-                        wanted: int, backwards: bool) -> list[tuple[Any, ...]]:
-    """Group fixed-length periods, reading only as many periods as ``wanted`` still needs
-    and seeking over gaps through the index (as the SQLite store does)."""
-    first, last = extent
-    low_edge = origin + (first - origin) // period * period
-    high_edge = origin + ((last - origin) // period + 1) * period
-    floor = max(low_edge, query.start) if query.start is not None else low_edge
-    ceiling = min(high_edge, query.end) if query.end is not None else high_edge
-    group = (f"SELECT floor(({col} - %s)::numeric / %s)::bigint AS b, {select} FROM {_I}"
-             f" WHERE series = %s AND {col} >= %s AND {col} < %s GROUP BY b ORDER BY b")
-    rows: list[tuple[Any, ...]] = []
-    if not backwards:
-        lo = low_edge
-        while len(rows) < wanted and lo < ceiling:
-            hi = min(ceiling, lo + (wanted - len(rows)) * period)
-            rows += await _all(conn, group, (origin, period, spk, max(lo, floor), hi))
-            following = await _one(
-                conn, f"SELECT {col} FROM {_I} WHERE series = %s AND {col} >= %s"
-                f" AND {col} < %s ORDER BY {col} LIMIT 1", (spk, hi, ceiling))
-            if following is None:
-                break
-            lo = origin + (following[0] - origin) // period * period
-        return rows[:wanted]
-    hi = high_edge
-    while len(rows) < wanted and hi > floor:
-        lo = max(floor, hi - (wanted - len(rows)) * period)
-        rows += await _all(conn, group + " DESC", (origin, period, spk, lo, min(hi, ceiling)))
-        preceding = await _one(
-            conn, f"SELECT {col} FROM {_I} WHERE series = %s AND {col} < %s"
-            f" AND {col} >= %s ORDER BY {col} DESC LIMIT 1", (spk, lo, floor))
-        if preceding is None:
-            break
-        hi = origin + ((preceding[0] - origin) // period + 1) * period
-    return rows[:wanted]
 
 
-def _number(value: Any) -> Any:
-    """numeric/bigint aggregates as Python numbers like SQLite's (int counts, float sums)."""
-    if value is None or isinstance(value, int | float):
-        return value
-    return float(value)
 
 
-def _bucket(start: int, end: int, row: Iterable[Any], methods: tuple[str, ...]) -> Bucket:
-    values = [_number(v) for v in row]
-    out: dict[str, Any] = {}
-    pos = 0
-    for m in methods:
-        if m in AGGREGATE_SQL:
-            out[m] = values[pos]
-            pos += 1
-    if "stddev" in methods:
-        n, total, squares = values[pos:pos + 3]
-        out["stddev"] = (math.sqrt(max(0.0, squares / n - (total / n) ** 2)) if n else None)
-    return Bucket(start, end, {m: out.get(m) for m in methods})
+
+
+
+
+
+
 
 
 async def _insert(conn: AsyncConnection,

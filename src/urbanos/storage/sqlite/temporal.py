@@ -30,30 +30,25 @@ SQL function, since their length varies.
 
 from __future__ import annotations
 
-import math
 import sqlite3
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
 
+import urbanos.storage.temporal_plans as plans
 from urbanos.core.temporal import (
-    Aggregation,
     Duration,
     NewInstance,
-    TemporalQuery,
     derive_instances,
 )
 from urbanos.core.temporal_render import (
-    AggregatedSeries,
     Bucket,
     EntityHistory,
-    Series,
     bucket_start,
 )
 from urbanos.core.timeutil import now_iso
 from urbanos.storage.base import Write
-from urbanos.storage.sqlite.database import Database
 from urbanos.storage.sqlite.names import ID, Names, ids_in
 from urbanos.storage.sqlite.names import SCHEMA as NAMES_SCHEMA
 from urbanos.storage.temporal import (
@@ -64,15 +59,15 @@ from urbanos.storage.temporal import (
     TemporalEntity,
 )
 from urbanos.storage.temporal_rows import (
-    COLUMN,
-    STDDEV_SQL,
     dataset_key,
     entity_row,
     instance_columns,
     instance_from_row,
-    window_sql,
 )
 from urbanos.types import JSONObject
+
+if TYPE_CHECKING:
+    from urbanos.storage.sqlite import SqliteStore
 
 SERIES_TABLE = """CREATE TABLE IF NOT EXISTS temporal_series (
         pk INTEGER PRIMARY KEY, entity INTEGER NOT NULL, attr INTEGER NOT NULL,
@@ -91,32 +86,27 @@ SCHEMA = [
     """CREATE INDEX IF NOT EXISTS temporal_instances_observed
         ON temporal_instances (series, observed_ts)""",
 ]
-#: aggregate method -> SQL expression over the period's rows
-AGGREGATE_SQL = {
-    "totalCount": "count(*)", "distinctCount": "count(DISTINCT coalesce(num, val))",
-    "sum": "sum(num)", "avg": "avg(num)", "min": "min(num)", "max": "max(num)",
-    "sumsq": "sum(num * num)",
-}
-
-
-
-
-
-
-
-
-
-
-
-
+DIALECT = plans.Dialect(
+    instances="temporal_instances", mark="?",
+    aggregates={
+        "totalCount": "count(*)", "distinctCount": "count(DISTINCT coalesce(num, val))",
+        "sum": "sum(num)", "avg": "avg(num)", "min": "min(num)", "max": "max(num)",
+        "sumsq": "sum(num * num)",
+    },
+    period_number="({col} - ?) / ?",
+)
+R = TypeVar("R")
 
 
 class SqliteTemporalStore:
-    def __init__(self, db: Database, names: Names, clock: Callable[[], str] = now_iso) -> None:
-        self.db = db
-        self.names = names  # the entity store's: writes run on the same writer thread
+    """History tables in the SQLite store's file; registers its hook on the store."""
+
+    def __init__(self, store: SqliteStore, clock: Callable[[], str] = now_iso) -> None:
+        self.db = store.db
+        self.names = store.names  # the entity store's: writes run on the same writer thread
         self.clock = clock
         self.directives = Directives()
+        store.write_hooks.append(self.record)
 
     async def open(self) -> None:
         def migrate(conn: sqlite3.Connection) -> None:
@@ -206,34 +196,20 @@ class SqliteTemporalStore:
     async def window(
         self, tenant: str, entity_ids: list[str], request: HistoryRequest
     ) -> dict[str, dict[str, list[JSONObject]]]:
-        def run(conn: sqlite3.Connection) -> dict[str, dict[str, list[JSONObject]]]:
-            out: dict[str, dict[str, list[JSONObject]]] = {}
-            where, params = window_sql(request.query, "?")
-            col = COLUMN[request.query.timeproperty]
-            for eid, attr, _, spk in _series(conn, tenant, entity_ids, request):
-                rows = conn.execute(
-                    f"SELECT pk, doc FROM temporal_instances WHERE series = ?{where}"
-                    f" ORDER BY {col}, pk", (spk, *params))
-                found = [instance_from_row(pk, doc) for pk, doc in rows]
-                if found:
-                    out.setdefault(eid, {}).setdefault(attr, []).extend(found)
-            return out
-
-        return await self.db.read(run)
+        return await self._over_series(tenant, entity_ids, request, plans.window)
 
     async def with_instances(
         self, tenant: str, entity_ids: list[str], request: HistoryRequest
     ) -> set[str]:
-        def run(conn: sqlite3.Connection) -> set[str]:
-            where, params = window_sql(request.query, "?")
-            out: set[str] = set()
-            for eid, _, _, spk in _series(conn, tenant, entity_ids, request):
-                if eid not in out and conn.execute(
-                    f"SELECT 1 FROM temporal_instances WHERE series = ?{where} LIMIT 1",
-                    (spk, *params),
-                ).fetchone():
-                    out.add(eid)
-            return out
+        return await self._over_series(tenant, entity_ids, request, plans.with_instances)
+
+    async def _over_series(
+        self, tenant: str, entity_ids: list[str], request: HistoryRequest,
+        plan: Callable[[list[plans.SeriesRow], HistoryRequest, plans.Dialect], plans.Plan[R]],
+    ) -> R:
+        def run(conn: sqlite3.Connection) -> R:
+            series = list(_series(conn, tenant, entity_ids, request))
+            return _run(conn, plan(series, request, DIALECT))
 
         return await self.db.read(run)
 
@@ -355,148 +331,44 @@ def _history(conn: sqlite3.Connection, tenant: str, entity_ids: list[str],
              request: HistoryRequest) -> list[EntityHistory]:
     if not entity_ids:
         return []
-    out = {h.id: EntityHistory(h.id, h.types) for _, h in _headers(conn, tenant, entity_ids)}
-    for eid, attr, dataset, spk in _series(conn, tenant, entity_ids, request):
-        history = out.get(eid)
-        if history is None:
-            continue
-        if request.aggregation is not None:
-            found = _aggregate(conn, spk, request, request.aggregation)
-            if found is not None:
-                buckets, truncated, kind = found
-                history.aggregated.append(AggregatedSeries(attr, dataset, kind, buckets,
-                                                           truncated))
-        else:
-            instances, times, truncated = _instances(conn, spk, request)
-            if instances:
-                history.series.append(Series(attr, dataset, instances, truncated, times))
-    return [out[i] for i in entity_ids if i in out]
-
-
-def _page_size(request: HistoryRequest) -> tuple[int, bool]:
-    """How many rows to keep per series, and whether more means the limit cut it."""
-    last_n, limit = request.query.last_n, request.limit
-    return min(limit, last_n or limit), last_n is None or last_n > limit
-
-
-def _instances(conn: sqlite3.Connection, spk: int,
-               request: HistoryRequest) -> tuple[list[JSONObject], list[int | None], bool]:
-    query = request.query
-    col = COLUMN[query.timeproperty]
-    where, params = window_sql(query, "?")
-    keep, cut_by_limit = _page_size(request)
-    order = "DESC" if query.last_n else "ASC"
-    rows = conn.execute(
-        f"SELECT pk, doc, {col} FROM temporal_instances WHERE series = ?{where}"
-        f" ORDER BY {col} {order}, pk {order} LIMIT ?",
-        (spk, *params, keep + 1),
-    ).fetchall()
-    truncated = cut_by_limit and len(rows) > keep
-    rows = rows[:keep]
-    if query.last_n:
-        rows.reverse()
-    return [instance_from_row(pk, doc) for pk, doc, _ in rows], [t for _, _, t in rows], truncated
-
-
-def _aggregate(conn: sqlite3.Connection, spk: int, request: HistoryRequest,
-               aggregation: Aggregation) -> tuple[list[Bucket], bool, str] | None:
-    query = request.query
-    col = COLUMN[query.timeproperty]
-    where, params = window_sql(query, "?")
-    first = conn.execute(f"SELECT {col}, doc FROM temporal_instances WHERE series = ?{where}"
-                         f" ORDER BY {col} LIMIT 1", (spk, *params)).fetchone()
-    if first is None:
-        return None
-    last = conn.execute(f"SELECT {col}, doc FROM temporal_instances WHERE series = ?{where}"
-                        f" ORDER BY {col} DESC LIMIT 1", (spk, *params)).fetchone()
-    kind = str(orjson.loads(last[1]).get("type", "Property"))
-    methods = aggregation.methods
-    exprs = [AGGREGATE_SQL[m] for m in methods if m in AGGREGATE_SQL]
-    if "stddev" in methods:
-        exprs.extend(STDDEV_SQL)
-    select = ", ".join(exprs)
-    origin = query.start if query.start is not None else first[0]
-    period = aggregation.period
-    keep, cut_by_limit = _page_size(request)
-    backwards = bool(query.last_n)
-    order = "DESC" if backwards else "ASC"
-    if period.zero:
-        row = conn.execute(f"SELECT 0, {select} FROM temporal_instances WHERE series = ?{where}",
-                           (spk, *params)).fetchone()
-        end = query.end if query.end is not None else last[0]
-        return [_bucket(origin, end, row[1:], methods)], False, kind
-    if period.months:
+    if request.aggregation is not None and request.aggregation.period.months:
         conn.create_function("temporal_bucket", 4, _calendar_bucket, deterministic=True)
-        rows = conn.execute(
-            f"SELECT temporal_bucket({col}, ?, ?, ?) AS b, {select} FROM temporal_instances"
-            f" WHERE series = ?{where} GROUP BY b ORDER BY b {order} LIMIT ?",
-            (origin, period.months, period.micros, spk, *params, keep + 1),
-        ).fetchall()
-        buckets = [_bucket(r[0], period.add_to(r[0]), r[1:], methods) for r in rows]
-    else:
-        rows = _scan_periods(conn, spk, col, select, origin, period.micros,
-                             (first[0], last[0]), query, keep + 1, backwards)
-        buckets = [_bucket(origin + b * period.micros, origin + (b + 1) * period.micros,
-                           r, methods) for b, *r in rows]
-    truncated = cut_by_limit and len(buckets) > keep
-    buckets = buckets[:keep]
-    if backwards:
-        buckets.reverse()
-    return buckets, truncated, kind
+    headers = _headers(conn, tenant, entity_ids)
+    series = list(_series(conn, tenant, entity_ids, request))
+    return _run(conn, plans.history(entity_ids, headers, series, request, DIALECT, _calendar))
 
 
-def _scan_periods(conn: sqlite3.Connection, spk: int, col: str, select: str, origin: int,
-                  period: int, extent: tuple[int, int], query: TemporalQuery, wanted: int,
-                  backwards: bool) -> list[tuple[Any, ...]]:
-    """Group fixed-length periods, reading only as many periods as ``wanted`` still needs
-    and seeking over gaps through the index, so a page costs ``wanted`` periods of rows
-    whatever the length of the series."""
-    first, last = extent
-    low_edge = origin + (first - origin) // period * period
-    high_edge = origin + ((last - origin) // period + 1) * period
-    floor = max(low_edge, query.start) if query.start is not None else low_edge
-    ceiling = min(high_edge, query.end) if query.end is not None else high_edge
-    group = (f"SELECT ({col} - ?) / ? AS b, {select} FROM temporal_instances"
-             f" WHERE series = ? AND {col} >= ? AND {col} < ? GROUP BY b ORDER BY b")
-    rows: list[tuple[Any, ...]] = []
-    if not backwards:
-        lo = low_edge
-        while len(rows) < wanted and lo < ceiling:
-            hi = min(ceiling, lo + (wanted - len(rows)) * period)
-            rows += conn.execute(group, (origin, period, spk, max(lo, floor), hi)).fetchall()
-            following = conn.execute(
-                f"SELECT {col} FROM temporal_instances WHERE series = ? AND {col} >= ?"
-                f" AND {col} < ? ORDER BY {col} LIMIT 1", (spk, hi, ceiling)).fetchone()
-            if following is None:
-                break
-            lo = origin + (following[0] - origin) // period * period
-        return rows[:wanted]
-    hi = high_edge
-    while len(rows) < wanted and hi > floor:
-        lo = max(floor, hi - (wanted - len(rows)) * period)
-        found = conn.execute(group + " DESC", (origin, period, spk, lo, min(hi, ceiling)))
-        rows += found.fetchall()
-        preceding = conn.execute(
-            f"SELECT {col} FROM temporal_instances WHERE series = ? AND {col} < ?"
-            f" AND {col} >= ? ORDER BY {col} DESC LIMIT 1", (spk, lo, floor)).fetchone()
-        if preceding is None:
-            break
-        hi = origin + ((preceding[0] - origin) // period + 1) * period
-    return rows[:wanted]
+def _run(conn: sqlite3.Connection, plan: plans.Plan[R]) -> R:
+    """Answer a shared plan's reads on this connection; its result."""
+    try:
+        sql, params, every = next(plan)
+        while True:
+            cur = conn.execute(sql, params)
+            sql, params, every = plan.send(cur.fetchall() if every else cur.fetchone())
+    except StopIteration as done:
+        return cast(R, done.value)
 
 
-def _bucket(start: int, end: int, row: Iterable[Any], methods: tuple[str, ...]) -> Bucket:
-    values = list(row)
-    out: dict[str, Any] = {}
-    pos = 0
-    for m in methods:
-        if m in AGGREGATE_SQL:
-            out[m] = values[pos]
-            pos += 1
-    if "stddev" in methods:
-        n, total, squares = values[pos:pos + 3]
-        out["stddev"] = (math.sqrt(max(0.0, squares / n - (total / n) ** 2)) if n else None)
-    return Bucket(start, end, {m: out.get(m) for m in methods})
+def _calendar(p: plans.Periods) -> plans.Plan[list[Bucket]]:
+    """Calendar periods bucketed in SQL by ``temporal_bucket`` (registered for the read)."""
+    period = p.aggregation.period
+    order = "DESC" if p.backwards else "ASC"
+    rows = yield (
+        f"SELECT temporal_bucket({p.col}, ?, ?, ?) AS b, {p.select} FROM temporal_instances"
+        f" WHERE series = ?{p.where} GROUP BY b ORDER BY b {order} LIMIT ?",
+        (p.origin, period.months, period.micros, p.series, *p.params, p.wanted), True)
+    return [plans.bucket(r[0], period.add_to(r[0]), r[1:], p.aggregation.methods, DIALECT)
+            for r in rows]
+
+
+
+
+
+
+
+
+
+
 
 
 def _calendar_bucket(ts: int, origin: int, months: int, micros: int) -> int:
