@@ -38,6 +38,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("context_max_depth", 8, "deepest chain of @context documents importing others"),
     Setting("outbound_policy", "default", "outbound URL policy: default or strict (production)"),
     Setting("outbound_allow", "", "comma-separated CIDR ranges exempt from the outbound policy"),
+    Setting("sqlite_synchronous", "full",
+            "SQLite durability: full (acknowledged writes survive power loss) or normal "
+            "(they survive a killed process; the last ones may roll back on power loss)"),
     Setting("workers_read", 4, "reader connections (SQLite threads; PostgreSQL pool size - 4)"),
     Setting("public_url", "", "base URL clients reach the broker at; default http://HOST:PORT"),
     Setting("notify_timeout", 10.0, "seconds allowed for sending one notification"),
@@ -70,6 +73,7 @@ class Settings:
     context_max_depth: int = 8
     outbound_policy: str = "default"
     outbound_allow: str = ""
+    sqlite_synchronous: str = "full"
     workers_read: int = 4
     public_url: str = ""
     notify_timeout: float = 10.0

@@ -40,7 +40,9 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.started = time.monotonic()  # for contextSourceUptime (clause 5.2.40)
-        the_store = store or open_store(settings.store, readers=settings.workers_read)
+        the_store = store or open_store(
+            settings.store, readers=settings.workers_read, synchronous=settings.sqlite_synchronous
+        )
         await the_store.open()
         policy = OutboundPolicy.from_strings(settings.outbound_policy, settings.outbound_allow)
         contexts = ContextService(
