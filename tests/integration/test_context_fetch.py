@@ -372,15 +372,15 @@ async def test_unknown_identifiers(service: ContextService) -> None:
 
 async def test_implicitly_created_contexts(service: ContextService, server: ContextServer) -> None:
     context = [server.url("/ctx.jsonld"), {"Vehicle": EX + "Vehicle"}]
-    url = service.link_url(context)
-    assert url == service.link_url(list(context))  # one entry per distinct @context
-    assert service.link_url(server.url("/ctx.jsonld")) == server.url("/ctx.jsonld")
-    assert service.link_url(None) == CORE_CONTEXT_URL
-    assert service.link_url([server.url("/ctx.jsonld")]) == server.url("/ctx.jsonld")
+    url = await service.link_url(context)
+    assert url == await service.link_url(list(context))  # one entry per distinct @context
+    assert await service.link_url(server.url("/ctx.jsonld")) == server.url("/ctx.jsonld")
+    assert await service.link_url(None) == CORE_CONTEXT_URL
+    assert await service.link_url([server.url("/ctx.jsonld")]) == server.url("/ctx.jsonld")
     [details] = await service.list(details=True, kind="ImplicitlyCreated")
     assert details["URL"] == url and details["kind"] == "ImplicitlyCreated"
     assert await service.get(details["localId"]) == {"@context": context}
-    service.link_url(context)  # handing out the URL again is not a hit
+    await service.link_url(context)  # handing out the URL again is not a hit
     assert (await service.get(details["localId"], details=True))["numberOfHits"] == 1
     terms = await service.term_map(url)
     assert terms.expand("Vehicle") == EX + "Vehicle" and terms.expand("speed") == EX + "speed"
@@ -389,7 +389,7 @@ async def test_implicitly_created_contexts(service: ContextService, server: Cont
     await service.delete(details["localId"])
     assert await service.list(kind="ImplicitlyCreated") == []
     with pytest.raises(BadRequestData):
-        service.link_url({"bad": {"@id": 1}})
+        await service.link_url({"bad": {"@id": 1}})
 
 
 async def test_tenants_are_isolated(service: ContextService) -> None:

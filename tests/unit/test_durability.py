@@ -1,17 +1,22 @@
 """What an acknowledged SQLite write survives: the ``synchronous`` level every connection of
-the store runs at (FULL by default: power loss; NORMAL when configured: a killed process)."""
+the store runs at (FULL by default: power loss; NORMAL when configured: a killed process),
+and @context URLs handed out only once their entry is committed."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from starlette.applications import Starlette
 
-from tests.conftest import _lifespan
+from tests.conftest import CORE, _lifespan
 from urbanos.http.app import create_app
+from urbanos.outbound import OutboundPolicy
+from urbanos.services.contexts import ContextService
 from urbanos.settings import Settings
 from urbanos.storage import open_store
 from urbanos.storage.base import Write
@@ -70,3 +75,28 @@ async def test_the_setting_reaches_the_store_of_the_app(
 def test_an_unknown_level_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="synchronous must be one of full, normal"):
         Database(tmp_path / "x.db", synchronous="off")
+
+
+async def test_an_implicitly_created_context_is_stored_before_its_url_is_returned(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "c.db")
+    await store.open()
+    contexts = ContextService(OutboundPolicy(), store=store.contexts, public_url="http://b")
+    context = [CORE, {"speed": "urn:ex:speed"}]
+    try:
+        urls = await asyncio.gather(*(contexts.link_url(context) for _ in range(3)))
+        assert len(set(urls)) == 1  # one entry for the requests that raced to create it
+        local_id = unquote(urls[0].rsplit("/", 1)[1])
+        other = SqliteStore(tmp_path / "c.db")  # another process's view of the file
+        await other.open()
+        try:
+            entry = await other.contexts.get("", local_id)
+            assert entry is not None and entry.kind == "ImplicitlyCreated"
+            assert entry.document == {"@context": context}
+            assert [e.local_id for _, e in await other.contexts.load("")] == [local_id]
+        finally:
+            await other.close()
+    finally:
+        await contexts.aclose()
+        await store.close()

@@ -28,8 +28,8 @@ resource; the fetch of a URL is shared between tenants.
 What is stored (``storage.base.ContextStore``), so that the nodes of one database act as
 one registry and a restart forgets nothing a client may rely on:
 
-* Hosted and ImplicitlyCreated entries, written before their URL is handed out (an
-  ImplicitlyCreated one just after: ``link_url`` is synchronous): clients and stored
+* Hosted and ImplicitlyCreated entries, written before their URL is handed out (``add``
+  and ``link_url`` return once the store has committed them): clients and stored
   subscriptions (``jsonldContext``) keep these URLs and fetch them from any node, later;
 * Cached entries (document, download URL, expiry): one listing on every node, a Delete
   or Reload on one node holds for all, a copy one node downloaded serves the others
@@ -55,6 +55,7 @@ import asyncio
 import builtins
 import contextlib
 import copy
+import functools
 import logging
 import re
 import uuid
@@ -233,8 +234,9 @@ class ContextService:
         self.flush_interval = flush_interval
         self._uses: dict[tuple[str, str], tuple[int, datetime]] = {}  # not yet flushed
         self._epoch = 0  # bumped by every change to the cache: see _refresh
-        self._tasks: set[asyncio.Future[None]] = set()  # refreshes, writes behind
-        self._writing: set[asyncio.Future[None]] = set()  # writes behind
+        self._tasks: set[asyncio.Future[None]] = set()  # refreshes
+        #: ImplicitlyCreated entries being stored, by (tenant, canonical context)
+        self._adding: dict[tuple[str, bytes], asyncio.Future[ContextEntry]] = {}
         self.started_at = self._now()
         self._client = httpx.AsyncClient(
             transport=GuardedTransport(policy, transport, resolver=resolver),
@@ -251,7 +253,7 @@ class ContextService:
         self._epoch += 1
 
     async def aclose(self) -> None:
-        """Finish the writes behind and flush the counts (the store must still be open)."""
+        """Finish the background work and flush the counts (the store must still be open)."""
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
@@ -276,23 +278,14 @@ class ContextService:
         self.registry.reset(tenant, rows)
         self._forget(tenant)  # maps built while the reload ran used the old entries
 
-    def _later(self, work: Awaitable[None], *, write: bool = False) -> None:
-        """Run ``work`` in the background; ``aclose`` waits for it, failures are logged.
-        A ``write`` is also awaited by the registry operations (``_written``)."""
+    def _later(self, work: Awaitable[None]) -> None:
+        """Run ``work`` in the background; ``aclose`` waits for it, failures are logged."""
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
-        if write:
-            self._writing.add(task)
         task.add_done_callback(self._done)
-
-    async def _written(self) -> None:
-        """Wait for this node's writes behind: its registry answers include them."""
-        if self._writing:
-            await asyncio.gather(*self._writing, return_exceptions=True)
 
     def _done(self, task: asyncio.Future[None]) -> None:
         self._tasks.discard(task)
-        self._writing.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("@context registry: background work failed", exc_info=task.exception())
 
@@ -562,11 +555,13 @@ class ContextService:
         """The broker-relative path of an entry, for Location headers (like /entities)."""
         return f"{CONTEXTS_PATH}/{quote(local_id, safe=':')}"
 
-    def link_url(self, context: Any, *, tenant: str | None = None) -> str:
+    async def link_url(self, context: Any, *, tenant: str | None = None) -> str:
         """A URL a client can fetch ``context`` from, for Link headers and jsonldContext.
 
         A single URL (or a one-URL array) is itself; no context is the core; anything
-        else is stored as an ImplicitlyCreated entry (one per distinct value and tenant).
+        else is stored as an ImplicitlyCreated entry (one per distinct value and tenant),
+        committed before its URL is returned, so whoever is given the URL can fetch it
+        from any node, also after a crash.
         """
         if isinstance(context, list) and len(context) == 1 and isinstance(context[0], str):
             context = context[0]
@@ -578,17 +573,32 @@ class ContextService:
         key = canonical(context)
         entry = self.registry.by_key(t, key)
         if entry is None:
-            validate_context(context)
-            entry = ContextEntry(
-                local_id=self._new_id(),
-                kind="ImplicitlyCreated",
-                document={"@context": copy.deepcopy(context)},
-                created_at=self._now(),
-                key=key,
-            )
-            self._cached(t, entry)  # this node serves it at once, the store just after
-            self._later(self.store.add(t, entry), write=True)
+            adding = self._adding.get((t, key))
+            if adding is None:  # the first request with this context stores it
+                validate_context(context)
+                adding = asyncio.ensure_future(self._add_implicit(t, key, context))
+                self._adding[(t, key)] = adding
+                adding.add_done_callback(functools.partial(self._added, (t, key)))
+            entry = await asyncio.shield(adding)  # the others wait for the same entry
         return self.url(entry.local_id)
+
+    def _added(self, key: tuple[str, bytes], future: asyncio.Future[ContextEntry]) -> None:
+        if self._adding.get(key) is future:
+            del self._adding[key]
+        if not future.cancelled():
+            future.exception()  # retrieved: the awaiting requests report it
+
+    async def _add_implicit(self, tenant: str, key: bytes, context: Any) -> ContextEntry:
+        entry = ContextEntry(
+            local_id=self._new_id(),
+            kind="ImplicitlyCreated",
+            document={"@context": copy.deepcopy(context)},
+            created_at=self._now(),
+            key=key,
+        )
+        await self.store.add(tenant, entry)
+        self._cached(tenant, entry)
+        return entry
 
     async def add(self, document: Any, *, tenant: str | None = None) -> str:
         """Add @context (5.13.2): store a Hosted entry; returns its local id."""
@@ -615,7 +625,6 @@ class ContextService:
         if kind is not None and kind not in KINDS:
             raise BadRequestData(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         t = tenant or ""
-        await self._written()
         stored = [self._counted(t, e) for _, e in await self.store.load(t)]
         found = sorted((e for e in stored if kind is None or e.kind == kind),
                        key=lambda e: e.created_at)
@@ -686,7 +695,6 @@ class ContextService:
         so a change made on another node a moment ago already counts."""
         if id_or_url == CORE_LOCAL_ID or is_core_context_url(id_or_url):
             return self._core_entry()
-        await self._written()
         entry = await self.store.get(tenant, id_or_url) if _issued(id_or_url) else None
         if entry is not None:
             return entry
