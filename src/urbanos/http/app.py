@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, store: EntityStore | None = Non
             timeout=settings.context_timeout,
             max_bytes=settings.context_max_bytes,
             max_depth=settings.context_max_depth,
+            failure_ttl=settings.context_failure_ttl,
             public_url=settings.base_url,
             store=the_store.contexts,
         )
@@ -130,6 +131,7 @@ async def _join_cluster(
         task = asyncio.ensure_future(subscriptions.open())
         reloads.add(task)
         task.add_done_callback(reloads.discard)
+        task.add_done_callback(_log_reload_failure)
 
     def contexts_changed(payload: str) -> None:
         origin, tenant = listen.parse_announcement(payload)
@@ -145,6 +147,12 @@ async def _join_cluster(
 
 async def _nothing() -> None:
     return None
+
+
+def _log_reload_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("reloading the subscriptions after a lost connection failed",
+                  exc_info=task.exception())
 
 
 class PathNormalizer:

@@ -12,6 +12,9 @@ binding's 6.29-6.30 define the registry:
   ``cache_ttl``; an expired entry is re-fetched on next use and, if the origin is then
   unreachable, the stale copy keeps being used (retried a minute later) rather than
   failing requests.
+  A download that fails (unreachable, error status, not a context) is remembered for
+  ``failure_ttl`` seconds: requests needing that URL meanwhile fail at once with the
+  same error instead of each waiting for the origin again.
 * ImplicitlyCreated: made by the broker when it needs a URL for a @context that is not
   one URL (a Link header for an inline/array context, a subscription's jsonldContext);
   deduplicated by content.
@@ -53,11 +56,11 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import copy
 import functools
 import logging
 import re
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Iterable
@@ -85,6 +88,7 @@ from urbanos.errors import (
     BadRequestData,
     InvalidRequest,
     LdContextNotAvailable,
+    NgsiLdError,
     OperationNotSupported,
     ResourceNotFound,
 )
@@ -220,6 +224,7 @@ class ContextService:
         public_url: str = "",
         cache_ttl: float = 86400.0,
         flush_interval: float = 5.0,
+        failure_ttl: float = 10.0,
     ) -> None:
         """``store`` keeps the registry (in memory without one); call ``open`` to load it."""
         self.policy = policy
@@ -246,6 +251,9 @@ class ContextService:
         )
         self._maps: OrderedDict[tuple[str, bytes], _Built] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[tuple[JSONObject, float]]] = {}
+        self.failure_ttl = failure_ttl
+        #: URL -> (monotonic time until which its failure stands, the error), oldest first
+        self._failures: OrderedDict[str, tuple[float, NgsiLdError]] = OrderedDict()
 
     async def open(self) -> None:
         """Load the stored entries of every tenant into the cache."""
@@ -256,8 +264,10 @@ class ContextService:
         """Finish the background work and flush the counts (the store must still be open)."""
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
+        try:
             await self.flush()
+        except Exception:  # noqa: BLE001 - closing goes on; the counts are lost, say so
+            log.exception("@context registry: the last use counts could not be stored")
         await self._client.aclose()
 
     # -- sharing with the other nodes -------------------------------------------------
@@ -479,7 +489,14 @@ class ContextService:
             del self._maps[key]
 
     async def _fetch_shared(self, url: str) -> tuple[JSONObject, float]:
-        """One download per URL at a time, whoever asks (other requests await it)."""
+        """One download per URL at a time, whoever asks (other requests await it); a URL
+        whose download failed less than ``failure_ttl`` seconds ago fails again at once."""
+        failed = self._failures.get(url)
+        if failed is not None:
+            until, error = failed
+            if time.monotonic() < until:
+                raise type(error)(error.detail, **error.extra)
+            del self._failures[url]
         future = self._inflight.get(url)
         if future is None:
             future = asyncio.ensure_future(self._fetch(url))
@@ -490,8 +507,14 @@ class ContextService:
     def _settled(self, url: str, future: asyncio.Future[tuple[JSONObject, float]]) -> None:
         if self._inflight.get(url) is future:
             del self._inflight[url]
-        if not future.cancelled():
-            future.exception()  # retrieved: the awaiting requests report it
+        if future.cancelled():
+            return
+        error = future.exception()  # retrieved: the awaiting requests report it
+        if isinstance(error, NgsiLdError) and self.failure_ttl > 0:
+            self._failures[url] = (time.monotonic() + self.failure_ttl, error)
+            self._failures.move_to_end(url)
+            while len(self._failures) > self.max_cached:
+                self._failures.popitem(last=False)
 
     async def _fetch(self, url: str) -> tuple[JSONObject, float]:
         """Download and check a context document; the TTL comes from Cache-Control."""
@@ -682,6 +705,7 @@ class ContextService:
             validate_context(document.get("@context", {}))
         except BadRequestData as exc:
             raise _unavailable(entry.url, f"the new document is invalid: {exc.detail}") from exc
+        self._failures.pop(entry.url, None)  # reachable again
         now = self._now()
         expires = now + timedelta(seconds=ttl)
         stored = await self.store.cache(
