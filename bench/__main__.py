@@ -284,9 +284,19 @@ def run_scenarios(
             out.append(r)
             print(json.dumps(r))
     finally:
-        broker.terminate()
-        broker.wait(10)
+        stop(broker)
     return out
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a broker: it first finishes the requests it holds (a loaded machine may take a
+    while over a few batches), and is killed if that takes too long."""
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def run_suite(name: str) -> list[dict[str, Any]]:
@@ -394,11 +404,12 @@ the same run.
 #: what a suite's table needs said beside it
 NOTES = {
     DURABILITY_TITLE: (
-        "The write scenarios on a fresh SQLite file, once with each setting, the two\n"
-        "alternated round by round so that the noise of the shared machine (2 cores, other\n"
-        "work running) falls on both alike; figures are medians over the rounds. "
-        "`full_vs_normal`\n"
-        "is FULL's throughput over NORMAL's: what syncing the WAL at every commit costs.\n"
+        "The write scenarios over HTTP (wrk, as above) on a fresh SQLite file, and single-entity\n"
+        "writes straight through the store (no HTTP, so the commit shows), once with each\n"
+        "setting, the two alternated round by round so that the noise of the shared machine\n"
+        "falls on both alike; figures are medians over the rounds. `full_pct_of_normal` is\n"
+        "FULL's rate in % of NORMAL's: what syncing the WAL at every commit costs. One write at a time\n"
+        "pays one sync each; writes waiting together share it (group commit).\n"
         "Regenerate with `python -m bench.durability --report`.\n"
     ),
 }
@@ -406,7 +417,7 @@ NOTES = {
 
 def section(title: str, rows: list[dict[str, Any]], more: str = "") -> str:
     """A suite's part of docs/benchmarks.md: its title, what to know, its table."""
-    note = NOTES.get(title, "") + more
+    note = "\n".join(n for n in (NOTES.get(title, ""), more) if n)
     return f"\n## {title}\n\n" + (f"{note}\n" if note else "") + f"{table(rows)}\n"
 
 
