@@ -446,9 +446,10 @@ def _for_pyld(context: Any) -> Any:
     processes without failing on valid or merely invalid input. pyld raises KeyError on a
     null ``@language``, ``@direction`` or ``@vocab`` when none is set (valid JSON-LD that
     resets them; a TermMap has no default language and the core's @vocab wins anyway: they
-    are dropped), TypeError on a boolean ``@propagate`` outside a scoped context (it only
-    matters inside one: dropped) and on a term ``@id`` that is not a string, ValueError
-    on a relative ``@base`` (with no document base to resolve it against, invalid)."""
+    are dropped), TypeError on a boolean ``@propagate`` in a fetched document (valid; it
+    only matters for scoped contexts, which NGSI-LD refuses: dropped) and on a term ``@id``
+    that is not a string, ValueError on a relative ``@base`` (with no document base to
+    resolve it against, invalid)."""
     if isinstance(context, list):
         return [_for_pyld(item) for item in context]
     if not isinstance(context, dict):
