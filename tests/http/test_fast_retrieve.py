@@ -25,8 +25,9 @@ CORE = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
 
 
 def count(metrics: str, status: str) -> float:
-    pattern = (r'urbanos_http_requests_total\{method="GET",route="[^"]*entities/\{entity_id'
-               rf'[^"]*\}}",status="{status}"\}} (\S+)')
+    # the Retrieve Entity route, not another ending the same way (temporal entities)
+    pattern = (r'urbanos_http_requests_total\{method="GET",route="/ngsi-ld/v1/entities/'
+               rf'\{{entity_id[^"]*\}}",status="{status}"\}} (\S+)')
     found = re.search(pattern, metrics)
     return float(found.group(1)) if found else 0.0
 
