@@ -68,11 +68,15 @@ def wait_until_up(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-def start_broker(port: int, store: Path | str) -> subprocess.Popen[bytes]:
-    """A broker on ``store``: a SQLite file path or a store URL."""
+def start_broker(
+    port: int, store: Path | str, settings: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A broker on ``store``: a SQLite file path or a store URL; ``settings`` adds
+    URBANOS_* variables."""
     url = f"sqlite:///{store}" if isinstance(store, Path) else store
     env = {**os.environ, "URBANOS_STORE": url, "URBANOS_PORT": str(port),
-           "URBANOS_LOG_LEVEL": "warning", "URBANOS_MAX_BODY_BYTES": str(8 * 1024 * 1024)}
+           "URBANOS_LOG_LEVEL": "warning", "URBANOS_MAX_BODY_BYTES": str(8 * 1024 * 1024),
+           **(settings or {})}
     proc = subprocess.Popen([sys.executable, "-m", "urbanos.cli", "serve"], env=env)
     wait_until_up(f"http://127.0.0.1:{port}/health", proc)
     return proc
@@ -182,10 +186,12 @@ def _extras(suite: Callable[[str], list[dict[str, Any]]]) -> dict[str, list[dict
         "Temporal (10 entities x 100,000 instances, Stellio's scenario)": suite("temporal"),
         "Notifications (update -> delivery)": suite("notifications"),
         RSS_TITLE: suite("rss"),
+        DURABILITY_TITLE: suite("durability"),
     }
 
 
 RSS_TITLE = "Memory: broker RSS with 1,000,000 entities stored (SQLite)"
+DURABILITY_TITLE = "Durability: SQLite synchronous=FULL (the default) beside NORMAL"
 #: the targets of the speed issue, on the SQLite store, one broker process:
 #: (target, scenario, least per second, most p95 ms, least fraction of a ceiling)
 TARGETS: list[tuple[str, str, float, float | None, tuple[str, float] | None]] = [
@@ -256,17 +262,21 @@ def conninfo_to_url(url: str, dbname: str) -> str:
     return urlunsplit(parts._replace(path=f"/{dbname}"))
 
 
-def run_scenarios(store: str, url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Preload, then every scenario against one broker on ``url``."""
+def run_scenarios(
+    store: str, url: str, args: argparse.Namespace,
+    chosen: Callable[[str], bool] | None = None, settings: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Preload, then every scenario (every ``chosen`` one) against one broker on ``url``."""
     out: list[dict[str, Any]] = []
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    broker = start_broker(port, url)
+    broker = start_broker(port, url, settings)
+    chosen = chosen or (lambda name: not args.only or args.only in name)
     try:
         load_rate = preload(base, args.entities)
         print(f"{store}: preloaded {args.entities} entities at {load_rate:,.0f}/s")
         for name, script, connections, unit in SCENARIOS:
-            if args.only and args.only not in name:
+            if not chosen(name):
                 continue
             r = run_wrk(base, script, args.seconds, connections)
             r.update(scenario=name, store=store, unit=unit,
@@ -274,9 +284,19 @@ def run_scenarios(store: str, url: str, args: argparse.Namespace) -> list[dict[s
             out.append(r)
             print(json.dumps(r))
     finally:
-        broker.terminate()
-        broker.wait(10)
+        stop(broker)
     return out
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a broker: it first finishes the requests it holds (a loaded machine may take a
+    while over a few batches), and is killed if that takes too long."""
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def run_suite(name: str) -> list[dict[str, Any]]:
@@ -329,12 +349,16 @@ def _cell(value: Any) -> str:
     return "" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def head_commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, cwd=ROOT).stdout.strip()
+
+
 def write_report(
     results: list[dict[str, Any]], args: argparse.Namespace,
     extra: dict[str, list[dict[str, Any]]] | None = None, *, save: bool = True,
 ) -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=ROOT).stdout.strip()
+    commit = head_commit()
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     if save:
@@ -373,8 +397,28 @@ the same run.
 
 {target_table(results, extra or {})}
 """
-        + "".join(f"\n## {title}\n\n{table(rows)}\n" for title, rows in (extra or {}).items())
+        + "".join(section(title, rows) for title, rows in (extra or {}).items())
     )
+
+
+#: what a suite's table needs said beside it
+NOTES = {
+    DURABILITY_TITLE: (
+        "The write scenarios over HTTP (wrk, as above) on a fresh SQLite file, and single-entity\n"
+        "writes straight through the store (no HTTP, so the commit shows), once with each\n"
+        "setting, the two alternated round by round so that the noise of the shared machine\n"
+        "falls on both alike; figures are medians over the rounds. `full_pct_of_normal` is\n"
+        "FULL's rate in % of NORMAL's: what syncing the WAL at every commit costs. One write at a time\n"
+        "pays one sync each; writes waiting together share it (group commit).\n"
+        "Regenerate with `python -m bench.durability --report`.\n"
+    ),
+}
+
+
+def section(title: str, rows: list[dict[str, Any]], more: str = "") -> str:
+    """A suite's part of docs/benchmarks.md: its title, what to know, its table."""
+    note = "\n".join(n for n in (NOTES.get(title, ""), more) if n)
+    return f"\n## {title}\n\n" + (f"{note}\n" if note else "") + f"{table(rows)}\n"
 
 
 if __name__ == "__main__":

@@ -36,8 +36,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("context_timeout", 5.0, "seconds allowed for fetching one remote @context"),
     Setting("context_max_bytes", 1_048_576, "largest remote @context document accepted"),
     Setting("context_max_depth", 8, "deepest chain of @context documents importing others"),
+    Setting("context_failure_ttl", 10.0,
+            "seconds a failed @context fetch is remembered (requests needing it fail at once)"),
     Setting("outbound_policy", "default", "outbound URL policy: default or strict (production)"),
     Setting("outbound_allow", "", "comma-separated CIDR ranges exempt from the outbound policy"),
+    Setting("sqlite_synchronous", "full",
+            "SQLite durability: full (acknowledged writes survive power loss) or normal "
+            "(they survive a killed process; the last ones may roll back on power loss)"),
     Setting("workers_read", 4, "reader connections (SQLite threads; PostgreSQL pool size - 4)"),
     Setting("public_url", "", "base URL clients reach the broker at; default http://HOST:PORT"),
     Setting("notify_timeout", 10.0, "seconds allowed for sending one notification"),
@@ -68,8 +73,10 @@ class Settings:
     context_timeout: float = 5.0
     context_max_bytes: int = 1_048_576
     context_max_depth: int = 8
+    context_failure_ttl: float = 10.0
     outbound_policy: str = "default"
     outbound_allow: str = ""
+    sqlite_synchronous: str = "full"
     workers_read: int = 4
     public_url: str = ""
     notify_timeout: float = 10.0

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from urbanos.errors import (
 )
 from urbanos.outbound import OutboundPolicy
 from urbanos.services.contexts import CORE_LOCAL_ID, ContextService
+from urbanos.storage.sqlite import SqliteStore
 
 EX = "http://example.org/"
 MAX_BYTES = 2000
@@ -105,16 +108,21 @@ class ContextServer:
     def url(self, path: str) -> str:
         return self.base + path
 
+    def __enter__(self) -> ContextServer:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._thread.join(5)
+
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ContextServer]:
-    srv = ContextServer()
-    thread = threading.Thread(target=srv.httpd.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
-    thread.join(5)
+    with ContextServer() as srv:
+        yield srv
 
 
 @pytest.fixture
@@ -205,7 +213,7 @@ async def test_fetch_failures_are_not_available(
     [
         ("/array.jsonld", "not a JSON-LD context document"),
         ("/invalid.jsonld", "is not JSON"),
-        ("/bad-def.jsonld", "@id value must be a string"),
+        ("/bad-def.jsonld", "@id must be a string"),
         ("/cycle-a.jsonld", "cyclic"),
         ("/chain-0.jsonld", "more than 8 levels"),
     ],
@@ -372,15 +380,15 @@ async def test_unknown_identifiers(service: ContextService) -> None:
 
 async def test_implicitly_created_contexts(service: ContextService, server: ContextServer) -> None:
     context = [server.url("/ctx.jsonld"), {"Vehicle": EX + "Vehicle"}]
-    url = service.link_url(context)
-    assert url == service.link_url(list(context))  # one entry per distinct @context
-    assert service.link_url(server.url("/ctx.jsonld")) == server.url("/ctx.jsonld")
-    assert service.link_url(None) == CORE_CONTEXT_URL
-    assert service.link_url([server.url("/ctx.jsonld")]) == server.url("/ctx.jsonld")
+    url = await service.link_url(context)
+    assert url == await service.link_url(list(context))  # one entry per distinct @context
+    assert await service.link_url(server.url("/ctx.jsonld")) == server.url("/ctx.jsonld")
+    assert await service.link_url(None) == CORE_CONTEXT_URL
+    assert await service.link_url([server.url("/ctx.jsonld")]) == server.url("/ctx.jsonld")
     [details] = await service.list(details=True, kind="ImplicitlyCreated")
     assert details["URL"] == url and details["kind"] == "ImplicitlyCreated"
     assert await service.get(details["localId"]) == {"@context": context}
-    service.link_url(context)  # handing out the URL again is not a hit
+    await service.link_url(context)  # handing out the URL again is not a hit
     assert (await service.get(details["localId"], details=True))["numberOfHits"] == 1
     terms = await service.term_map(url)
     assert terms.expand("Vehicle") == EX + "Vehicle" and terms.expand("speed") == EX + "speed"
@@ -389,7 +397,7 @@ async def test_implicitly_created_contexts(service: ContextService, server: Cont
     await service.delete(details["localId"])
     assert await service.list(kind="ImplicitlyCreated") == []
     with pytest.raises(BadRequestData):
-        service.link_url({"bad": {"@id": 1}})
+        await service.link_url({"bad": {"@id": 1}})
 
 
 async def test_tenants_are_isolated(service: ContextService) -> None:
@@ -438,3 +446,18 @@ async def test_connections_go_to_the_checked_address(server: ContextServer) -> N
     async with ContextService(strict, resolver=resolver) as svc:
         with pytest.raises(LdContextNotAvailable, match="loopback"):
             await svc.term_map(url)
+
+
+async def test_use_counts_that_cannot_be_stored_at_shutdown_are_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SqliteStore(tmp_path / "c.db")
+    await store.open()
+    service = ContextService(OutboundPolicy(), store=store.contexts)
+    local_id = await service.add({"@context": {"a": "urn:a"}})
+    await service.get(local_id)  # one use, counted in memory until the next flush
+    await store.close()  # the store goes away first
+    with caplog.at_level(logging.ERROR, logger="urbanos.contexts"):
+        await service.aclose()
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == [
+        "@context registry: the last use counts could not be stored"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -292,5 +293,28 @@ async def test_changes_recorded_before_start_are_picked_up(durable: Reopen) -> N
         await store.open()
         rig = await start(store, subs)
         assert len(await receiver.await_("/late", 1)) == 1
+        await rig.workers.stop()
+        await store.close()
+
+
+async def test_unfinished_sends_that_cannot_be_released_are_logged(
+    tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At shutdown, sends still in progress are handed back to the store; when the store is
+    gone that fails, and says so (the next process's open returns them to pending)."""
+    stores = open_stores(f"sqlite:///{tmp_path}/u.db")
+    await stores.open()
+    store = stores.entities
+    rig = await start(stores, FakeSubscriptions(), Settings(notify_timeout=30.0))
+    try:
+        rig.subs.add("urn:s:1", f"{receiver.base}/hang")
+        await rig.entities.create("", entity(1))
+        await receiver.await_("/hang", 1)
+        await store.close()  # the store goes away under the send in progress
+        with caplog.at_level(logging.ERROR, logger="urbanos.notifications"):
+            await rig.engine.aclose(grace=0.1)
+        assert any(r.getMessage() == "releasing 1 unfinished notifications failed"
+                   and r.exc_info for r in caplog.records)
+    finally:
         await rig.workers.stop()
         await store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from urbanos.core.jsonld import (
     remote_urls,
     validate_context,
 )
-from urbanos.errors import BadRequestData, LdContextNotAvailable
+from urbanos.errors import BadRequestData, LdContextNotAvailable, NgsiLdError
 
 NGSI = "https://uri.etsi.org/ngsi-ld/"
 DEFAULT = NGSI + "default-context/"
@@ -195,7 +196,7 @@ def test_a_missing_document_is_not_available() -> None:
         (True, {}, "not a boolean"),
         (["https://example.org/ctx.jsonld", 7], {}, "not a number"),
         ([["http://a.example/"]], {}, "array inside"),
-        ({"speed": {"@id": 5}}, {}, "@id value must be a string"),
+        ({"speed": {"@id": 5}}, {}, "@id must be a string"),
         ({"speed": {"@container": "@bogus"}}, {}, "container"),
         ("relative.jsonld", {}, "not an absolute URL"),
         (
@@ -273,3 +274,63 @@ def test_maps_answer_from_their_tables() -> None:
         assert terms.expand("fresh") == DEFAULT + "fresh"
         assert terms.compact(EX + "new") == "ex:new"
     assert canonical({"b": 1, "a": [2]}) == canonical({"a": [2], "b": 1})
+
+
+@pytest.mark.parametrize(
+    ("context", "words"),
+    [
+        ({"speed": {"@container": "@bogus"}}, "a term's @container is not valid"),
+        ({"@vocab": 5}, "@vocab must be an IRI or null"),
+        ({"@version": 1.0}, "@version must be 1.1"),
+        ({"t": {"@id": "urn:t", "@type": 5}}, "a term's @type must be"),
+        ({"t": {"@id": []}}, "a term does not map to an IRI (term 't'"),
+        ({"t": {"@id": {"x": 1}}}, "a term does not map to an IRI (term 't'"),
+        ({"@base": "relative/"}, "@base must be an IRI or null"),
+        ({"@id": "urn:x"}, "a keyword cannot be redefined"),
+    ],
+)
+def test_broken_json_ld_rules_are_400_in_our_words(context: Any, words: str) -> None:
+    """The client's mistake, named by its JSON-LD error code, never in pyld's wording."""
+    for check in (validate_context, lambda c: build_term_map(c, {})):
+        with pytest.raises(BadRequestData) as info:
+            check(context)
+        assert words in info.value.detail and "[JSON-LD: " in info.value.detail
+        assert "JSON-LD syntax" not in info.value.detail  # pyld's own message
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        {"@language": None, "t": "urn:t"},
+        [{"@direction": None}, {"t": "urn:t"}],
+        [{"@vocab": None}, {"@vocab": None, "t": "urn:t"}],
+        [{"@propagate": True}, {"t": "urn:t"}],
+    ],
+)
+def test_valid_contexts_pyld_trips_on_are_processed(context: Any) -> None:
+    validate_context(context)
+    assert build_term_map(context, {}).expand("t") == "urn:t"
+    fetched = {"http://ctx.example/d": {"@context": context}}
+    assert build_term_map("http://ctx.example/d", fetched).expand("t") == "urn:t"
+
+
+class _FailingDocuments(Mapping[str, object]):
+    """Documents whose lookup fails: a fault of the broker, not of the client's @context."""
+
+    def __getitem__(self, url: str) -> object:
+        raise RuntimeError("store went away")
+
+    def __contains__(self, url: object) -> bool:
+        raise RuntimeError("store went away")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 1
+
+
+def test_a_fault_while_processing_is_not_blamed_on_the_client() -> None:
+    with pytest.raises(Exception) as info:
+        build_term_map("http://ctx.example/c", _FailingDocuments())
+    assert not isinstance(info.value, NgsiLdError)  # rendered as a logged 500 by the caller

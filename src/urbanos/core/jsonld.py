@@ -42,7 +42,7 @@ import orjson
 from pyld import jsonld as _pyld
 from pyld.context_resolver import ContextResolver
 
-from urbanos.errors import BadRequestData, LdContextNotAvailable
+from urbanos.errors import BadRequestData, LdContextNotAvailable, NgsiLdError
 
 __all__ = [
     "CORE_CONTEXT_URL",
@@ -335,7 +335,7 @@ class _Loader:
         if not self.lenient and not is_core_context_url(url):
             refuse_scoped_contexts(document.get("@context"), f" (in {url})")
         # pyld rewrites relative URLs inside what it loads: hand it a copy
-        return {"contextUrl": None, "documentUrl": url, "document": copy.deepcopy(document)}
+        return {"contextUrl": None, "documentUrl": url, "document": _for_pyld(document)}
 
 
 @functools.cache
@@ -373,19 +373,55 @@ def _process(active: Mapping[str, Any], context: Any, loader: _Loader, max_urls:
         "contextResolver": ContextResolver({}, loader, max_context_urls=max_urls),
     }
     try:
-        result = _pyld.JsonLdProcessor().process_context(active, context, options)
+        result = _pyld.JsonLdProcessor().process_context(active, _for_pyld(context), options)
     except (BadRequestData, LdContextNotAvailable):
         raise
     except _pyld.JsonLdError as exc:
         raise _translate(exc) from exc
     except RecursionError as exc:
         raise _bad("nested too deeply") from exc
-    except Exception as exc:  # pyld assumes well-formed input in places
-        raise _bad(f"cannot be processed ({type(exc).__name__}: {exc})") from exc
+    # anything else is a fault of ours or pyld's, not the client's: it propagates (500)
     return result
 
 
-def _translate(exc: BaseException) -> BadRequestData | LdContextNotAvailable:
+#: JSON-LD 1.1 context processing errors (JSON-LD API, 9.4.2): the client's @context is
+#: at fault. Each is reported in our words; the code names the rule for the client.
+_CLIENT_ERRORS = {
+    "context overflow": "cyclic or too many nested @context references",
+    "recursive context inclusion": "cyclic or too many nested @context references",
+    "cyclic IRI mapping": "terms are defined through each other in a cycle",
+    "invalid @import value": "@import must be the URL of one @context object",
+    "invalid @nest value": "an @nest value is not valid",
+    "invalid @prefix value": "@prefix must be true or false",
+    "invalid @propagate value": "@propagate must be true or false",
+    "invalid @protected value": "@protected must be true or false",
+    "invalid @version value": "@version must be 1.1",
+    "invalid IRI mapping": "a term does not map to an IRI",
+    "invalid base IRI": "@base must be an IRI or null",
+    "invalid base direction": "@direction must be ltr, rtl or null",
+    "invalid container mapping": "a term's @container is not valid",
+    "invalid context entry": "a @context holds an entry that is not allowed there",
+    "invalid context nullification": "a protected @context cannot be nullified",
+    "invalid default language": "@language must be a string or null",
+    "invalid keyword alias": "a keyword alias is not valid",
+    "invalid language mapping": "a term's @language must be a string or null",
+    "invalid local context": "a @context must be a URL, an object or an array",
+    "invalid remote context": "a referenced document is not a JSON-LD context",
+    "invalid reverse property": "a reverse property definition is not valid",
+    "invalid scoped context": "a scoped @context is not valid",
+    "invalid term definition": "a term definition is not valid",
+    "invalid type mapping": "a term's @type must be @id, @vocab, @json, @none or an IRI",
+    "invalid vocab mapping": "@vocab must be an IRI or null",
+    "keyword redefinition": "a keyword cannot be redefined",
+    "processing mode conflict": "the @context needs JSON-LD 1.1 processing",
+    "protected term redefinition": "a protected term cannot be redefined",
+}
+
+
+def _translate(exc: _pyld.JsonLdError) -> NgsiLdError:
+    """pyld's error as ours: a missing document is LdContextNotAvailable (504), a broken
+    JSON-LD rule BadRequestData (400) worded here; anything else (a loader or pyld fault)
+    is re-raised as it is, for the caller to log and answer 500 without its message."""
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, _Missing):
@@ -393,12 +429,49 @@ def _translate(exc: BaseException) -> BadRequestData | LdContextNotAvailable:
         if isinstance(cause, BadRequestData | LdContextNotAvailable):
             return cause
         cause = cause.__cause__ or cause.__context__
-    assert isinstance(exc, _pyld.JsonLdError)
-    message = exc.args[0] if exc.args else "invalid"
-    code = f" ({exc.code})" if exc.code else ""
-    if exc.code == "context overflow":
-        message = "cyclic or too many nested @context references"
-    return _bad(f"{message}{code}")
+    if exc.code not in _CLIENT_ERRORS:
+        raise exc
+    details = exc.details if isinstance(exc.details, dict) else {}
+    term = details.get("term")
+    return _broken(exc.code, f" (term {term[:100]!r})" if isinstance(term, str) else "")
+
+
+def _broken(code: str, where: str = "") -> BadRequestData:
+    """The client's @context breaks the JSON-LD rule ``code``."""
+    return _bad(f"{_CLIENT_ERRORS[code]}{where} [JSON-LD: {code}]")
+
+
+def _for_pyld(context: Any) -> Any:
+    """A copy of ``context`` (a @context value, or a document holding one) that pyld
+    processes without failing on valid or merely invalid input. pyld raises KeyError on a
+    null ``@language``, ``@direction`` or ``@vocab`` when none is set (valid JSON-LD that
+    resets them; a TermMap has no default language and the core's @vocab wins anyway: they
+    are dropped), TypeError on a boolean ``@propagate`` in a fetched document (valid; it
+    only matters for scoped contexts, which NGSI-LD refuses: dropped) and on a term ``@id``
+    that is not a string, ValueError on a relative ``@base`` (with no document base to
+    resolve it against, invalid)."""
+    if isinstance(context, list):
+        return [_for_pyld(item) for item in context]
+    if not isinstance(context, dict):
+        return context
+    if "@context" in context:  # a document: its @context
+        return {**context, "@context": _for_pyld(context["@context"])}
+    out: dict[str, Any] = {}
+    for key, value in context.items():
+        if (key in ("@language", "@direction", "@vocab") and value is None) or (
+                key == "@propagate" and isinstance(value, bool)):
+            continue
+        if key == "@base" and value is not None and not (
+                isinstance(value, str) and _ABSOLUTE_IRI.match(value)):
+            raise _broken("invalid base IRI")
+        if isinstance(value, dict) and not key.startswith("@"):
+            iri = value.get("@id")
+            if iri is not None and not isinstance(iri, str):
+                raise _broken("invalid IRI mapping", f" (term {key[:100]!r}: @id must be a string)")
+            if "@context" in value:  # a scoped context
+                value = {**value, "@context": _for_pyld(value["@context"])}
+        out[key] = copy.deepcopy(value)
+    return out
 
 
 @functools.cache

@@ -40,7 +40,9 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.started = time.monotonic()  # for contextSourceUptime (clause 5.2.40)
-        opened = stores or open_stores(settings.store, readers=settings.workers_read)
+        opened = stores or open_stores(
+            settings.store, readers=settings.workers_read, synchronous=settings.sqlite_synchronous
+        )
         await opened.open()
         the_store = opened.entities
         policy = OutboundPolicy.from_strings(settings.outbound_policy, settings.outbound_allow)
@@ -49,6 +51,7 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
             timeout=settings.context_timeout,
             max_bytes=settings.context_max_bytes,
             max_depth=settings.context_max_depth,
+            failure_ttl=settings.context_failure_ttl,
             public_url=settings.base_url,
             store=opened.contexts,
         )
@@ -122,10 +125,17 @@ async def _join_cluster(
         task = asyncio.ensure_future(subscriptions.open())
         reloads.add(task)
         task.add_done_callback(reloads.discard)
+        task.add_done_callback(_log_reload_failure)
 
     bus.subscribe(SUBSCRIPTIONS, changed)
     bus.subscribe(CONTEXTS, contexts.invalidate)
     return await listen(store, bus)
+
+
+def _log_reload_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("reloading the subscriptions after a lost connection failed",
+                  exc_info=task.exception())
 
 
 class PathNormalizer:

@@ -82,6 +82,7 @@ async def context_of(
     )
 
 
-def link_url(request: Request, ctx: RequestContext) -> str:
-    """The URL to put in a Link header for the request's @context."""
-    return services(request).contexts.link_url(ctx.context, tenant=ctx.tenant)
+async def link_url(request: Request, ctx: RequestContext) -> str:
+    """The URL to put in a Link header for the request's @context (stored first when the
+    broker has to create one)."""
+    return await services(request).contexts.link_url(ctx.context, tenant=ctx.tenant)

@@ -2,9 +2,9 @@
 
 ``GET /entities/{id}`` is the request a city's dashboards send most. For it, walking the
 route table and the two exception middlewares costs about a third of the request. Here the
-same handler runs directly; whatever it raises (404, a bad header, a fault) is not handled
-here: the request goes again through the full stack, which renders the error. A GET without
-a body is safe to run twice.
+same handler runs directly, and what it raises is rendered by the handlers the full stack
+uses (``http.problems``): an NgsiLdError as its ProblemDetails, anything else as a logged
+500. The request runs once, so a @context that cannot be fetched is waited for once.
 
 The commonest form of it, no query string and no ``Prefer``, ``NGSILD-EntityMap`` or
 ``NGSILD-Snapshot`` header,
@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from urbanos.errors import NgsiLdError
 from urbanos.http.endpoints.entity_maps import HEADER as ENTITY_MAP
 from urbanos.http.endpoints.entity_reads import retrieve_entity, retrieve_plain
 from urbanos.http.endpoints.snapshots import HEADER as SNAPSHOT
+from urbanos.http.problems import handle_ngsi_error, handle_unexpected
 from urbanos.http.respond import send_json
 
 PREFIX = "/ngsi-ld/v1/entities/"
@@ -60,33 +63,44 @@ class FastRetrieve:
                     and not scope["query_string"]):
                 headers = plain_headers(scope["headers"])
                 if headers is not None:
-                    answered = await self.plain(scope, entity_id, headers, send)
+                    await self.plain(scope, entity_id, headers, receive, send)
                 else:
-                    answered = await self.handler(scope, entity_id, receive, send)
-                if answered:
-                    return
+                    await self.handler(scope, entity_id, receive, send)
+                return
         await self.app(scope, receive, send)
 
     async def plain(
-        self, scope: Scope, entity_id: str, headers: dict[str, str], send: Send
-    ) -> bool:
+        self, scope: Scope, entity_id: str, headers: dict[str, str], receive: Receive,
+        send: Send,
+    ) -> None:
         try:
             body, out, media_type = await retrieve_plain(
                 self.app.state.services, entity_id, headers
             )
-        except Exception:  # noqa: BLE001 - the full stack answers it, see above
-            return False
+        except Exception as exc:  # noqa: BLE001 - rendered as the full stack would
+            fast = self._scope(scope, entity_id)
+            await (await _problem(Request(fast, receive), exc))(fast, receive, send)
+            return
         scope["route"] = self.route
         await send_json(send, body, out, media_type)
-        return True
 
-    async def handler(self, scope: Scope, entity_id: str, receive: Receive, send: Send) -> bool:
-        fast = {**scope, "app": self.app, "route": self.route,
-                "path_params": {"entity_id": entity_id}}
+    async def handler(self, scope: Scope, entity_id: str, receive: Receive, send: Send) -> None:
+        fast = self._scope(scope, entity_id)
+        request = Request(fast, receive)
         try:
-            response = await retrieve_entity(Request(fast, receive))
-        except Exception:  # noqa: BLE001 - the full stack answers it, see above
-            return False
-        scope["route"] = self.route
+            response = await retrieve_entity(request)
+        except Exception as exc:  # noqa: BLE001 - rendered as the full stack would
+            response = await _problem(request, exc)
         await response(fast, receive, send)
-        return True
+
+    def _scope(self, scope: Scope, entity_id: str) -> Scope:
+        """The scope the router would give the handler; ``scope`` gets the route too (for
+        the metrics, which label requests by it)."""
+        scope["route"] = self.route
+        return {**scope, "app": self.app, "path_params": {"entity_id": entity_id}}
+
+
+async def _problem(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, NgsiLdError):
+        return await handle_ngsi_error(request, exc)
+    return await handle_unexpected(request, exc)

@@ -12,6 +12,9 @@ binding's 6.29-6.30 define the registry:
   ``cache_ttl``; an expired entry is re-fetched on next use and, if the origin is then
   unreachable, the stale copy keeps being used (retried a minute later) rather than
   failing requests.
+  A download that fails (unreachable, error status, not a context) is remembered for
+  ``failure_ttl`` seconds: requests needing that URL meanwhile fail at once with the
+  same error instead of each waiting for the origin again.
 * ImplicitlyCreated: made by the broker when it needs a URL for a @context that is not
   one URL (a Link header for an inline/array context, a subscription's jsonldContext);
   deduplicated by content.
@@ -28,8 +31,8 @@ resource; the fetch of a URL is shared between tenants.
 What is stored (``storage.base.ContextStore``), so that the nodes of one database act as
 one registry and a restart forgets nothing a client may rely on:
 
-* Hosted and ImplicitlyCreated entries, written before their URL is handed out (an
-  ImplicitlyCreated one just after: ``link_url`` is synchronous): clients and stored
+* Hosted and ImplicitlyCreated entries, written before their URL is handed out (``add``
+  and ``link_url`` return once the store has committed them): clients and stored
   subscriptions (``jsonldContext``) keep these URLs and fetch them from any node, later;
 * Cached entries (document, download URL, expiry): one listing on every node, a Delete
   or Reload on one node holds for all, a copy one node downloaded serves the others
@@ -55,10 +58,11 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import copy
+import functools
 import logging
 import re
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Iterable
@@ -86,6 +90,7 @@ from urbanos.errors import (
     BadRequestData,
     InvalidRequest,
     LdContextNotAvailable,
+    NgsiLdError,
     OperationNotSupported,
     ResourceNotFound,
 )
@@ -222,6 +227,7 @@ class ContextService:
         public_url: str = "",
         cache_ttl: float = 86400.0,
         flush_interval: float = 5.0,
+        failure_ttl: float = 10.0,
     ) -> None:
         """``store`` keeps the registry (in memory without one); call ``open`` to load it."""
         self.policy = policy
@@ -236,8 +242,9 @@ class ContextService:
         self.flush_interval = flush_interval
         self._uses: dict[tuple[str, str], tuple[int, datetime]] = {}  # not yet flushed
         self._generations = Generations()  # bumped by every change: see _refresh
-        self._tasks: set[asyncio.Future[None]] = set()  # refreshes, writes behind
-        self._writing: set[asyncio.Future[None]] = set()  # writes behind
+        self._tasks: set[asyncio.Future[None]] = set()  # refreshes
+        #: ImplicitlyCreated entries being stored, by (tenant, canonical context)
+        self._adding: dict[tuple[str, bytes], asyncio.Future[ContextEntry]] = {}
         self.started_at = self._now()
         self._client = httpx.AsyncClient(
             transport=GuardedTransport(policy, transport, resolver=resolver),
@@ -247,6 +254,9 @@ class ContextService:
         )
         self._maps: OrderedDict[tuple[str, bytes], _Built] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[tuple[JSONObject, float]]] = {}
+        self.failure_ttl = failure_ttl
+        #: URL -> (monotonic time until which its failure stands, the error), oldest first
+        self._failures: OrderedDict[str, tuple[float, NgsiLdError]] = OrderedDict()
 
     async def open(self) -> None:
         """Load the stored entries of every tenant into the cache (once the changes of
@@ -255,11 +265,13 @@ class ContextService:
         await self._refresh(None)
 
     async def aclose(self) -> None:
-        """Finish the writes behind and flush the counts (the store must still be open)."""
+        """Finish the background work and flush the counts (the store must still be open)."""
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
+        try:
             await self.flush()
+        except Exception:  # noqa: BLE001 - closing goes on; the counts are lost, say so
+            log.exception("@context registry: the last use counts could not be stored")
         await self._client.aclose()
 
     # -- sharing with the other nodes -------------------------------------------------
@@ -274,7 +286,6 @@ class ContextService:
     async def _refresh(self, tenant: str | None) -> None:
         """Replace the cached entries of ``tenant`` (None: of all) by the stored ones."""
         while True:
-            await self._written()  # this node's writes behind are in what is read
             token = self._generations.token()
             rows = await self.store.load(tenant)
             if self._generations.fresh(token, tenant):
@@ -282,23 +293,14 @@ class ContextService:
         self.registry.reset(tenant, rows)
         self._forget(tenant)  # maps built while the reload ran used the old entries
 
-    def _later(self, work: Awaitable[None], *, write: bool = False) -> None:
-        """Run ``work`` in the background; ``aclose`` waits for it, failures are logged.
-        A ``write`` is also awaited by the registry operations (``_written``)."""
+    def _later(self, work: Awaitable[None]) -> None:
+        """Run ``work`` in the background; ``aclose`` waits for it, failures are logged."""
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
-        if write:
-            self._writing.add(task)
         task.add_done_callback(self._done)
-
-    async def _written(self) -> None:
-        """Wait for this node's writes behind: its registry answers include them."""
-        if self._writing:
-            await asyncio.gather(*self._writing, return_exceptions=True)
 
     def _done(self, task: asyncio.Future[None]) -> None:
         self._tasks.discard(task)
-        self._writing.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("@context registry: background work failed", exc_info=task.exception())
 
@@ -492,7 +494,14 @@ class ContextService:
             del self._maps[key]
 
     async def _fetch_shared(self, url: str) -> tuple[JSONObject, float]:
-        """One download per URL at a time, whoever asks (other requests await it)."""
+        """One download per URL at a time, whoever asks (other requests await it); a URL
+        whose download failed less than ``failure_ttl`` seconds ago fails again at once."""
+        failed = self._failures.get(url)
+        if failed is not None:
+            until, error = failed
+            if time.monotonic() < until:
+                raise type(error)(error.detail, **error.extra)
+            del self._failures[url]
         future = self._inflight.get(url)
         if future is None:
             future = asyncio.ensure_future(self._fetch(url))
@@ -503,8 +512,14 @@ class ContextService:
     def _settled(self, url: str, future: asyncio.Future[tuple[JSONObject, float]]) -> None:
         if self._inflight.get(url) is future:
             del self._inflight[url]
-        if not future.cancelled():
-            future.exception()  # retrieved: the awaiting requests report it
+        if future.cancelled():
+            return
+        error = future.exception()  # retrieved: the awaiting requests report it
+        if isinstance(error, NgsiLdError) and self.failure_ttl > 0:
+            self._failures[url] = (time.monotonic() + self.failure_ttl, error)
+            self._failures.move_to_end(url)
+            while len(self._failures) > self.max_cached:
+                self._failures.popitem(last=False)
 
     async def _fetch(self, url: str) -> tuple[JSONObject, float]:
         """Download and check a context document; the TTL comes from Cache-Control."""
@@ -568,11 +583,13 @@ class ContextService:
         """The broker-relative path of an entry, for Location headers (like /entities)."""
         return f"{CONTEXTS_PATH}/{quote(local_id, safe=':')}"
 
-    def link_url(self, context: Any, *, tenant: str | None = None) -> str:
+    async def link_url(self, context: Any, *, tenant: str | None = None) -> str:
         """A URL a client can fetch ``context`` from, for Link headers and jsonldContext.
 
         A single URL (or a one-URL array) is itself; no context is the core; anything
-        else is stored as an ImplicitlyCreated entry (one per distinct value and tenant).
+        else is stored as an ImplicitlyCreated entry (one per distinct value and tenant),
+        committed before its URL is returned, so whoever is given the URL can fetch it
+        from any node, also after a crash.
         """
         if isinstance(context, list) and len(context) == 1 and isinstance(context[0], str):
             context = context[0]
@@ -584,17 +601,32 @@ class ContextService:
         key = canonical(context)
         entry = self.registry.by_key(t, key)
         if entry is None:
-            validate_context(context)
-            entry = ContextEntry(
-                local_id=self._new_id(),
-                kind="ImplicitlyCreated",
-                document={"@context": copy.deepcopy(context)},
-                created_at=self._now(),
-                key=key,
-            )
-            self._cached(t, entry)  # this node serves it at once, the store just after
-            self._later(self.store.add(t, entry), write=True)
+            adding = self._adding.get((t, key))
+            if adding is None:  # the first request with this context stores it
+                validate_context(context)
+                adding = asyncio.ensure_future(self._add_implicit(t, key, context))
+                self._adding[(t, key)] = adding
+                adding.add_done_callback(functools.partial(self._added, (t, key)))
+            entry = await asyncio.shield(adding)  # the others wait for the same entry
         return self.url(entry.local_id)
+
+    def _added(self, key: tuple[str, bytes], future: asyncio.Future[ContextEntry]) -> None:
+        if self._adding.get(key) is future:
+            del self._adding[key]
+        if not future.cancelled():
+            future.exception()  # retrieved: the awaiting requests report it
+
+    async def _add_implicit(self, tenant: str, key: bytes, context: Any) -> ContextEntry:
+        entry = ContextEntry(
+            local_id=self._new_id(),
+            kind="ImplicitlyCreated",
+            document={"@context": copy.deepcopy(context)},
+            created_at=self._now(),
+            key=key,
+        )
+        await self.store.add(tenant, entry)
+        self._cached(tenant, entry)
+        return entry
 
     async def add(self, document: Any, *, tenant: str | None = None) -> str:
         """Add @context (5.13.2): store a Hosted entry; returns its local id."""
@@ -621,7 +653,6 @@ class ContextService:
         if kind is not None and kind not in KINDS:
             raise BadRequestData(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         t = tenant or ""
-        await self._written()
         stored = [self._counted(t, e) for _, e in await self.store.load(t)]
         found = sorted((e for e in stored if kind is None or e.kind == kind),
                        key=lambda e: e.created_at)
@@ -679,6 +710,7 @@ class ContextService:
             validate_context(document.get("@context", {}))
         except BadRequestData as exc:
             raise _unavailable(entry.url, f"the new document is invalid: {exc.detail}") from exc
+        self._failures.pop(entry.url, None)  # reachable again
         now = self._now()
         expires = now + timedelta(seconds=ttl)
         stored = await self.store.cache(
@@ -692,7 +724,6 @@ class ContextService:
         so a change made on another node a moment ago already counts."""
         if id_or_url == CORE_LOCAL_ID or is_core_context_url(id_or_url):
             return self._core_entry()
-        await self._written()
         entry = await self.store.get(tenant, id_or_url) if _issued(id_or_url) else None
         if entry is not None:
             return entry

@@ -609,10 +609,12 @@ class NotificationEngine:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             unfinished = [i for i, t in tasks.items() if t in pending]
-            with contextlib.suppress(Exception):
+            try:
                 if self._done_flush is not None:
                     await self._done_flush  # deliveries already acknowledged
                 await self.outbox.release(unfinished)
+            except Exception:  # noqa: BLE001 - the next process's open returns them to pending
+                log.exception("releasing %d unfinished notifications failed", len(unfinished))
         await self.sender.aclose()
 
     async def idle(self, timeout: float = 10.0) -> bool:

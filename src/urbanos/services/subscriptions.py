@@ -236,7 +236,7 @@ class SubscriptionService:
     async def _resolve_context(self, doc: JSONObject, context: JSON, tenant: str) -> None:
         """Fetch the @contexts the subscription will need (504 if unavailable), and set
         jsonldContext: the subscriber's, or the URL of the request's @context."""
-        default = self.contexts.link_url(context, tenant=tenant)
+        default = await self.contexts.link_url(context, tenant=tenant)
         doc["_context"] = context
         doc["_defaultContext"] = default
         if doc.get("_explicitContext"):

@@ -51,9 +51,10 @@ class Stores:
         await self.entities.close()
 
 
-def open_stores(url: str, *, readers: int = 4) -> Stores:
+def open_stores(url: str, *, readers: int = 4, synchronous: str = "full") -> Stores:
     """The stores a URL names: ``sqlite:///relative.db``, ``sqlite:////abs.db``, ``memory://``,
-    ``postgresql://user@host:port/db`` (libpq URL; the pool holds ``readers + 4``)."""
+    ``postgresql://user@host:port/db`` (libpq URL; the pool holds ``readers + 4``).
+    ``synchronous`` is SQLite's durability level (``storage.sqlite.database``)."""
     if url.startswith("sqlite://"):
         from urbanos.storage.sqlite import SqliteStore
         from urbanos.storage.sqlite.outbox import SqliteOutbox
@@ -62,7 +63,7 @@ def open_stores(url: str, *, readers: int = 4) -> Stores:
         from urbanos.storage.sqlite.temporal import SqliteTemporalStore
 
         path = url.removeprefix("sqlite://").removeprefix("/")
-        lite = SqliteStore(path or "./data/urbanos.db", readers=readers)
+        lite = SqliteStore(path or "./data/urbanos.db", readers=readers, synchronous=synchronous)
         return Stores(lite, SqliteSubscriptionStore(lite.db), SqliteTemporalStore(lite),
                       SqliteOutbox(lite), SqliteSnapshotStore(lite.db))
     if url.startswith(("postgresql://", "postgres://")):

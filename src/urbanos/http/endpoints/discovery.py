@@ -47,7 +47,7 @@ async def list_types(request: Request) -> Response:
             "type": "EntityTypeList",
             "typeList": sorted(c(i.type) for i in infos),
         }
-    return json_response(ctx, data, link_url=link_url(request, ctx))
+    return json_response(ctx, data, link_url=await link_url(request, ctx))
 
 
 async def retrieve_type(request: Request) -> Response:
@@ -76,7 +76,7 @@ async def retrieve_type(request: Request) -> Response:
             for attr, kinds in sorted(info.attributes.items())
         ],
     }
-    return json_response(ctx, data, link_url=link_url(request, ctx))
+    return json_response(ctx, data, link_url=await link_url(request, ctx))
 
 
 async def list_attributes(request: Request) -> Response:
@@ -102,7 +102,7 @@ async def list_attributes(request: Request) -> Response:
             "type": "AttributeList",
             "attributeList": sorted(c(i.attr) for i in infos),
         }
-    return json_response(ctx, data, link_url=link_url(request, ctx))
+    return json_response(ctx, data, link_url=await link_url(request, ctx))
 
 
 async def retrieve_attribute(request: Request) -> Response:
@@ -124,4 +124,4 @@ async def retrieve_attribute(request: Request) -> Response:
         "attributeTypes": sorted(info.kinds),
         "typeNames": sorted(c(t) for t in info.types),
     }
-    return json_response(ctx, data, link_url=link_url(request, ctx))
+    return json_response(ctx, data, link_url=await link_url(request, ctx))

@@ -133,15 +133,15 @@ async def query_entities(request: Request) -> Response:
     if page.total is not None:
         headers["NGSILD-Results-Count"] = str(page.total)
     data = render_page(ctx, page.entities, opts, linked)
-    return _respond_with_links(request, ctx, data, headers, status)
+    return await _respond_with_links(request, ctx, data, headers, status)
 
 
-def _respond_with_links(
+async def _respond_with_links(
     request: Request, ctx: RequestContext, data: JSON, headers: dict[str, str], status: int = 200
 ) -> Response:
     paging = headers.pop("Link", None)
     response = json_response(
-        ctx, data, status=status, link_url=link_url(request, ctx), headers=headers
+        ctx, data, status=status, link_url=await link_url(request, ctx), headers=headers
     )
     if paging:
         existing = response.headers.get("Link")
@@ -209,7 +209,7 @@ async def retrieve_entity(request: Request) -> Response:
     if snapshot is not None:
         headers[SNAPSHOT] = snapshot
     return json_response(
-        ctx, data, status=status, link_url=link_url(request, ctx), headers=headers
+        ctx, data, status=status, link_url=await link_url(request, ctx), headers=headers
     )
 
 
@@ -238,7 +238,7 @@ async def retrieve_plain(
     ctx = await context_of(svc, headers, offered=ENTITY_OFFER)
     entity = await svc.entities.retrieve(ctx.tenant, entity_id)
     data = _render_one(ctx, entity, PLAIN_OPTIONS, {})  # no join: nothing linked to fetch
-    url = svc.contexts.link_url(ctx.context, tenant=ctx.tenant)
+    url = await svc.contexts.link_url(ctx.context, tenant=ctx.tenant)
     body, out = json_body(ctx, data, link_url=url)
     return body, out, ctx.accept
 
@@ -271,5 +271,5 @@ async def query_post(request: Request) -> Response:
         headers["NGSILD-Results-Count"] = str(page.total)
     data = render_page(ctx, page.entities, opts, linked)
     return json_response(
-        ctx, data, status=status, link_url=link_url(request, ctx), headers=headers
+        ctx, data, status=status, link_url=await link_url(request, ctx), headers=headers
     )

@@ -59,7 +59,7 @@ async def list_snapshots(request: Request) -> Response:
     check_params(request.query_params, set())
     ctx = await request_context(request)
     docs = await service(request).all(ctx.tenant)
-    return json_response(ctx, docs, link_url=link_url(request, ctx))
+    return json_response(ctx, docs, link_url=await link_url(request, ctx))
 
 
 async def retrieve_snapshot(request: Request) -> Response:
@@ -68,7 +68,7 @@ async def retrieve_snapshot(request: Request) -> Response:
     snapshot_id = _path_id(request)
     ctx = await request_context(request)
     doc = await service(request).retrieve(ctx.tenant, snapshot_id)
-    return json_response(ctx, doc, link_url=link_url(request, ctx))
+    return json_response(ctx, doc, link_url=await link_url(request, ctx))
 
 
 async def update_snapshot(request: Request) -> Response:
@@ -77,7 +77,7 @@ async def update_snapshot(request: Request) -> Response:
     snapshot_id = _path_id(request)
     body, ctx = await read_entity_body(request)
     doc = await service(request).update(ctx.tenant, snapshot_id, body)
-    return json_response(ctx, doc, link_url=link_url(request, ctx))
+    return json_response(ctx, doc, link_url=await link_url(request, ctx))
 
 
 async def delete_snapshot(request: Request) -> Response:

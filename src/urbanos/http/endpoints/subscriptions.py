@@ -98,7 +98,7 @@ async def query_subscriptions(request: Request) -> Response:
         links.append(_page_link(request, ctx, max(0, offset - limit), limit, "prev"))
     if limit and offset + limit < total:
         links.append(_page_link(request, ctx, offset + limit, limit, "next"))
-    response = json_response(ctx, data, link_url=link_url(request, ctx), headers=headers)
+    response = json_response(ctx, data, link_url=await link_url(request, ctx), headers=headers)
     if links:
         existing = response.headers.get("Link")
         paging_links = ", ".join(links)
@@ -120,7 +120,7 @@ async def retrieve_subscription(request: Request) -> Response:
     applied = preferred_version(request.headers.get("prefer"))
     if applied is not None:
         headers["Preference-Applied"] = applied
-    return json_response(ctx, data, link_url=link_url(request, ctx), headers=headers)
+    return json_response(ctx, data, link_url=await link_url(request, ctx), headers=headers)
 
 
 async def update_subscription(request: Request) -> Response:

@@ -144,13 +144,14 @@ def _paged(histories: list[EntityHistory],
     return [clip(h, window, query.timeproperty) for h in histories], window
 
 
-def _respond(request: Request, ctx: RequestContext, data: JSON, window: TimeRange | None,
-             headers: dict[str, str], status: int = 200) -> Response:
+async def _respond(request: Request, ctx: RequestContext, data: JSON,
+                   window: TimeRange | None, headers: dict[str, str],
+                   status: int = 200) -> Response:
     if window is not None:
         headers["Content-Range"] = window.header()
         status = 206
     paging_links = headers.pop("Link", None)
-    response = json_response(ctx, data, status=status, link_url=link_url(request, ctx),
+    response = json_response(ctx, data, status=status, link_url=await link_url(request, ctx),
                              headers=headers)
     if paging_links:
         existing = response.headers.get("Link")
@@ -177,7 +178,7 @@ async def retrieve_temporal(request: Request) -> Response:
     if not data:
         raise ResourceNotFound(f"nothing of {entity_id} is left after pick/omit")
     headers, _ = _Maps(request, ctx.tenant).headers([entity_id])
-    return _respond(request, ctx, data, window, headers)
+    return await _respond(request, ctx, data, window, headers)
 
 
 def _order(params: QueryParams) -> str | None:
@@ -263,7 +264,7 @@ async def query_temporal(request: Request) -> Response:
         headers["NGSILD-Results-Count"] = str(total)
     headers.update(_page_links(request, ctx, len(histories), selection.limit, selection.offset,
                                total))
-    return _respond(request, ctx, data, window, headers, 201 if created else 200)
+    return await _respond(request, ctx, data, window, headers, 201 if created else 200)
 
 
 async def query_temporal_post(request: Request) -> Response:
@@ -294,7 +295,7 @@ async def query_temporal_post(request: Request) -> Response:
     histories, window = _paged(histories, asked.query)
     data = [d for d in (render_history(h, ctx.terms, asked.view) for h in histories) if d]
     headers = {"NGSILD-Results-Count": str(total)} if total is not None else {}
-    return _respond(request, ctx, data, window, headers)
+    return await _respond(request, ctx, data, window, headers)
 
 
 def _joined(value: object) -> object:

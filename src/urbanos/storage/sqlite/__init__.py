@@ -32,8 +32,8 @@ SCHEMA: list[str] = [
 
 
 class SqliteStore:
-    def __init__(self, path: str | Path, *, readers: int = 4) -> None:
-        self.db = Database(path, readers=readers)
+    def __init__(self, path: str | Path, *, readers: int = 4, synchronous: str = "full") -> None:
+        self.db = Database(path, readers=readers, synchronous=synchronous)
         self.contexts = contexts.SqliteContextStore(self.db)
         self.write_hooks: list[WriteHook] = []
         self._probe_counts = entities.ProbeCounts()  # shared by the reader threads

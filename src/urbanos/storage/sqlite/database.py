@@ -4,6 +4,12 @@ Concurrent writers hand their work to ``transact``; the writer thread runs every
 is waiting in one transaction, each piece inside its own SAVEPOINT, so one commit (one
 fsync) serves many requests while a failing piece rolls back alone. A third thread copies
 the WAL back into the file (checkpoints), so that the writer does not stop for it.
+
+Durability is ``synchronous``: with ``FULL`` (the default) every commit syncs the WAL before
+``transact`` returns, so a write acknowledged to a client survives power loss and OS crashes;
+the group commit shares that one sync among the writes waiting together. ``NORMAL`` syncs
+the WAL only at checkpoints: a commit survives a killed process, but the last commits before
+a power loss or OS crash can roll back even though they were acknowledged.
 """
 
 from __future__ import annotations
@@ -23,9 +29,25 @@ Work = Callable[[sqlite3.Connection], Any]
 Piece = tuple[Work, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 
 
+#: the ``synchronous`` levels a store may run at (see the module docstring)
+SYNCHRONOUS = ("full", "normal")
+
+
 class Database:
-    def __init__(self, path: str | Path, *, readers: int = 4, max_group: int = 256) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        readers: int = 4,
+        max_group: int = 256,
+        synchronous: str = "full",
+    ) -> None:
+        if synchronous.lower() not in SYNCHRONOUS:
+            raise ValueError(
+                f"synchronous must be one of {', '.join(SYNCHRONOUS)}, not {synchronous!r}"
+            )
         self.path = str(path)
+        self.synchronous = synchronous.upper()
         self.max_group = max_group
         self._readers = max(1, readers)
         self._writer: threading.Thread | None = None
@@ -87,7 +109,7 @@ class Database:
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")  # one of SYNCHRONOUS
         conn.execute("PRAGMA busy_timeout=10000")
         with self._lock:
             self._all.append(conn)
