@@ -46,7 +46,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("workers_read", 4, "reader connections (SQLite threads; PostgreSQL pool size - 4)"),
     Setting("public_url", "", "base URL clients reach the broker at; default http://HOST:PORT"),
     Setting("notify_timeout", 10.0, "seconds allowed for sending one notification"),
-    Setting("notify_max_attempts", 10, "sends of one notification before it is abandoned"),
+    Setting("notify_max_attempts", 10, "sends of one notification before it is dead-lettered"),
     Setting("notify_backoff", 1.0, "seconds before the first retry; doubles per failure"),
     Setting("notify_backoff_max", 300.0, "longest pause between two notification attempts"),
     Setting("notify_concurrency", 4, "notifications sent at once to one endpoint"),

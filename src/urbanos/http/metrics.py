@@ -26,7 +26,9 @@ STORE = Histogram(
 
 DEAD_LETTERS = Gauge(
     "urbanos_notification_dead_letters",
-    "Changes whose matching failed for a subscription, kept and retried with backoff",
+    "Dead letters by kind: matching (a change whose matching failed, retried with backoff),"
+    " delivery (a notification not delivered, waiting for an operator)",
+    ["kind"],
     registry=REGISTRY,
 )
 

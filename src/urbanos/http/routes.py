@@ -48,6 +48,7 @@ ROUTES = [
     Route("/version", ops.version, methods=["GET"]),
     Route("/admin/dead-letters", admin.list_dead_letters, methods=["GET"]),
     Route("/admin/dead-letters/{dead_id}/retry", admin.retry_dead_letter, methods=["POST"]),
+    Route("/admin/dead-letters/{dead_id}", admin.delete_dead_letter, methods=["DELETE"]),
     Route(P + "/entities", entities.create_entity, methods=["POST"]),
     Route(P + "/entities", entity_reads.query_entities, methods=["GET"]),
     Route(P + "/entities", entities.purge_entities, methods=["DELETE"]),

@@ -26,7 +26,9 @@ sends (they only add a row). The notifications of one subscription are sent one 
 the other, in the order they were recorded (a failure sends the next one meanwhile: its
 retry comes later); a new one skips the store's queue only while its lane has nothing
 waiting there. A failed send is retried with exponential backoff and jitter up to
-``max_attempts``; every attempt is reported to the subscription service
+``max_attempts``; a notification whose attempts are exhausted, or whose answer is not
+retried (4xx), becomes a dead letter (``bury_delivery``, replacing its delivery row in one
+transaction) that waits for an operator to requeue or discard it; every attempt is reported to the subscription service
 (``timesSent``/``timesFailed``, ``lastSuccess``/``lastFailure``, ``status``), once the
 outbox confirmed the row was still this process's. Recording an outcome that fails (the
 database is away) is tried again with backoff until it succeeds, the row staying claimed
@@ -52,7 +54,17 @@ from urbanos.core.change import Change
 from urbanos.core.timeutil import now_iso
 from urbanos.errors import ResourceNotFound
 from urbanos.services.senders import DeliveryError, Sender, lane_of
-from urbanos.storage.outbox import DeadLetter, Delivery, Envelope, NewDelivery, Outbox, Room
+from urbanos.storage.outbox import (
+    DELIVERY,
+    MATCHING,
+    DeadDelivery,
+    DeadLetter,
+    Delivery,
+    Envelope,
+    NewDelivery,
+    Outbox,
+    Room,
+)
 
 if TYPE_CHECKING:
     from urbanos.core.subscription import Outgoing
@@ -97,7 +109,7 @@ class SubscriptionSource(Protocol):
 @dataclass(frozen=True, slots=True)
 class DeliveryConfig:
     timeout: float = 10.0  # seconds for one send, connection included
-    max_attempts: int = 10  # sends of one notification before it is abandoned
+    max_attempts: int = 10  # sends of one notification before it is dead-lettered
     backoff: float = 1.0  # delay before the first retry; doubles with each failure
     backoff_max: float = 300.0  # the longest delay between two attempts
     concurrency: int = 4  # sends at once per endpoint
@@ -566,12 +578,16 @@ class NotificationEngine:
             log.info("notification %s to %s failed (%s), retry %d", d.id, d.envelope.uri,
                      error, attempts)
         else:
-            if not await self._until_recorded(d, lambda: self._mark_done(d.id)):
+            letter = DeadDelivery(d.tenant, d.subscription_id, d.lane, d.envelope, error,
+                                  attempts, self.clock())
+            if not await self._until_recorded(
+                d, lambda: self.outbox.bury_delivery(letter, d.id)
+            ):
                 return
             self.failed += 1
             await self._report(d, ok=False, error=error)
-            log.warning("notification %s to %s abandoned after %d attempt(s): %s",
-                        d.id, d.envelope.uri, attempts, error)
+            log.error("notification %s of %s to %s dead-lettered after %d attempt(s): %s",
+                      d.id, d.subscription_id, d.envelope.uri, attempts, error)
 
     async def _report(self, d: Delivery, *, ok: bool, error: str | None = None) -> None:
         try:
@@ -582,19 +598,30 @@ class NotificationEngine:
             log.exception("reporting notification %s failed", d.id)
 
     # -- dead letters, for operators ------------------------------------------------------
-    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """The dead letters, oldest first."""
-        return await self.outbox.dead_letters(limit)
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter | DeadDelivery]:
+        """The dead letters of both kinds, oldest first."""
+        matching = await self.outbox.dead_letters(limit)
+        delivery = await self.outbox.dead_deliveries(limit)
+        return heapq.nsmallest(limit, [*matching, *delivery], key=lambda d: d.id)
 
-    async def dead_letter_count(self) -> int:
-        return await self.outbox.dead_letter_count()
+    async def dead_letter_counts(self) -> dict[str, int]:
+        """Dead letters by kind (``matching``, ``delivery``)."""
+        return {kind: await self.outbox.dead_letter_count(kind) for kind in (MATCHING, DELIVERY)}
 
     async def requeue_dead_letter(self, dead_id: int) -> None:
-        """Make a dead letter due now: the node that retries dead letters takes it within
-        a tick."""
+        """Retry a dead letter now: a matching one is made due (the node that retries dead
+        letters takes it within a tick), a delivery one becomes a fresh delivery, its
+        attempts starting again from zero."""
         if not await self.outbox.requeue_dead_letter(dead_id, self.clock()):
             raise ResourceNotFound(f"dead letter {dead_id} not found")
+        self._wake_pump()
         log.info("dead letter %s requeued", dead_id)
+
+    async def discard_dead_letter(self, dead_id: int) -> None:
+        """Drop a dead letter for good: what it owed is never sent."""
+        if not await self.outbox.discard_dead_letter(dead_id):
+            raise ResourceNotFound(f"dead letter {dead_id} not found")
+        log.warning("dead letter %s discarded by an operator", dead_id)
 
     # -- shutdown --------------------------------------------------------------------------
     async def aclose(self, grace: float = 5.0) -> None:

@@ -15,7 +15,16 @@ from urbanos.core.change import Change
 from urbanos.core.timeutil import now_iso
 from urbanos.storage.base import Write
 from urbanos.storage.memory import MemoryStore
-from urbanos.storage.outbox import DeadLetter, Delivery, NewDelivery, Room, changes_of
+from urbanos.storage.outbox import (
+    DELIVERY,
+    MATCHING,
+    DeadDelivery,
+    DeadLetter,
+    Delivery,
+    NewDelivery,
+    Room,
+    changes_of,
+)
 
 
 @dataclass(slots=True)
@@ -33,7 +42,7 @@ class MemoryOutbox:
         self._rows: dict[int, _Row] = {}
         self._seq = itertools.count(1)
         self._ids = itertools.count(1)
-        self._dead: dict[int, DeadLetter] = {}
+        self._dead: dict[int, DeadLetter | DeadDelivery] = {}
         self._dead_ids = itertools.count(1)
         store.write_hooks.append(self._record)
 
@@ -110,17 +119,32 @@ class MemoryOutbox:
     async def counts(self) -> tuple[int, int]:
         return len(self._changes), len(self._rows)
 
+    async def bury_delivery(self, letter: DeadDelivery, delivery_id: int) -> bool:
+        if self._rows.pop(delivery_id, None) is None:
+            return False
+        dead_id = next(self._dead_ids)
+        self._dead[dead_id] = replace(letter, id=dead_id)
+        return True
+
+    def _matching(self) -> list[DeadLetter]:
+        return [d for d in self._dead.values() if isinstance(d, DeadLetter)]
+
     async def dead_letters(self, limit: int, due_by: float | None = None) -> list[DeadLetter]:
         if due_by is None:
-            return [self._dead[i] for i in sorted(self._dead)[:limit]]
-        due = [d for d in self._dead.values() if d.next_at <= due_by]
+            return sorted(self._matching(), key=lambda d: d.id)[:limit]
+        due = [d for d in self._matching() if d.next_at <= due_by]
         return sorted(due, key=lambda d: (d.next_at, d.id))[:limit]
+
+    async def dead_deliveries(self, limit: int) -> list[DeadDelivery]:
+        dead = [d for d in self._dead.values() if isinstance(d, DeadDelivery)]
+        return sorted(dead, key=lambda d: d.id)[:limit]
 
     async def resolve_dead_letter(
         self, dead_id: int, new: list[NewDelivery], dead: Sequence[DeadLetter], now: float
     ) -> bool:
-        if self._dead.pop(dead_id, None) is None:
+        if not isinstance(self._dead.get(dead_id), DeadLetter):
             return False
+        del self._dead[dead_id]
         self._insert(new, now)
         self._bury(dead)
         return True
@@ -129,7 +153,7 @@ class MemoryOutbox:
         self, dead_id: int, attempts: int, next_at: float, error: str
     ) -> bool:
         letter = self._dead.get(dead_id)
-        if letter is None:
+        if not isinstance(letter, DeadLetter):
             return False
         self._dead[dead_id] = replace(letter, attempts=attempts, next_at=next_at, error=error)
         return True
@@ -138,8 +162,17 @@ class MemoryOutbox:
         letter = self._dead.get(dead_id)
         if letter is None:
             return False
-        self._dead[dead_id] = replace(letter, next_at=now)
+        if isinstance(letter, DeadLetter):
+            self._dead[dead_id] = replace(letter, next_at=now)
+        else:
+            del self._dead[dead_id]
+            self._insert([NewDelivery(letter.tenant, letter.subscription_id, letter.lane,
+                                      letter.envelope)], now)
         return True
 
-    async def dead_letter_count(self) -> int:
-        return len(self._dead)
+    async def discard_dead_letter(self, dead_id: int) -> bool:
+        return self._dead.pop(dead_id, None) is not None
+
+    async def dead_letter_count(self, kind: str | None = None) -> int:
+        wanted = {MATCHING: DeadLetter, DELIVERY: DeadDelivery}.get(kind or "", object)
+        return sum(isinstance(d, wanted) for d in self._dead.values())

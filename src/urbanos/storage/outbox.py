@@ -15,6 +15,12 @@ A change that some subscription could not be matched against is never dropped: t
 records a :class:`DeadLetter` (the change, the subscription, the error) in the transaction
 that consumes the change, and retries it with backoff until it yields its notifications
 (``resolve_dead_letter``); operators list and requeue them.
+
+A notification is never dropped either: one whose sends are exhausted (or refused by an
+answer that is not retried) moves, in one transaction, from the deliveries to the same
+dead-letter table as a :class:`DeadDelivery` (``bury_delivery``). Those wait for an
+operator: ``requeue_dead_letter`` turns one back into a fresh delivery, ``discard_dead_letter``
+drops it. The two kinds share one id sequence.
 """
 
 from __future__ import annotations
@@ -74,6 +80,26 @@ class DeadLetter:
     next_at: float
     first_failed: float
     id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeadDelivery:
+    """A notification not delivered: its envelope as it would be sent, the subscription,
+    the last error, the sends it took, and when it was given up (seconds since the epoch).
+    ``id`` is 0 until the store has recorded it."""
+
+    tenant: str
+    subscription_id: str
+    lane: str
+    envelope: Envelope
+    error: str
+    attempts: int
+    failed_at: float
+    id: int = 0
+
+
+#: the ``kind`` of a dead letter: a change whose matching failed, a notification not delivered
+MATCHING, DELIVERY = "matching", "delivery"
 
 
 class Room:
@@ -149,9 +175,18 @@ class Outbox(Protocol):
         """(unconsumed changes, deliveries not yet done): for metrics and tests."""
         ...
 
+    async def bury_delivery(self, letter: DeadDelivery, delivery_id: int) -> bool:
+        """Delete delivery ``delivery_id`` and record it as dead letter ``letter``, in one
+        transaction; False (and nothing recorded) when this process no longer held it."""
+        ...
+
     async def dead_letters(self, limit: int, due_by: float | None = None) -> list[DeadLetter]:
-        """Dead letters oldest first (by ``next_at`` when ``due_by`` is given: only those
-        due by then)."""
+        """Matching dead letters oldest first (by ``next_at`` when ``due_by`` is given:
+        only those due by then)."""
+        ...
+
+    async def dead_deliveries(self, limit: int) -> list[DeadDelivery]:
+        """Delivery dead letters, oldest first."""
         ...
 
     async def resolve_dead_letter(
@@ -168,10 +203,17 @@ class Outbox(Protocol):
         ...
 
     async def requeue_dead_letter(self, dead_id: int, now: float) -> bool:
-        """Make a dead letter due at ``now``; False when there is none with that id."""
+        """Make a matching dead letter due at ``now``, or turn a delivery one back into a
+        pending delivery due ``now`` with no attempt counted (one transaction); False when
+        there is none with that id."""
         ...
 
-    async def dead_letter_count(self) -> int:
+    async def discard_dead_letter(self, dead_id: int) -> bool:
+        """Drop a dead letter of either kind; False when there is none with that id."""
+        ...
+
+    async def dead_letter_count(self, kind: str | None = None) -> int:
+        """Dead letters of ``kind`` (None: both)."""
         ...
 
 

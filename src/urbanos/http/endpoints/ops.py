@@ -31,7 +31,8 @@ async def health(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     engine = services(request).notifications
     if engine is not None:
-        DEAD_LETTERS.set(await engine.dead_letter_count())
+        for kind, count in (await engine.dead_letter_counts()).items():
+            DEAD_LETTERS.labels(kind).set(count)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 

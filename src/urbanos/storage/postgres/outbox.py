@@ -1,7 +1,7 @@
 """The durable outbox on PostgreSQL, drained by every node without double delivery.
 
 Tables ``urbanos.outbox_changes`` and ``urbanos.outbox_deliveries`` (catalog migration
-0002). The write hook inserts the changes inside the entity write's transaction and sends
+0002), ``urbanos.outbox_dead_letters`` (0005; notifications not delivered: 0007). The write hook inserts the changes inside the entity write's transaction and sends
 ``NOTIFY urbanos_outbox`` there too: every node's delivery loop wakes once it has committed.
 
 Several nodes share the rows, so both reading changes and claiming deliveries *claim*:
@@ -37,7 +37,17 @@ from psycopg.types.json import Json
 from urbanos.core.change import Change
 from urbanos.core.timeutil import now_iso
 from urbanos.storage.base import Write
-from urbanos.storage.outbox import DeadLetter, Delivery, Envelope, NewDelivery, Room, changes_of
+from urbanos.storage.outbox import (
+    DELIVERY,
+    MATCHING,
+    DeadDelivery,
+    DeadLetter,
+    Delivery,
+    Envelope,
+    NewDelivery,
+    Room,
+    changes_of,
+)
 from urbanos.storage.postgres.listen import LIVE_NODES, OUTBOX_CHANNEL, node_for
 
 if TYPE_CHECKING:
@@ -102,6 +112,8 @@ RETURNING id, claimed_by"""
 
 _DEAD_COLUMNS = ("id, tenant, subscription_id, entity_id, before, after, at, attempts, next_at,"
                  " first_failed, last_error")
+_DEAD_DELIVERY_COLUMNS = ("id, tenant, subscription_id, lane, uri, headers, payload, qos,"
+                          " mqtt_version, last_error, attempts, next_at")
 
 
 def _delivery(row: tuple[Any, ...]) -> Delivery:
@@ -126,6 +138,12 @@ async def _bury(conn: AsyncConnection, dead: Sequence[DeadLetter]) -> None:
             (c.tenant, d.subscription_id, c.entity_id, _json(c.before), _json(c.after), c.at,
              d.attempts, d.next_at, d.first_failed, d.error[:500]),
         )
+
+
+def _dead_delivery(row: tuple[Any, ...]) -> DeadDelivery:
+    id_, tenant, sub, lane, uri, headers, payload, qos, version, error, attempts, at = row
+    envelope = Envelope(uri, headers, bytes(payload), qos, version)
+    return DeadDelivery(tenant, sub, lane, envelope, error, attempts, at, id_)
 
 
 def _json(value: Any) -> Json | None:
@@ -270,12 +288,42 @@ class PostgresOutbox:
             row = await cur.fetchone()
         return (int(row[0]), int(row[1])) if row else (0, 0)
 
-    async def dead_letters(self, limit: int, due_by: float | None = None) -> list[DeadLetter]:
-        where, order = ("", "id") if due_by is None else (" WHERE next_at <= %s", "next_at, id")
-        params: tuple[Any, ...] = (limit,) if due_by is None else (due_by, limit)
+    async def bury_delivery(self, letter: DeadDelivery, delivery_id: int) -> bool:
+        e = letter.envelope
+        async with self.db.transaction() as conn:
+            cur = await conn.execute(
+                "DELETE FROM urbanos.outbox_deliveries WHERE id = %s AND claimed_by = %s",
+                (delivery_id, self._me),
+            )
+            if cur.rowcount == 0:
+                return False
+            await conn.execute(
+                "INSERT INTO urbanos.outbox_dead_letters (kind, tenant, subscription_id,"
+                " attempts, next_at, first_failed, last_error, lane, uri, headers, payload,"
+                " qos, mqtt_version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (DELIVERY, letter.tenant, letter.subscription_id, letter.attempts,
+                 letter.failed_at, letter.failed_at, letter.error[:500], letter.lane, e.uri,
+                 Json(e.headers), e.payload, e.qos, e.mqtt_version),
+            )
+            return True
+
+    async def dead_deliveries(self, limit: int) -> list[DeadDelivery]:
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                f"SELECT {_DEAD_COLUMNS} FROM urbanos.outbox_dead_letters{where}"  # noqa: S608
+                f"SELECT {_DEAD_DELIVERY_COLUMNS} FROM urbanos.outbox_dead_letters"  # noqa: S608
+                " WHERE kind = %s ORDER BY id LIMIT %s",
+                (DELIVERY, limit),
+            )
+            return [_dead_delivery(r) for r in await cur.fetchall()]
+
+    async def dead_letters(self, limit: int, due_by: float | None = None) -> list[DeadLetter]:
+        where, order = ("", "id") if due_by is None else (" AND next_at <= %s", "next_at, id")
+        params: tuple[Any, ...] = (
+            (MATCHING, limit) if due_by is None else (MATCHING, due_by, limit))
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {_DEAD_COLUMNS} FROM urbanos.outbox_dead_letters"  # noqa: S608
+                f" WHERE kind = %s{where}"
                 f" ORDER BY {order} LIMIT %s",
                 params,
             )
@@ -286,7 +334,8 @@ class PostgresOutbox:
     ) -> bool:
         async with self.db.transaction() as conn:
             cur = await conn.execute(
-                "DELETE FROM urbanos.outbox_dead_letters WHERE id = %s", (dead_id,)
+                "DELETE FROM urbanos.outbox_dead_letters WHERE id = %s AND kind = %s",
+                (dead_id, MATCHING),
             )
             if cur.rowcount == 0:
                 return False
@@ -300,21 +349,45 @@ class PostgresOutbox:
         async with self.db.connection() as conn:
             cur = await conn.execute(
                 "UPDATE urbanos.outbox_dead_letters SET attempts = %s, next_at = %s,"
-                " last_error = %s WHERE id = %s",
-                (attempts, next_at, error[:500], dead_id),
+                " last_error = %s WHERE id = %s AND kind = %s",
+                (attempts, next_at, error[:500], dead_id, MATCHING),
             )
             return cur.rowcount > 0
 
     async def requeue_dead_letter(self, dead_id: int, now: float) -> bool:
+        async with self.db.transaction() as conn:
+            cur = await conn.execute(
+                "UPDATE urbanos.outbox_dead_letters SET next_at = %s WHERE id = %s AND kind = %s",
+                (now, dead_id, MATCHING),
+            )
+            if cur.rowcount > 0:
+                return True
+            cur = await conn.execute(
+                "DELETE FROM urbanos.outbox_dead_letters WHERE id = %s AND kind = %s"
+                f" RETURNING {_DEAD_DELIVERY_COLUMNS}",
+                (dead_id, DELIVERY),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return False
+            d = _dead_delivery(row)
+            await self._insert(
+                conn, [NewDelivery(d.tenant, d.subscription_id, d.lane, d.envelope)], now)
+            return True
+
+    async def discard_dead_letter(self, dead_id: int) -> bool:
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                "UPDATE urbanos.outbox_dead_letters SET next_at = %s WHERE id = %s",
-                (now, dead_id),
+                "DELETE FROM urbanos.outbox_dead_letters WHERE id = %s", (dead_id,)
             )
             return cur.rowcount > 0
 
-    async def dead_letter_count(self) -> int:
+    async def dead_letter_count(self, kind: str | None = None) -> int:
         async with self.db.connection() as conn:
-            cur = await conn.execute("SELECT count(*) FROM urbanos.outbox_dead_letters")
+            cur = await conn.execute(
+                "SELECT count(*) FROM urbanos.outbox_dead_letters"
+                " WHERE %s::text IS NULL OR kind = %s::text",
+                (kind, kind),
+            )
             row = await cur.fetchone()
         return int(row[0]) if row else 0

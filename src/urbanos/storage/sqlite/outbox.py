@@ -5,7 +5,9 @@ hook on ``SqliteStore.write_hooks``), and loses it when the worker has turned it
 ``outbox_deliveries`` rows (same transaction as their insertion). A delivery row is
 deleted once the receiver acknowledged it, so both tables only hold work still to do.
 ``outbox_dead_letters`` keeps the changes some subscription could not be matched against
-(recorded with the consumption of the change), until a retry succeeds.
+(recorded with the consumption of the change), until a retry succeeds, and the
+notifications whose sends were exhausted (moved there from ``outbox_deliveries`` in one
+transaction), until an operator requeues or discards them.
 
 A write to a tenant without any subscription records no change: nothing could be notified
 of it (a subscription only hears of writes after its creation, and its row is written by
@@ -24,10 +26,44 @@ import orjson
 from urbanos.core.change import Change
 from urbanos.core.timeutil import now_iso
 from urbanos.storage.base import Write
-from urbanos.storage.outbox import DeadLetter, Delivery, Envelope, NewDelivery, Room, changes_of
+from urbanos.storage.outbox import (
+    DELIVERY,
+    MATCHING,
+    DeadDelivery,
+    DeadLetter,
+    Delivery,
+    Envelope,
+    NewDelivery,
+    Room,
+    changes_of,
+)
 
 if TYPE_CHECKING:
     from urbanos.storage.sqlite import SqliteStore
+
+#: kind 'matching': a change (entity_id … at; subscription_id NULL: it could not be matched
+#: at all), retried at next_at; kind 'delivery': a notification not delivered (lane …
+#: mqtt_version, as it would be sent), next_at and first_failed being when it was given up
+_DEAD_TABLE = """CREATE TABLE IF NOT EXISTS outbox_dead_letters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL DEFAULT 'matching',
+        tenant TEXT NOT NULL,
+        subscription_id TEXT,
+        entity_id TEXT,
+        before BLOB,
+        after BLOB,
+        at TEXT,
+        attempts INTEGER NOT NULL,
+        next_at REAL NOT NULL,
+        first_failed REAL NOT NULL,
+        last_error TEXT NOT NULL,
+        lane TEXT,
+        uri TEXT,
+        headers BLOB,
+        payload BLOB,
+        qos INTEGER,
+        mqtt_version TEXT
+    )"""
 
 SCHEMA: list[str] = [
     """CREATE TABLE IF NOT EXISTS outbox_changes (
@@ -54,20 +90,7 @@ SCHEMA: list[str] = [
         last_error TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS outbox_deliveries_due ON outbox_deliveries (claimed, next_at)",
-    # subscription_id NULL: the change could not be matched at all (no subscription tried)
-    """CREATE TABLE IF NOT EXISTS outbox_dead_letters (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        tenant TEXT NOT NULL,
-        subscription_id TEXT,
-        entity_id TEXT NOT NULL,
-        before BLOB,
-        after BLOB,
-        at TEXT NOT NULL,
-        attempts INTEGER NOT NULL,
-        next_at REAL NOT NULL,
-        first_failed REAL NOT NULL,
-        last_error TEXT NOT NULL
-    )""",
+    _DEAD_TABLE,
 ]
 
 _COLUMNS = "id, tenant, subscription_id, lane, uri, headers, payload, qos, mqtt_version, attempts"
@@ -83,6 +106,27 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
 
 _DEAD_COLUMNS = ("id, tenant, subscription_id, entity_id, before, after, at, attempts, next_at,"
                  " first_failed, last_error")
+_DEAD_DELIVERY_COLUMNS = ("id, tenant, subscription_id, lane, uri, headers, payload, qos,"
+                          " mqtt_version, last_error, attempts, next_at")
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """A file from before delivery dead letters: rebuild the table (SQLite cannot drop a
+    NOT NULL), keeping the rows and their ids."""
+    declared = {row[1] for row in conn.execute("PRAGMA table_info(outbox_dead_letters)")}
+    if not declared or "kind" in declared:
+        return
+    conn.execute("ALTER TABLE outbox_dead_letters RENAME TO old_outbox_dead_letters")
+    conn.execute(_DEAD_TABLE)
+    conn.execute(f"INSERT INTO outbox_dead_letters ({_DEAD_COLUMNS})"  # noqa: S608
+                 f" SELECT {_DEAD_COLUMNS} FROM old_outbox_dead_letters")
+    conn.execute("DROP TABLE old_outbox_dead_letters")
+
+
+def _dead_delivery(row: tuple[Any, ...]) -> DeadDelivery:
+    id_, tenant, sub, lane, uri, headers, payload, qos, version, error, attempts, at = row
+    envelope = Envelope(uri, orjson.loads(headers), bytes(payload), qos, version)
+    return DeadDelivery(tenant, sub, lane, envelope, error, attempts, at, id_)
 
 
 def _loads(value: Any) -> Any:
@@ -147,6 +191,7 @@ class SqliteOutbox:
 
     async def open(self) -> None:
         def run(conn: sqlite3.Connection) -> bool:
+            _upgrade(conn)
             for stmt in SCHEMA:
                 conn.execute(stmt)
             conn.execute("UPDATE outbox_deliveries SET claimed = 0 WHERE claimed = 1")
@@ -269,25 +314,57 @@ class SqliteOutbox:
         def run(conn: sqlite3.Connection) -> list[DeadLetter]:
             if due_by is None:
                 rows = conn.execute(
-                    f"SELECT {_DEAD_COLUMNS} FROM outbox_dead_letters ORDER BY id LIMIT ?",
-                    (limit,),
+                    f"SELECT {_DEAD_COLUMNS} FROM outbox_dead_letters WHERE kind = ?"
+                    " ORDER BY id LIMIT ?",
+                    (MATCHING, limit),
                 ).fetchall()
             else:
                 rows = conn.execute(
-                    f"SELECT {_DEAD_COLUMNS} FROM outbox_dead_letters WHERE next_at <= ?"
-                    " ORDER BY next_at, id LIMIT ?",
-                    (due_by, limit),
+                    f"SELECT {_DEAD_COLUMNS} FROM outbox_dead_letters WHERE kind = ?"
+                    " AND next_at <= ? ORDER BY next_at, id LIMIT ?",
+                    (MATCHING, due_by, limit),
                 ).fetchall()
             return [_dead_letter(r) for r in rows]
 
         return await self.db.read(run)
+
+    async def dead_deliveries(self, limit: int) -> list[DeadDelivery]:
+        def run(conn: sqlite3.Connection) -> list[DeadDelivery]:
+            rows = conn.execute(
+                f"SELECT {_DEAD_DELIVERY_COLUMNS} FROM outbox_dead_letters WHERE kind = ?"
+                " ORDER BY id LIMIT ?",
+                (DELIVERY, limit),
+            ).fetchall()
+            return [_dead_delivery(r) for r in rows]
+
+        return await self.db.read(run)
+
+    async def bury_delivery(self, letter: DeadDelivery, delivery_id: int) -> bool:
+        e = letter.envelope
+
+        def run(conn: sqlite3.Connection) -> bool:
+            if conn.execute(
+                "DELETE FROM outbox_deliveries WHERE id = ?", (delivery_id,)
+            ).rowcount == 0:
+                return False
+            conn.execute(
+                "INSERT INTO outbox_dead_letters (kind, tenant, subscription_id, attempts,"
+                " next_at, first_failed, last_error, lane, uri, headers, payload, qos,"
+                " mqtt_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (DELIVERY, letter.tenant, letter.subscription_id, letter.attempts,
+                 letter.failed_at, letter.failed_at, letter.error[:500], letter.lane, e.uri,
+                 orjson.dumps(e.headers), e.payload, e.qos, e.mqtt_version),
+            )
+            return True
+
+        return await self.db.transact(run)
 
     async def resolve_dead_letter(
         self, dead_id: int, new: list[NewDelivery], dead: Sequence[DeadLetter], now: float
     ) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
             if conn.execute(
-                "DELETE FROM outbox_dead_letters WHERE id = ?", (dead_id,)
+                "DELETE FROM outbox_dead_letters WHERE id = ? AND kind = ?", (dead_id, MATCHING)
             ).rowcount == 0:
                 return False
             self._insert(conn, new, now)
@@ -302,22 +379,46 @@ class SqliteOutbox:
         def run(conn: sqlite3.Connection) -> bool:
             return conn.execute(
                 "UPDATE outbox_dead_letters SET attempts = ?, next_at = ?, last_error = ?"
-                " WHERE id = ?",
-                (attempts, next_at, error[:500], dead_id),
+                " WHERE id = ? AND kind = ?",
+                (attempts, next_at, error[:500], dead_id, MATCHING),
             ).rowcount > 0
 
         return await self.db.transact(run)
 
     async def requeue_dead_letter(self, dead_id: int, now: float) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
+            if conn.execute(
+                "UPDATE outbox_dead_letters SET next_at = ? WHERE id = ? AND kind = ?",
+                (now, dead_id, MATCHING),
+            ).rowcount > 0:
+                return True
+            row = conn.execute(
+                f"DELETE FROM outbox_dead_letters WHERE id = ? AND kind = ?"
+                f" RETURNING {_DEAD_DELIVERY_COLUMNS}",
+                (dead_id, DELIVERY),
+            ).fetchone()
+            if row is None:
+                return False
+            d = _dead_delivery(row)
+            self._insert(conn, [NewDelivery(d.tenant, d.subscription_id, d.lane, d.envelope)],
+                         now)
+            return True
+
+        return await self.db.transact(run)
+
+    async def discard_dead_letter(self, dead_id: int) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
             return conn.execute(
-                "UPDATE outbox_dead_letters SET next_at = ? WHERE id = ?", (now, dead_id)
+                "DELETE FROM outbox_dead_letters WHERE id = ?", (dead_id,)
             ).rowcount > 0
 
         return await self.db.transact(run)
 
-    async def dead_letter_count(self) -> int:
+    async def dead_letter_count(self, kind: str | None = None) -> int:
         def run(conn: sqlite3.Connection) -> int:
-            return int(conn.execute("SELECT count(*) FROM outbox_dead_letters").fetchone()[0])
+            return int(conn.execute(
+                "SELECT count(*) FROM outbox_dead_letters WHERE ? IS NULL OR kind = ?",
+                (kind, kind),
+            ).fetchone()[0])
 
         return await self.db.read(run)
