@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
 import sqlite3
@@ -56,8 +55,9 @@ ENTITIES_PER_WRITER = 20
 DRAIN = 30.0  # seconds allowed, after the load and the receivers' outages, to deliver the rest
 START = 60.0  # seconds a broker may take to start on a busy machine
 GRACE = 1.0  # seconds after a late subscription's creation before writes must match it
-#: the path the dead-letter listing is served at, from the broker's root
+#: the dead-letter listing, from the broker's root, read a page of ``DEAD_PAGE`` at a time
 DEAD_LETTERS = "admin/dead-letters"
+DEAD_PAGE = 1000
 
 HANG_FOR = 20.0  # seconds the hanging receiver holds every request, from the start
 FAIL_FOR = 40.0  # seconds the failing receiver answers 500, from the start
@@ -105,7 +105,8 @@ class Soak:
     drained: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
     #: (cluster, node index) -> entity id -> its level read back (None: not readable)
     levels: dict[tuple[str, int], dict[str, int | None]] = field(default_factory=dict)
-    dead: dict[str, httpx.Response] = field(default_factory=dict)  # the dead-letter listings
+    #: the dead-letter listings, page by page
+    dead: dict[str, list[httpx.Response]] = field(default_factory=dict)
 
     def acked(self, cluster: str) -> list[Ack]:
         return [a for a in self.acks if a.cluster == cluster]
@@ -302,8 +303,12 @@ def _read_back(soak: Soak) -> None:
                     if r.status_code < 500:
                         break
                     time.sleep(0.2)
-        soak.dead[name] = cluster.nodes[0].client.get(
-            f"http://127.0.0.1:{cluster.nodes[0].port}/{DEAD_LETTERS}")
+        pages = soak.dead[name] = []
+        while not pages or (pages[-1].status_code == 200
+                            and len(pages[-1].json()) == DEAD_PAGE):
+            pages.append(cluster.nodes[0].client.get(
+                f"http://127.0.0.1:{cluster.nodes[0].port}/{DEAD_LETTERS}",
+                params={"limit": DEAD_PAGE, "offset": DEAD_PAGE * len(pages)}))
 
 
 @pytest.fixture(scope="module")
@@ -368,22 +373,26 @@ def missing(want: set[tuple[str, int]], got: set[tuple[str, int]]) -> str:
 
 
 def dead_letters(soak: Soak, cluster: str) -> list[dict[str, Any]]:
-    """The cluster's dead letters (notifications abandoned after their last attempt), from
-    its admin listing: a JSON array of objects with the ``subscriptionId`` and the
-    ``notification`` body that was not delivered."""
-    r = soak.dead[cluster]
-    assert r.status_code == 200, (
-        f"GET {r.url} answered {r.status_code}: without a dead-letter listing the "
-        "notifications the failing receiver never got cannot be told from lost ones")
-    letters: list[dict[str, Any]] = r.json()
+    """The cluster's dead letters, from its admin listing (every page): objects with a
+    ``kind``, ``matching`` (a change that could not be matched) or ``delivery`` (a
+    notification abandoned after its last attempt, with its ``subscriptionId``,
+    ``attempts``, ``lastError`` and the ``notification`` body that was not delivered)."""
+    letters: list[dict[str, Any]] = []
+    for r in soak.dead[cluster]:
+        assert r.status_code == 200, (
+            f"GET {r.url} answered {r.status_code}: without a dead-letter listing the "
+            "notifications the failing receiver never got cannot be told from lost ones")
+        letters.extend(r.json())
     return letters
 
 
 def _letter_entities(letter: dict[str, Any]) -> set[tuple[str, int]]:
-    body = letter["notification"]
-    if isinstance(body, str):
-        body = json.loads(body)
-    return {(e["id"], e["level"]) for e in body["data"]}
+    return {(e["id"], e["level"]) for e in letter["notification"]["data"]}
+
+
+def _delivery_letters(soak: Soak, cluster: str, sub: str) -> list[dict[str, Any]]:
+    return [letter for letter in dead_letters(soak, cluster)
+            if letter["kind"] == "delivery" and letter["subscriptionId"] == sub]
 
 
 CLUSTERS = ["pg", "sqlite"]
@@ -459,17 +468,37 @@ def test_the_failing_receiver_got_the_rest_or_dead_letters(soak: Soak, cluster: 
     want = expected(soak, cluster)
     got = notified(soak.failing, "/fail-until/")
     got = {g for g in got if g[0].startswith(f"urn:ngsi-ld:Lamp:{cluster}-")}
-    dead = {e for letter in dead_letters(soak, cluster) for e in _letter_entities(letter)}
+    dead = {e for letter in _delivery_letters(soak, cluster, f"urn:s:{cluster}:fail")
+            for e in _letter_entities(letter)}
     assert want <= got | dead, missing(want, got | dead)
 
 
 @pytest.mark.parametrize("cluster", CLUSTERS)
-def test_dead_letters_are_only_the_failing_receivers(soak: Soak, cluster: str) -> None:
+def test_dead_letters_are_only_what_the_failing_receiver_exhausted(
+    soak: Soak, cluster: str
+) -> None:
+    """Every dead letter is a notification of the failing receiver's subscription that
+    got its ``URBANOS_NOTIFY_MAX_ATTEMPTS`` answers of 500 and was never acknowledged;
+    nothing else (no other subscription, no change left unmatched)."""
     letters = dead_letters(soak, cluster)
-    assert letters, "the failing receiver answered 500 long enough to exhaust some"
-    others = Counter(letter["subscriptionId"] for letter in letters
-                     if letter["subscriptionId"] != f"urn:s:{cluster}:fail")
-    assert not others, f"dead letters of other subscriptions: {others}"
+    sub = f"urn:s:{cluster}:fail"
+    mine = _delivery_letters(soak, cluster, sub)
+    assert mine, "the failing receiver answered 500 long enough to exhaust some"
+    others = Counter((letter["kind"], letter["subscriptionId"]) for letter in letters
+                     if letter not in mine)
+    assert not others, f"dead letters other than the failing receiver's: {others}"
+    attempts = int(BROKER_ENV["URBANOS_NOTIFY_MAX_ATTEMPTS"])
+    wrong = [(letter["id"], letter["attempts"], letter["lastError"]) for letter in mine
+             if letter["attempts"] != attempts or "HTTP 500" not in letter["lastError"]]
+    assert not wrong, f"dead letters not exhausted by 500s (id, attempts, error): {wrong[:5]}"
+    refused: set[tuple[str, int]] = set()  # what the receiver answered 500 to
+    for r in soak.failing.on("/fail-until/"):
+        if r.status == 500:
+            refused |= {(e["id"], e["level"]) for e in r.json()["data"]}
+    got = notified(soak.failing, "/fail-until/")
+    dead = {e for letter in mine for e in _letter_entities(letter)}
+    assert dead <= refused, f"dead letters never refused: {sorted(dead - refused)[:5]}"
+    assert not dead & got, f"dead letters that were delivered: {sorted(dead & got)[:5]}"
 
 
 def test_no_request_was_answered_500(soak: Soak) -> None:

@@ -158,7 +158,7 @@ class Outbox(Protocol):
         ...
 
     async def done(self, ids: list[int]) -> list[int]:
-        """Forget delivered (or abandoned) deliveries; returns those this process held
+        """Forget delivered deliveries (or those of a deleted subscription); returns those this process held
         (the others were taken over by another process, which sends them again)."""
         ...
 
