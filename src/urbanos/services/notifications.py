@@ -28,8 +28,8 @@ retry comes later); a new one skips the store's queue only while its lane has no
 waiting there. A failed send is retried with exponential backoff and jitter up to
 ``max_attempts``; a notification whose attempts are exhausted, or whose answer is not
 retried (4xx), becomes a dead letter (``bury_delivery``, replacing its delivery row in one
-transaction) that waits for an operator to requeue or discard it; every attempt is reported to the subscription service
-(``timesSent``/``timesFailed``, ``lastSuccess``/``lastFailure``, ``status``), once the
+transaction) that waits for an operator to requeue or discard it. Every attempt is reported
+to the subscription service (``timesSent``/``timesFailed``, ``lastSuccess``/``lastFailure``, ``status``), once the
 outbox confirmed the row was still this process's. Recording an outcome that fails (the
 database is away) is tried again with backoff until it succeeds, the row staying claimed
 meanwhile, so no delivery waits for a restart.
