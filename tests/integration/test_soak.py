@@ -61,12 +61,12 @@ DEAD_PAGE = 1000
 
 HANG_FOR = 20.0  # seconds the hanging receiver holds every request, from the start
 FAIL_FOR = 40.0  # seconds the failing receiver answers 500, from the start
-#: short sends and retries: 10 attempts of one notification span ~15 s of backoff, so the
-#: 500s exhaust the notifications of the first ~25 s, while a notification whose every
-#: attempt hangs until its 2 s timeout lasts ~35 s, longer than the hang
+#: short retries: 6 attempts of one notification span ~7.5 s of backoff, so the 500s
+#: exhaust the notifications of the first ~30 s, while a notification whose every attempt
+#: hangs until its 4 s timeout lasts ~31 s, longer than the hang
 BROKER_ENV = {
-    "URBANOS_NOTIFY_TIMEOUT": "2",
-    "URBANOS_NOTIFY_MAX_ATTEMPTS": "10",
+    "URBANOS_NOTIFY_TIMEOUT": "4",
+    "URBANOS_NOTIFY_MAX_ATTEMPTS": "6",
     "URBANOS_NOTIFY_BACKOFF": "0.5",
     "URBANOS_NOTIFY_BACKOFF_MAX": "2",
 }
