@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import select
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -145,9 +146,14 @@ class Database:
         await self._pool.close()
 
     async def _check(self, conn: AsyncConnection) -> None:
-        """The pool's check before it hands ``conn`` out. A dead one means the server
-        restarted or went away, so every idle connection is checked now, not one per
-        request (the pool pauses between two failed checks)."""
+        """The pool's check before it hands ``conn`` out. An idle session has nothing to
+        say: one whose socket is readable got the server's goodbye (shutdown, crash: a
+        FATAL message or EOF) and gets the full check, a round trip the quiet ones are
+        spared. A dead one means the server restarted or went away, so every idle
+        connection is checked now, not one per request (the pool pauses between two
+        failed checks)."""
+        if not conn.closed and not _readable(conn):
+            return
         try:
             await AsyncConnectionPool.check_connection(conn)
         except Exception:
@@ -233,6 +239,13 @@ class Database:
                 "INSERT INTO urbanos.schema_migrations (schema, version, name) VALUES (%s, %s, %s)",
                 (schema, migration.version, migration.name),
             )
+
+
+def _readable(conn: AsyncConnection) -> bool:
+    """Whether the server sent something to an idle connection (no wait, no round trip)."""
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
 
 
 async def set_search_path(conn: AsyncConnection, schema: str) -> None:
