@@ -17,6 +17,7 @@ application/problem+json, by ``urbanos.http.problems``. The tree::
     ├── UnsupportedMediaType    415
     ├── OperationNotSupported   422
     ├── NoMultiTenantSupport    501
+    ├── ServiceUnavailable      503  the database is unreachable (type InternalError)
     └── LdContextNotAvailable   504  a remote @context could not be fetched
 """
 
@@ -124,6 +125,20 @@ class NoMultiTenantSupport(NgsiLdError):
     status = 501
     type_uri = _BASE + "NoMultiTenantSupport"
     title = "No multi-tenant support"
+
+
+class ServiceUnavailable(NgsiLdError):
+    """The database is unreachable or went away mid-request: HTTP 503 with ``Retry-After``.
+
+    NGSI-LD defines no error type for a temporary outage, so the ProblemDetails ``type``
+    stays InternalError (the spec's type for a failure the client did not cause) and the
+    503 status tells the client it is temporary and worth retrying. A write cut off this
+    way may or may not have been applied; the client decides whether to send it again.
+    """
+
+    status = 503
+    title = "Service unavailable"
+    retry_after = 2  # seconds: the order of a database restart
 
 
 class LdContextNotAvailable(NgsiLdError):

@@ -15,7 +15,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from urbanos.errors import InvalidRequest, LengthRequired, NgsiLdError, ResourceNotFound
+from urbanos.errors import (
+    InvalidRequest,
+    LengthRequired,
+    NgsiLdError,
+    ResourceNotFound,
+    ServiceUnavailable,
+)
 from urbanos.http.negotiation import echo_tenant
 
 log = logging.getLogger("urbanos.http")
@@ -26,6 +32,8 @@ PROBLEM_MT = "application/json"
 def problem_response(exc: NgsiLdError, headers: dict[str, str] | None = None) -> Response:
     if isinstance(exc, LengthRequired):  # clause 6.3.4: just the status, no body
         return Response(status_code=411, headers=headers)
+    if isinstance(exc, ServiceUnavailable):  # RFC 9110 15.6.4: when to try again
+        headers = {"Retry-After": str(exc.retry_after)} | (headers or {})
     return Response(
         orjson.dumps(exc.problem()), status_code=exc.status, media_type=PROBLEM_MT,
         headers=headers,

@@ -25,13 +25,12 @@ from collections.abc import Awaitable, Callable
 
 import psycopg
 from psycopg import AsyncConnection
-from psycopg_pool import PoolTimeout
 
 from urbanos.core.selection import EntityQuery
 from urbanos.storage.base import DEFAULT_TENANT, AttributeInfo, Page, Plan, T, TypeInfo, Write
 from urbanos.storage.postgres import entities, listen
 from urbanos.storage.postgres.contexts import PostgresContextStore
-from urbanos.storage.postgres.database import Database, set_search_path
+from urbanos.storage.postgres.database import Database, DatabaseUnavailable, set_search_path
 from urbanos.storage.postgres.statistics import Statistics
 from urbanos.types import JSONObject
 
@@ -64,6 +63,11 @@ def _lock_keys(schema: str, ids: list[str]) -> list[int]:
         for i in ids
     }
     return sorted(keys)
+
+
+async def _tenants(conn: AsyncConnection) -> dict[str, str]:
+    cur = await conn.execute("SELECT name, schema FROM urbanos.tenants")
+    return dict(await cur.fetchall())
 
 
 class _Relock(Exception):
@@ -102,14 +106,12 @@ class PostgresStore:
             async with self.db.connection(timeout=5) as conn:
                 cur = await conn.execute("SELECT 1")
                 row = await cur.fetchone()
-        except (psycopg.Error, PoolTimeout):
+        except (psycopg.Error, DatabaseUnavailable):
             return False
         return row is not None and row[0] == 1
 
     async def _refresh(self) -> None:
-        async with self.db.connection() as conn:
-            cur = await conn.execute("SELECT name, schema FROM urbanos.tenants")
-            self._schemas = dict(await cur.fetchall())
+        self._schemas = await self.db.read(_tenants)
 
     async def _schema(self, tenant: str) -> str | None:
         """The tenant's schema from the cache; a miss re-reads the catalog (another node
@@ -146,15 +148,13 @@ class PostgresStore:
         schema = await self._schema(tenant)
         if schema is None:
             return None
-        async with self.db.connection() as conn:
-            return await entities.get(conn, schema, entity_id)
+        return await self.db.read(lambda conn: entities.get(conn, schema, entity_id))
 
     async def get_many(self, tenant: str, ids: list[str]) -> dict[str, JSONObject]:
         schema = await self._schema(tenant)
         if schema is None or not ids:
             return {}
-        async with self.db.connection() as conn:
-            return await entities.get_many(conn, schema, ids)
+        return await self.db.read(lambda conn: entities.get_many(conn, schema, ids))
 
     async def _begin_write(self, conn: AsyncConnection, tenant: str, ids: list[str]) -> str:
         schema = await self._ensure(conn, tenant)
@@ -216,8 +216,7 @@ class PostgresStore:
         schema = await self._schema(tenant)
         if schema is None:
             return Page([], 0 if query.count else None)
-        async with self.db.connection() as conn:
-            return await entities.query(conn, schema, query)
+        return await self.db.read(lambda conn: entities.query(conn, schema, query))
 
     async def expiring(self, now: str, limit: int) -> list[tuple[str, str]]:
         await self._refresh()  # tenants other nodes created count too
@@ -234,12 +233,10 @@ class PostgresStore:
         schema = await self._schema(tenant)
         if schema is None:
             return []
-        async with self.db.connection() as conn:
-            return await entities.types(conn, schema)
+        return await self.db.read(lambda conn: entities.types(conn, schema))
 
     async def attributes(self, tenant: str) -> list[AttributeInfo]:
         schema = await self._schema(tenant)
         if schema is None:
             return []
-        async with self.db.connection() as conn:
-            return await entities.attributes(conn, schema)
+        return await self.db.read(lambda conn: entities.attributes(conn, schema))

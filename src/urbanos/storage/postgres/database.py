@@ -7,6 +7,14 @@ Schemas: ``urbanos`` is the catalog (``tenants``, ``schema_migrations``); each t
 schema built from the numbered files ``migrations/NNNN_name.sql``, run in order with
 ``search_path`` set to that schema (then ``public``, where PostGIS lives), so the files use
 unqualified names. Files in ``migrations/catalog/`` (subscriptions, outbox, temporal) run once, in ``urbanos``.
+Connections the server dropped (a restart, a crash) never reach a request: the pool checks
+each one before handing it out (an empty query, one round trip; the first failed check
+checks every idle connection, so a restart costs one discard cycle, not one per connection),
+and a read whose connection the server broke mid-statement runs once more on a fresh one
+(``read``). A write is never run again: its commit outcome is unknown. A database that
+cannot be reached, or went away mid-request, becomes ``DatabaseUnavailable`` (a
+``ServiceUnavailable``: HTTP 503), logged once per outage rather than once per request.
+
 Every schema change takes one transaction-scoped advisory lock, so nodes that start
 together, or create the same tenant at the same moment, apply each migration once; each
 applied file is recorded in ``urbanos.schema_migrations``.
@@ -14,17 +22,32 @@ applied file is recorded in ``urbanos.schema_migrations``.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
-from collections.abc import AsyncIterator
+import select
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.types.json import set_json_dumps, set_json_loads
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from urbanos.errors import ServiceUnavailable
+
+log = logging.getLogger("urbanos.storage.postgres")
+R = TypeVar("R")
+
+#: seconds a request waits for a pooled connection before it is answered 503
+ACQUIRE_TIMEOUT = 5.0
+#: SQLSTATE classes of a connection the server ended: connection exception, operator
+#: intervention (admin/crash shutdown, cannot connect now); 57014 (query canceled) is not one
+_GONE_STATES = ("08", "57P")
 
 CATALOG = "urbanos"
 #: advisory lock key held by every transaction that changes schemas
@@ -70,6 +93,21 @@ async def _configure(conn: AsyncConnection) -> None:
     set_json_dumps(orjson.dumps, conn)
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database could not be reached, or the connection broke during the request."""
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the server is unreachable or ended the session, as opposed to
+    an error of the statement (constraint, deadlock, cancellation) on a live session."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith(_GONE_STATES)
+
+
 class Database:
     """The pool, the migrations, and transactions with a tenant's ``search_path``."""
 
@@ -84,8 +122,12 @@ class Database:
             open=False,
             kwargs={"autocommit": True, "prepare_threshold": 2},
             configure=_configure,
+            check=self._check,
+            timeout=ACQUIRE_TIMEOUT,
             name="urbanos",
         )
+        self._down = False  # an outage was logged; the next success logs the recovery
+        self._purge: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         await self._pool.open(wait=True, timeout=30)
@@ -99,19 +141,75 @@ class Database:
                 await self.migrate_tenant(conn, schema)
 
     async def close(self) -> None:
+        if self._purge is not None:
+            self._purge.cancel()
         await self._pool.close()
+
+    async def _check(self, conn: AsyncConnection) -> None:
+        """The pool's check before it hands ``conn`` out. An idle session has nothing to
+        say: one whose socket is readable got the server's goodbye (shutdown, crash: a
+        FATAL message or EOF) and gets the full check, a round trip the quiet ones are
+        spared. A dead one means the server restarted or went away, so every idle
+        connection is checked now, not one per request (the pool pauses between two
+        failed checks)."""
+        if not conn.closed and not _readable(conn):
+            return
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except Exception:
+            if self._purge is None or self._purge.done():
+                self._purge = asyncio.create_task(self._pool.check(), name="postgres.purge")
+            raise
+
+    def _unavailable(self, exc: BaseException) -> DatabaseUnavailable:
+        """The error a request gets; the outage is logged when it starts, not per request."""
+        if not self._down:
+            self._down = True
+            log.warning("database unavailable: %s", str(exc).strip() or type(exc).__name__)
+        return DatabaseUnavailable("the database is unavailable; try again shortly")
+
+    def _reachable(self) -> None:
+        if self._down:
+            self._down = False
+            log.warning("database reachable again")
 
     @asynccontextmanager
     async def connection(self, timeout: float | None = None) -> AsyncIterator[AsyncConnection]:
         """A pooled connection in autocommit mode: each statement commits on its own."""
-        async with self._pool.connection(timeout=timeout) as conn:
-            yield conn
+        try:
+            async with self._pool.connection(timeout=timeout) as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            if is_unavailable(exc):
+                raise self._unavailable(exc) from exc
+            raise
+        self._reachable()
+
+    async def read(
+        self, work: Callable[[AsyncConnection], Awaitable[R]], timeout: float | None = None
+    ) -> R:
+        """``work(conn)``: statements that change nothing, run once more on a fresh
+        connection if the server broke the first one under them (a restart racing the
+        pool's check). Never for writes: a broken commit may have happened."""
+        try:
+            async with self._pool.connection(timeout=timeout) as conn:
+                result = await work(conn)
+        except PoolTimeout as exc:
+            raise self._unavailable(exc) from exc
+        except psycopg.OperationalError as exc:
+            if not is_unavailable(exc):
+                raise
+            async with self.connection(timeout=timeout) as conn:
+                return await work(conn)
+        self._reachable()
+        return result
 
     @asynccontextmanager
     async def transaction(self, schema: str | None = None) -> AsyncIterator[AsyncConnection]:
         """A connection inside one transaction; with ``schema``, unqualified names resolve
-        there first (write hooks of other stores rely on it)."""
-        async with self._pool.connection() as conn, conn.transaction():
+        there first (write hooks of other stores rely on it). A commit the server cut off
+        is reported unavailable, never run again."""
+        async with self.connection() as conn, conn.transaction():
             if schema is not None:
                 await set_search_path(conn, schema)
             yield conn
@@ -141,6 +239,13 @@ class Database:
                 "INSERT INTO urbanos.schema_migrations (schema, version, name) VALUES (%s, %s, %s)",
                 (schema, migration.version, migration.name),
             )
+
+
+def _readable(conn: AsyncConnection) -> bool:
+    """Whether the server sent something to an idle connection (no wait, no round trip)."""
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
 
 
 async def set_search_path(conn: AsyncConnection, schema: str) -> None:
