@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from urbanos.errors import ServiceUnavailable
 from urbanos.outbound import OutboundPolicy
 from urbanos.services.notifications import DeliveryConfig, NotificationEngine, SubscriptionSource
 from urbanos.services.senders import HttpSender, MqttSender, SelfAddress, Senders
@@ -64,6 +65,8 @@ class Workers:
                 log.warning("worker %s returned; restarting", name)
             except asyncio.CancelledError:
                 raise
+            except ServiceUnavailable as exc:  # an outage, already logged by the store
+                log.warning("worker %s paused: %s; restarting in %.1fs", name, exc.detail, pause)
             except Exception:  # noqa: BLE001 - supervised: log and restart
                 log.exception("worker %s crashed; restarting in %.1fs", name, pause)
             if time.monotonic() - started > 60:
