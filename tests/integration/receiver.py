@@ -6,8 +6,8 @@ requests, ``/slow/MS/...`` answers 204 after MS milliseconds, ``/hang-until/T/..
 every request that arrives before the Unix time T and drops its connection unanswered at T,
 ``/fail-until/T/...`` answers 500 before T, ``/held/...`` holds every request until the test
 calls ``release()`` and then answers 204 (unanswered if the server stops first), anything
-else answers 204 (the two ``-until`` forms too, from T on). Every request is recorded, in arrival order, with the status it got
-(None: unanswered).
+else answers 204 (the two ``-until`` forms too, from T on). Every request is recorded, in
+arrival order, with the status it got (None: unanswered).
 """
 
 from __future__ import annotations
