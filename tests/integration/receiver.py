@@ -4,9 +4,10 @@ Paths choose the behaviour: ``/hang...`` never answers (until the server stops),
 ``/fail...`` answers 500, ``/status/NNN`` answers NNN, ``/flaky/N/...`` fails the first N
 requests, ``/slow/MS/...`` answers 204 after MS milliseconds, ``/hang-until/T/...`` holds
 every request that arrives before the Unix time T and drops its connection unanswered at T,
-``/fail-until/T/...`` answers 500 before T, anything else answers 204 (the two ``-until``
-forms too, from T on). Every request is recorded, in arrival order, with the status it got
-(None: unanswered).
+``/fail-until/T/...`` answers 500 before T, ``/held/...`` holds every request until the test
+calls ``release()`` and then answers 204 (unanswered if the server stops first), anything
+else answers 204 (the two ``-until`` forms too, from T on). Every request is recorded, in
+arrival order, with the status it got (None: unanswered).
 """
 
 from __future__ import annotations
@@ -32,6 +33,15 @@ class Received:
         return json.loads(self.body)
 
 
+#: seconds a test waits for what must happen: long, as only what never happens uses it up
+WAIT = 60.0
+
+
+def entity_ids(requests: list[Received]) -> set[str]:
+    """The ids of the entities that notifications ``requests`` carried."""
+    return {e["id"] for r in requests for e in r.json()["data"]}
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -47,6 +57,7 @@ class Receiver:
         self.received: list[Received] = []
         self._cond = threading.Condition()
         self._stop = threading.Event()
+        self._release = threading.Event()  # set by release() and by stop()
         self._counts: dict[str, int] = {}
         self.httpd = _Server(("127.0.0.1", port), self._handler())
         self.port = self.httpd.server_address[1]
@@ -62,11 +73,19 @@ class Receiver:
 
     def stop(self) -> None:
         self._stop.set()
+        self._release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
+    def release(self) -> None:
+        """Answer the ``/held`` requests held so far, and those to come at once."""
+        self._release.set()
+
     def _status(self, path: str) -> int | None:
         parts = path.strip("/").split("/")
+        if parts[0] == "held":
+            self._release.wait()
+            return None if self._stop.is_set() else 204
         if parts[0] in ("hang-until", "fail-until") and len(parts) > 1:
             left = float(parts[1]) - time.time()
             if left <= 0:

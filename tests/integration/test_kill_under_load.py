@@ -5,7 +5,6 @@ entity shows at least the last update acknowledged for it (or the one in flight)
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,7 +76,6 @@ async def _load(broker: Broker) -> tuple[list[str], dict[str, int]]:
 
 def test_no_acknowledged_write_is_lost(broker: Broker) -> None:
     broker.start()
-    started = time.monotonic()
     created, updated = asyncio.run(_load(broker))
     print(f"{len(created)} acknowledged creates, {len(updated)} entities updated")
     assert len(created) > WRITERS, "too little load to mean anything"
@@ -90,7 +88,6 @@ def test_no_acknowledged_write_is_lost(broker: Broker) -> None:
         level = r.json()["level"]
         # the writer's next update (n + 2) may have committed without its answer
         assert level in (acked, acked + 2), (eid, acked, level)
-    assert time.monotonic() - started < 20
 
 
 def test_postgres_delivers_after_a_kill(pg_url: str, tmp_path: Path) -> None:  # noqa: F811
