@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import html
 import re
-from functools import lru_cache
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
 
 from urbanos import __version__
 from urbanos.http.context import services
@@ -40,13 +40,20 @@ async def version(request: Request) -> Response:
     return JSONResponse({"name": "urbanos", "version": __version__})
 
 
-@lru_cache(maxsize=1)
-def openapi_document() -> dict[str, Any]:
-    """OpenAPI 3 description built from the route table and the handlers' docstrings."""
-    from urbanos.http.routes import ROUTES
+def openapi_document(request: Request) -> dict[str, Any]:
+    """The app's OpenAPI description, built once per app from its route table (read from the
+    app: the table imports this module)."""
+    doc: dict[str, Any] | None = getattr(request.app.state, "openapi", None)
+    if doc is None:
+        routes = [r for r in request.app.routes if isinstance(r, Route)]
+        doc = request.app.state.openapi = _describe(routes)
+    return doc
 
+
+def _describe(routes: list[Route]) -> dict[str, Any]:
+    """OpenAPI 3 description built from the route table and the handlers' docstrings."""
     paths: dict[str, dict[str, Any]] = {}
-    for route in ROUTES:
+    for route in routes:
         path = re.sub(r"\{(\w+)(:\w+)?\}", r"{\1}", route.path)
         doc = (route.endpoint.__doc__ or route.name or "").strip()
         summary = doc.splitlines()[0] if doc else route.name
@@ -86,13 +93,13 @@ def openapi_document() -> dict[str, Any]:
 
 
 async def openapi(request: Request) -> Response:
-    return JSONResponse(openapi_document())
+    return JSONResponse(openapi_document(request))
 
 
 async def docs(request: Request) -> Response:
     """A self-contained page listing the API (works without any CDN)."""
     rows = []
-    for path, ops_ in openapi_document()["paths"].items():
+    for path, ops_ in openapi_document(request)["paths"].items():
         for method, op in ops_.items():
             rows.append(
                 f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}"
