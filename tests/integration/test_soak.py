@@ -18,7 +18,7 @@ subscription reached the healthy receiver, the hanging one once it answered agai
 failing one once it recovered unless its retries ran out (then it is a dead letter); no
 outbox claim is stuck; dead letters are only the failing receiver's; no request got a 500.
 
-``URBANOS_SOAK_SECONDS`` sets the load's length (default 90), ``URBANOS_SOAK_SEED`` the
+``URBANOS_SOAK_SECONDS`` sets the load's length (default 60), ``URBANOS_SOAK_SEED`` the
 random choices (printed, for replaying a run). Deselect with ``-m "not soak"``.
 """
 
@@ -45,7 +45,7 @@ from tests.integration.receiver import Receiver
 
 pytestmark = pytest.mark.soak
 
-DURATION = float(os.environ.get("URBANOS_SOAK_SECONDS", "90"))
+DURATION = float(os.environ.get("URBANOS_SOAK_SECONDS", "60"))
 SEED = int(os.environ.get("URBANOS_SOAK_SEED", str(random.randrange(1 << 30))))
 PAUSE = 0.1  # seconds between two requests of one writer
 MAX_OPS = int(3 * DURATION / PAUSE)  # requests of one writer, at most
