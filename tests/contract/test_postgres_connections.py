@@ -4,6 +4,7 @@ error, never a psycopg one reaching the HTTP layer."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import psycopg
@@ -82,6 +83,14 @@ async def test_pooled_connections_the_server_ended_are_never_handed_out(db: Data
                                              autocommit=True) as admin:
         await admin.execute("SELECT pg_terminate_backend(p) FROM unnest(%s::int[]) AS p",
                             (list(pids),))
+        # pg_terminate_backend only signals: wait until the server has ended them
+        for _ in range(600):
+            cur = await admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s::int[])", (list(pids),))
+            row = await cur.fetchone()
+            if row is not None and row[0] == 0:
+                break
+            await asyncio.sleep(0.05)
     for _ in range(4):  # plain connections: no read retry behind them
         async with db.connection() as conn:
             assert await _pid(conn) not in pids
