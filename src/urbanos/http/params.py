@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from starlette.datastructures import QueryParams
+from starlette.requests import Request
 
 from urbanos.core import geo
 from urbanos.core.entity import check_name, is_uri
@@ -345,3 +346,12 @@ __all__ = [
     "parse_join",
     "render_options",
 ]
+
+
+def uri_in_path(request: Request, param: str, what: str) -> str:
+    """The resource id a path parameter names (``%2F`` kept by the path normalizer), which
+    must be a URI; 400 BadRequestData naming ``what`` otherwise."""
+    raw = request.path_params[param].replace("%2F", "/")
+    if not is_uri(raw):
+        raise BadRequestData(f"{what} id must be a URI, got {raw!r}")
+    return raw

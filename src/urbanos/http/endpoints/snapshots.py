@@ -11,11 +11,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from urbanos.core.query.parse import parse_q
-from urbanos.core.validation import is_uri
 from urbanos.errors import BadRequestData
 from urbanos.http.context import link_url, request_context, services
 from urbanos.http.endpoints.entities import read_entity_body, tenant_headers
-from urbanos.http.params import check_params
+from urbanos.http.params import check_params, uri_in_path
 from urbanos.http.query_body import query_from_body
 from urbanos.http.respond import empty, json_response
 from urbanos.services.snapshots import SnapshotService, check_snapshot
@@ -32,10 +31,7 @@ def service(request: Request) -> SnapshotService:
 
 
 def _path_id(request: Request) -> str:
-    raw = request.path_params["snapshot_id"].replace("%2F", "/")
-    if not is_uri(raw):
-        raise BadRequestData(f"snapshot id must be a URI, got {raw!r}")
-    return raw
+    return uri_in_path(request, "snapshot_id", "snapshot")
 
 
 def _location(snapshot_id: str) -> str:

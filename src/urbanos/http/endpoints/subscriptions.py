@@ -13,11 +13,9 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from urbanos.core.validation import is_uri
-from urbanos.errors import BadRequestData
 from urbanos.http.context import link_url, request_context, services
 from urbanos.http.negotiation import RequestContext, read_body
-from urbanos.http.params import check_params, paging
+from urbanos.http.params import check_params, paging, uri_in_path
 from urbanos.http.respond import empty, json_response
 from urbanos.services.subscriptions import SubscriptionService
 from urbanos.types import JSON
@@ -33,10 +31,7 @@ def _service(request: Request) -> SubscriptionService:
 
 
 def _path_id(request: Request) -> str:
-    raw = request.path_params["subscription_id"].replace("%2F", "/")
-    if not is_uri(raw):
-        raise BadRequestData(f"subscription id must be a URI, got {raw!r}")
-    return raw
+    return uri_in_path(request, "subscription_id", "subscription")
 
 
 def _tenant_headers(ctx: RequestContext) -> dict[str, str]:
