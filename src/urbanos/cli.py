@@ -17,8 +17,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="serve the NGSI-LD broker")
     for s in SETTINGS:
+        flag = "--" + s.name.replace("_", "-")
+        if isinstance(s.default, bool):  # a switch: --insecure-open
+            serve.add_argument(flag, dest=s.name, action="store_const", const=True,
+                               default=None, help=f"{s.help} (env {s.env})")
+            continue
         serve.add_argument(
-            "--" + s.name.replace("_", "-"),
+            flag,
             dest=s.name,
             type=type(s.default),
             default=None,

@@ -7,6 +7,8 @@ application/problem+json, by ``urbanos.http.problems``. The tree::
     ├── InvalidRequest          400  malformed request: syntax, parameters, JSON
     │   └── PayloadTooLarge     413
     ├── BadRequestData          400  well-formed request carrying invalid data
+    ├── Unauthorized            401  no valid credentials (``WWW-Authenticate`` says which)
+    ├── Forbidden               403  authenticated, but not allowed
     ├── TooComplexQuery         403
     ├── TooManyResults          403
     ├── ResourceNotFound        404
@@ -16,6 +18,7 @@ application/problem+json, by ``urbanos.http.problems``. The tree::
     ├── LengthRequired          411
     ├── UnsupportedMediaType    415
     ├── OperationNotSupported   422
+    ├── TooManyRequests         429  a principal's rate limit (``Retry-After``)
     ├── NoMultiTenantSupport    501
     ├── ServiceUnavailable      503  the database is unreachable (type InternalError)
     └── LdContextNotAvailable   504  a remote @context could not be fetched
@@ -66,6 +69,29 @@ class BadRequestData(NgsiLdError):
     status = 400
     type_uri = _BASE + "BadRequestData"
     title = "Bad request data"
+
+
+class Unauthorized(NgsiLdError):
+    """No credentials, or credentials that do not verify (RFC 6750 section 3). NGSI-LD
+    defines no type for it; the type URI follows the family's naming, as other brokers do.
+    ``challenge`` is the ``WWW-Authenticate`` value."""
+
+    status = 401
+    type_uri = _BASE + "Unauthorized"
+    title = "Unauthorized"
+
+    def __init__(self, detail: str = "", challenge: str = "Bearer", **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.challenge = challenge
+
+
+class Forbidden(NgsiLdError):
+    """Authenticated, and not allowed to do this (an entity the caller may not even see is
+    ResourceNotFound instead, so ids are not probed)."""
+
+    status = 403
+    type_uri = _BASE + "AccessDenied"
+    title = "Access denied"
 
 
 class TooComplexQuery(NgsiLdError):
@@ -119,6 +145,16 @@ class OperationNotSupported(NgsiLdError):
     status = 422
     type_uri = _BASE + "OperationNotSupported"
     title = "Operation not supported"
+
+
+class TooManyRequests(NgsiLdError):
+    status = 429
+    type_uri = _BASE + "TooManyRequests"
+    title = "Too many requests"
+
+    def __init__(self, detail: str = "", retry_after: int = 1, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
 
 
 class NoMultiTenantSupport(NgsiLdError):

@@ -56,6 +56,28 @@ SETTINGS: tuple[Setting, ...] = (
             "most instances (or aggregation periods) per attribute in one temporal response"),
     Setting("temporal_retention_days", "",
             "days of history kept: DAYS or DAYS,TENANT=DAYS,...; empty or 0 keeps all"),
+    Setting("auth", "",
+            "authentication: none, oidc, apikey or oidc,apikey; empty means none on a loopback "
+            "address and refusing to start on any other"),
+    Setting("insecure_open", False,
+            "allow URBANOS_AUTH=none on a non-loopback address (anyone reaching the port may "
+            "read and change every tenant's data)"),
+    Setting("oidc_issuer", "",
+            "the platform's OpenID Connect issuer URL (tenants may add their own at run time)"),
+    Setting("oidc_audience", "", "the audience (aud) access tokens must carry; empty: not checked"),
+    Setting("oidc_claims", "",
+            "claim mapping as JSON, e.g. {\"roles\": \"realm_access.roles\", \"groups\": "
+            "\"groups\"}; empty: the defaults in docs/security.md"),
+    Setting("oidc_clock_skew", 60.0, "seconds of clock difference tolerated on exp, nbf, iat"),
+    Setting("anonymous_role", "",
+            "role of callers without credentials in every tenant (e.g. reader for an open-data "
+            "broker); empty: none, grants to 'public' still apply"),
+    Setting("rate_limit", "",
+            "requests per second per principal, by role: RATE or ROLE=RATE,...[,burst=N]; "
+            "empty: no limit"),
+    Setting("audit_retention_days", 365.0, "days the audit log is kept; 0 keeps everything"),
+    Setting("tls_cert", "", "PEM certificate chain: serve HTTPS (with tls_key)"),
+    Setting("tls_key", "", "PEM private key of tls_cert"),
 )
 
 
@@ -88,6 +110,17 @@ class Settings:
     notify_inflight: int = 10_000
     temporal_instance_limit: int = 10
     temporal_retention_days: str = ""
+    auth: str = ""
+    insecure_open: bool = False
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_claims: str = ""
+    oidc_clock_skew: float = 60.0
+    anonymous_role: str = ""
+    rate_limit: str = ""
+    audit_retention_days: float = 365.0
+    tls_cert: str = ""
+    tls_key: str = ""
 
     @property
     def base_url(self) -> str:

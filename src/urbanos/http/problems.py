@@ -21,6 +21,8 @@ from urbanos.errors import (
     NgsiLdError,
     ResourceNotFound,
     ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
 )
 from urbanos.http.negotiation import echo_tenant
 
@@ -32,8 +34,10 @@ PROBLEM_MT = "application/json"
 def problem_response(exc: NgsiLdError, headers: dict[str, str] | None = None) -> Response:
     if isinstance(exc, LengthRequired):  # clause 6.3.4: just the status, no body
         return Response(status_code=411, headers=headers)
-    if isinstance(exc, ServiceUnavailable):  # RFC 9110 15.6.4: when to try again
+    if isinstance(exc, ServiceUnavailable | TooManyRequests):  # RFC 9110 15.6.4, RFC 6585
         headers = {"Retry-After": str(exc.retry_after)} | (headers or {})
+    if isinstance(exc, Unauthorized):  # RFC 9110 11.6.1, RFC 6750 section 3
+        headers = {"WWW-Authenticate": exc.challenge} | (headers or {})
     return Response(
         orjson.dumps(exc.problem()), status_code=exc.status, media_type=PROBLEM_MT,
         headers=headers,

@@ -1,0 +1,151 @@
+"""The access-control store: grants, API keys, per-tenant identity providers, the audit log.
+
+One interface, every backend (memory, SQLite in the entity file, PostgreSQL in the
+``urbanos`` catalog schema). Grants are ``core.policy.Grant``; the other records are here.
+An API key's secret is never stored: only its SHA-256 hash.
+
+Audit records of entity writes commit with the write: the service attaches them to the
+``Write``s of its plan (``AuditNotes.attach``) and the store's write hook inserts them in
+the same transaction. Denials and other operations are appended on their own (``append``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from urbanos.core.policy import Grant, Role
+from urbanos.types import JSONObject
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str  # public part of the key, ``uk_<id>.<secret>``
+    tenant: str
+    role: Role
+    name: str
+    secret_hash: str  # hex SHA-256 of the secret
+    created_at: str  # canonical times (core.timeutil)
+    expires_at: str | None = None
+    revoked_at: str | None = None
+    last_used_at: str | None = None
+    created_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Issuer:
+    """An OpenID Connect provider trusted for one tenant (``*``: the platform's)."""
+
+    tenant: str
+    url: str  # the ``iss`` value; discovery at url + /.well-known/openid-configuration
+    audience: str | None = None
+    #: claim mapping: which claims hold roles, tenant roles, groups (defaults in
+    #: services.auth)
+    claims: JSONObject = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    time: str
+    principal: str  # Principal.key
+    client: str | None
+    tenant: str
+    operation: str  # e.g. "entity.create", "batch.upsert", "grant.add", "key.revoke"
+    entity_ids: tuple[str, ...]
+    outcome: str  # "ok" | "denied" | "failed"
+    status: int
+    request_id: str | None = None
+    detail: str | None = None
+    seq: int | None = None  # assigned by the store
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    tenant: str | None = None
+    principal: str | None = None
+    operation: str | None = None
+    outcome: str | None = None
+    entity_id: str | None = None
+    since: str | None = None
+    until: str | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+class AccessStore(Protocol):
+    notes: AuditNotes
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    # grants ------------------------------------------------------------------------
+    async def grants(self, tenant: str) -> list[Grant]: ...
+
+    async def put_grant(self, grant: Grant) -> None: ...
+
+    async def delete_grant(self, tenant: str, grant_id: str) -> bool: ...
+
+    # API keys ----------------------------------------------------------------------
+    async def put_key(self, key: ApiKey) -> None: ...
+
+    async def get_key(self, key_id: str) -> ApiKey | None: ...
+
+    async def list_keys(self, tenant: str | None = None) -> list[ApiKey]: ...
+
+    async def revoke_key(self, key_id: str, at: str) -> bool: ...
+
+    async def touch_keys(self, used: dict[str, str]) -> None:
+        """Record last-used times (key id -> time), batched by the service."""
+
+    # identity providers ------------------------------------------------------------
+    async def issuers(self) -> list[Issuer]: ...
+
+    async def put_issuer(self, issuer: Issuer) -> None: ...
+
+    async def delete_issuer(self, tenant: str, url: str) -> bool: ...
+
+    # audit -------------------------------------------------------------------------
+    async def append(self, records: Sequence[AuditRecord]) -> None: ...
+
+    async def audit(self, where: AuditFilter) -> list[AuditRecord]: ...
+
+    async def purge_audit(self, before: str) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuditNote:
+    """Who made a write, attached by the service to the ``Write``s of its plan; the access
+    store's write hook turns the writes of one transaction that share a note into one
+    ``AuditRecord`` (outcome ok) in that transaction."""
+
+    principal: str
+    client: str | None
+    operation: str
+    request_id: str | None = None
+
+
+class AuditNotes:
+    """Notes waiting for the hook, by the identity of the Write they belong to (the same
+    scheme as ``storage.temporal.Directives``: the entity store's interface is unchanged)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._waiting: dict[int, AuditNote] = {}
+        self._lock = threading.Lock()
+
+    def attach(self, write: object, note: AuditNote) -> None:
+        with self._lock:
+            self._waiting[id(write)] = note
+
+    def take(self, write: object) -> AuditNote | None:
+        with self._lock:
+            return self._waiting.pop(id(write), None)
+
+    def discard(self, writes: Sequence[object]) -> None:
+        """Forget notes whose write never reached the hook (the plan failed)."""
+        with self._lock:
+            for w in writes:
+                self._waiting.pop(id(w), None)
