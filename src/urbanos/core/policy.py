@@ -109,10 +109,25 @@ class Assignee:
     @classmethod
     def parse(cls, text: str) -> Assignee:
         """The string form above; ValueError on anything else."""
-        raise NotImplementedError
+        if text in ("authenticated", "public"):
+            return cls(text)  # type: ignore[arg-type]
+        kind, _, rest = text.partition(":")
+        if kind == "subject" and rest:
+            return cls("subject", rest)
+        if kind == "claim":
+            name, eq, value = rest.partition("=")
+            if name and eq and value:
+                return cls("claim", name, value)
+        raise ValueError(
+            f"assignee {text!r}: expected subject:ID, claim:NAME=VALUE, authenticated or public"
+        )
 
     def __str__(self) -> str:
-        raise NotImplementedError
+        if self.kind == "subject":
+            return f"subject:{self.name}"
+        if self.kind == "claim":
+            return f"claim:{self.name}={self.value}"
+        return self.kind
 
     def covers(self, principal: Principal) -> bool:
         raise NotImplementedError
@@ -148,12 +163,91 @@ class Grant:
     assigner: str | None = None  # principal key of who granted it
 
     def to_json(self) -> JSONObject:
-        raise NotImplementedError
+        """The stored and admin-API form: ``{"id", "tenant", "assignee", "actions",
+        "target": {"ids", "idPattern", "types", "scopes", "attributes", "hidden"},
+        "assigner"}`` (empty target members left out)."""
+        t = self.target
+        target: JSONObject = {}
+        for name, value in (("ids", list(t.ids)), ("idPattern", t.id_pattern),
+                            ("types", list(t.types)), ("scopes", list(t.scopes)),
+                            ("attributes", None if t.attributes is None else list(t.attributes)),
+                            ("hidden", list(t.hidden))):
+            if value is not None and value != []:
+                target[name] = value
+        doc: JSONObject = {
+            "id": self.id, "tenant": self.tenant, "assignee": str(self.assignee),
+            "actions": sorted(a.value for a in self.actions), "target": target,
+        }
+        if self.assigner is not None:
+            doc["assigner"] = self.assigner
+        return doc
 
     @classmethod
     def from_json(cls, doc: JSONObject) -> Grant:
-        """The admin API's form (ValueError with a clear message on bad input)."""
-        raise NotImplementedError
+        """The form of ``to_json`` (ValueError with a clear message on bad input).
+        ``actions`` may be given as one ``action`` or as a ``role`` (its actions)."""
+        if not isinstance(doc, dict):
+            raise ValueError("a grant is a JSON object")
+        unknown = set(doc) - {"id", "tenant", "assignee", "actions", "action", "role",
+                              "target", "assigner"}
+        if unknown:
+            raise ValueError(f"unknown grant member(s): {', '.join(sorted(unknown))}")
+        gid, tenant, assignee = doc.get("id"), doc.get("tenant", ""), doc.get("assignee")
+        if not isinstance(gid, str) or not gid:
+            raise ValueError("grant id: a non-empty string is required")
+        if not isinstance(tenant, str):
+            raise ValueError("grant tenant: a string is required")
+        if not isinstance(assignee, str):
+            raise ValueError("grant assignee: a string is required")
+        actions = _actions_of(doc)
+        target = _target_of(doc.get("target", {}))
+        assigner = doc.get("assigner")
+        if assigner is not None and not isinstance(assigner, str):
+            raise ValueError("grant assigner: a string is required")
+        return cls(gid, tenant, Assignee.parse(assignee), actions, target, assigner)
+
+
+def _actions_of(doc: JSONObject) -> frozenset[Action]:
+    given = [k for k in ("actions", "action", "role") if k in doc]
+    if len(given) != 1:
+        raise ValueError("a grant needs exactly one of actions, action or role")
+    value = doc[given[0]]
+    try:
+        if given[0] == "role":
+            return ROLE_ACTIONS[Role(value)]
+        names = value if given[0] == "actions" else [value]
+        if not isinstance(names, list) or not names:
+            raise ValueError
+        return frozenset(Action(n) for n in names)
+    except (ValueError, TypeError, KeyError):
+        choices = [r.value for r in Role] if given[0] == "role" else [a.value for a in Action]
+        raise ValueError(f"grant {given[0]} {value!r}: expected {' | '.join(choices)}") from None
+
+
+def _strings(target: JSONObject, name: str) -> tuple[str, ...]:
+    value = target.get(name, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"grant target {name}: a list of non-empty strings is required")
+    return tuple(value)
+
+
+def _target_of(target: object) -> Target:
+    if not isinstance(target, dict):
+        raise ValueError("grant target: a JSON object is required")
+    unknown = set(target) - {"ids", "idPattern", "types", "scopes", "attributes", "hidden"}
+    if unknown:
+        raise ValueError(f"unknown grant target member(s): {', '.join(sorted(unknown))}")
+    pattern = target.get("idPattern")
+    if pattern is not None and (not isinstance(pattern, str) or not pattern):
+        raise ValueError("grant target idPattern: a non-empty string is required")
+    return Target(
+        ids=_strings(target, "ids"), id_pattern=pattern, types=_strings(target, "types"),
+        scopes=_strings(target, "scopes"),
+        attributes=_strings(target, "attributes") if "attributes" in target else None,
+        hidden=_strings(target, "hidden"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
