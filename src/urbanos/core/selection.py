@@ -30,6 +30,7 @@ from urbanos.types import JSONObject
 if TYPE_CHECKING:
     from urbanos.core.geo import GeoQuery
     from urbanos.core.ordering import Ordering
+    from urbanos.core.policy import View
     from urbanos.core.query.ast import QExpr, ScopeExpr, TypeExpr
 
 
@@ -66,6 +67,10 @@ class EntityQuery:
     #: canonical now (``core.expiry``): expired entities are left out, and expired
     #: instances do not count; None for a query that sees every stored document
     alive_at: str | None = None
+    #: what the caller may see (``core.policy.View``): entities it may not see are left
+    #: out and hidden attributes removed before matching, counting and paging; None for a
+    #: caller who sees everything (the stores' exact SQL paths need it None)
+    view: View | None = None
 
 
 @lru_cache(maxsize=256)
@@ -152,7 +157,8 @@ def _identified(entity: JSONObject, ids: tuple[str, ...] | None, id_pattern: str
 def matches(
     entity: JSONObject, query: EntityQuery, linked: EntityResolver | None = None
 ) -> bool:
-    """Whether a stored entity is selected; ``linked`` resolves ``attr{...}`` q terms."""
+    """Whether a stored entity is selected; ``linked`` resolves ``attr{...}`` q terms.
+    With a ``view``, pass the entity as ``shown`` returns it."""
     if query.alive_at is not None:
         shown = live(entity, query.alive_at)
         if shown is None:
@@ -183,11 +189,19 @@ def select_page(
 ) -> tuple[list[JSONObject], int | None]:
     """A query over documents held in memory (no index): the page and, when asked, the
     number of matches. The memory store and snapshots (clause 5.16) answer with it."""
-    selected = [e for e in entities if matches(e, query, linked)]
+    selected = [e for e in shown(entities, query) if matches(e, query, linked)]
     if query.order is not None:
         selected = sort_entities(selected, query.order, query.lang)
     page = selected[query.offset : query.offset + query.limit]
     return page, (len(selected) if query.count else None)
+
+
+def shown(entities: Iterable[JSONObject], query: EntityQuery) -> Iterable[JSONObject]:
+    """The entities as the query's caller may see them (``EntityQuery.view``)."""
+    if query.view is None:
+        return entities
+    show = query.view.show
+    return (e for e in (show(x) for x in entities) if e is not None)
 
 
 def hop_targets(frontier: list[JSONObject], names: frozenset[str]) -> set[str]:
@@ -212,7 +226,7 @@ class Pager:
 
     def __init__(self, query: EntityQuery, *, exact: bool = False) -> None:
         self.query = query
-        self.exact = exact
+        self.exact = exact and query.view is None
         self.selected: list[JSONObject] = []
         self.seen = 0
         self._fed = False
@@ -229,7 +243,7 @@ class Pager:
         """Take a batch of candidates; True once the page is complete."""
         self._fed = True
         q = self.query
-        for entity in batch:
+        for entity in shown(batch, q):
             if (not self.exact or due(entity, q.alive_at)) and not matches(entity, q, linked):
                 continue  # an exact SQL filter still counted what has expired since
             if q.order is not None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
+from urbanos.core.policy import OPEN, Principal
 from urbanos.http.negotiation import (
     JSON_MT,
     JSONLD_MT,
@@ -18,9 +19,12 @@ from urbanos.http.negotiation import (
     prefers_json_body,
     tenant_from,
 )
+from urbanos.services.guard import OPEN_GUARD, guard_for
 from urbanos.types import JSON
 
 if TYPE_CHECKING:
+    from urbanos.services.access import AccessService
+    from urbanos.services.auth import Authenticator
     from urbanos.services.contexts import ContextService
     from urbanos.services.entities import EntityService
     from urbanos.services.notifications import NotificationEngine
@@ -41,6 +45,8 @@ class Services:
     temporal: TemporalService | None = None
     notifications: NotificationEngine | None = None
     snapshots: SnapshotService | None = None
+    access: AccessService | None = None  # None: URBANOS_AUTH=none, no grants, no audit
+    auth: Authenticator | None = None
 
 
 def services(request: Request) -> Services:
@@ -54,9 +60,15 @@ async def request_context(
     ctype: str | None = None,
     offered: tuple[str, ...] = (JSON_MT, JSONLD_MT),
 ) -> RequestContext:
-    """Tenant, @context (Link header or inline) and the response media type, validated."""
+    """Tenant, @context (Link header or inline), the response media type and the
+    caller's rights, validated."""
+    principal = request.scope.get("principal", OPEN)
+    endpoint = request.scope.get("endpoint")
     return await context_of(
-        services(request), request.headers, body=body, ctype=ctype, offered=offered
+        services(request), request.headers, body=body, ctype=ctype, offered=offered,
+        principal=principal,
+        operation=getattr(endpoint, "__name__", request.method),
+        request_id=request.scope.get("request_id"),
     )
 
 
@@ -67,9 +79,15 @@ async def context_of(
     body: JSON = None,
     ctype: str | None = None,
     offered: tuple[str, ...] = (JSON_MT, JSONLD_MT),
+    principal: Principal = OPEN,
+    operation: str = "",
+    request_id: str | None = None,
 ) -> RequestContext:
     """``request_context`` from the request's headers (lower-case names, first value each)."""
     tenant = tenant_from(headers.get("ngsild-tenant"))
+    guard = OPEN_GUARD
+    if principal is not OPEN and svc.access is not None:
+        guard = await guard_for(svc.access, principal, tenant, operation, request_id)
     accept = choose_accept(headers.get("accept"), offered)
     if ctype is None:
         context = parse_link_context(headers.get("link"))
@@ -78,7 +96,7 @@ async def context_of(
     terms = await svc.contexts.term_map(context, tenant=tenant)
     return RequestContext(
         tenant=tenant, context=context, terms=terms, accept=accept,
-        prefer_json_body=prefers_json_body(headers.get("prefer")),
+        prefer_json_body=prefers_json_body(headers.get("prefer")), guard=guard,
     )
 
 

@@ -25,6 +25,7 @@ from urbanos.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from urbanos.services.guard import OPEN_GUARD, Guard
 from urbanos.services.stores import DEFAULT_TENANT
 from urbanos.types import JSON, Terms
 
@@ -49,6 +50,7 @@ class RequestContext:
     terms: Terms
     accept: str
     prefer_json_body: bool = False  # Prefer: body=json (clause 6.3.6), for GeoJSON answers
+    guard: Guard = OPEN_GUARD  # the caller's rights in the tenant (services.guard)
 
 
 def media_type(header: str | None) -> str:

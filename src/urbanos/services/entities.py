@@ -24,7 +24,16 @@ from urbanos.errors import (
     NonexistentTenant,
     ResourceNotFound,
 )
-from urbanos.storage.base import AttributeInfo, EntityStore, Page, TypeInfo, Write
+from urbanos.services.guard import OPEN_GUARD, Guard
+from urbanos.storage.base import (
+    AttributeInfo,
+    EntityStore,
+    Page,
+    TypeInfo,
+    Write,
+    attribute_infos,
+    type_infos,
+)
 from urbanos.types import JSONObject
 
 Current = dict[str, JSONObject]
@@ -86,19 +95,25 @@ class EntityService:
         if not await self.store.tenant_exists(tenant):
             raise NonexistentTenant(f"tenant {tenant!r} does not exist")
 
-    async def retrieve(self, tenant: str, entity_id: str) -> JSONObject:
+    async def retrieve(self, tenant: str, entity_id: str, *, guard: Guard = OPEN_GUARD
+                       ) -> JSONObject:
+        """The entity as the caller may see it; 404 when it may not see it at all."""
         await self.check_tenant(tenant)
         entity = await self.store.get(tenant, entity_id)
         shown = live(entity, self.now()) if entity is not None else None
+        if shown is not None and not guard.open:
+            shown = guard.read(shown)
         if shown is None:
             raise ResourceNotFound(f"entity {entity_id} not found")
         return shown
 
-    async def query(self, tenant: str, query: EntityQuery) -> Page:
-        """Query Entities; nothing expired is selected or shown (clause 4.22)."""
+    async def query(self, tenant: str, query: EntityQuery, *, guard: Guard = OPEN_GUARD
+                    ) -> Page:
+        """Query Entities; nothing expired is selected or shown (clause 4.22), nothing the
+        caller may not see is selected, counted or shown."""
         await self.check_tenant(tenant)
         now = self.now()
-        page = await self.store.query(tenant, replace(query, alive_at=now))
+        page = await self.store.query(tenant, guard.query(replace(query, alive_at=now)))
         shown = [e for e in (live(e, now) for e in page.entities) if e is not None]
         return Page(shown, page.total)
 
@@ -106,50 +121,76 @@ class EntityService:
         """The clock, canonical: what expiresAt is compared with."""
         return canonical(self.clock())
 
-    async def types(self, tenant: str) -> list[TypeInfo]:
+    async def types(self, tenant: str, *, guard: Guard = OPEN_GUARD) -> list[TypeInfo]:
         await self.check_tenant(tenant)
-        return await self.store.types(tenant)
+        if guard.view.unrestricted:
+            return await self.store.types(tenant)
+        return type_infos(await self._visible(tenant, guard))
 
-    async def attributes(self, tenant: str) -> list[AttributeInfo]:
+    async def attributes(self, tenant: str, *, guard: Guard = OPEN_GUARD
+                         ) -> list[AttributeInfo]:
         await self.check_tenant(tenant)
-        return await self.store.attributes(tenant)
+        if guard.view.unrestricted:
+            return await self.store.attributes(tenant)
+        return attribute_infos(await self._visible(tenant, guard))
+
+    async def _visible(self, tenant: str, guard: Guard, chunk: int = 1000
+                       ) -> list[JSONObject]:
+        """Every entity the caller may see, as it may see it: what /types and /attributes
+        tell a caller who may not see everything, so they never name a type or attribute
+        it could not find by a query."""
+        out: list[JSONObject] = []
+        while True:
+            page = await self.query(tenant, EntityQuery(limit=chunk, offset=len(out)),
+                                    guard=guard)
+            out.extend(page.entities)
+            if len(page.entities) < chunk:
+                return out
 
     # -- single-entity writes --------------------------------------------------------------
-    async def create(self, tenant: str, entity: JSONObject) -> None:
+    async def create(
+        self, tenant: str, entity: JSONObject, *, guard: Guard = OPEN_GUARD
+    ) -> None:
         """Create Entity (5.6.1); 409 when the id is taken."""
 
         def plan(current: Current) -> tuple[list[Write], None]:
             return [*_replacing(current, entity["id"], self.now()), _put(None, entity)], None
 
-        await self.store.modify(tenant, [entity["id"]], plan)
+        await self.store.modify(tenant, [entity["id"]], guard.plan(plan))
 
     async def delete(
-        self, tenant: str, entity_id: str, *, type_gate: TypeExpr | None = None
+        self, tenant: str, entity_id: str, *, type_gate: TypeExpr | None = None,
+        guard: Guard = OPEN_GUARD,
     ) -> None:
         def plan(current: Current) -> tuple[list[Write], None]:
             old = _existing(current, entity_id, type_gate, now=self.now())
             return [Write("delete", entity_id, before=old)], None
 
-        await self.store.modify(tenant, [entity_id], plan)
+        await self.store.modify(tenant, [entity_id], guard.plan(plan))
 
-    async def replace(self, tenant: str, entity_id: str, new: JSONObject) -> None:
+    async def replace(
+        self, tenant: str, entity_id: str, new: JSONObject, *, guard: Guard = OPEN_GUARD
+    ) -> None:
         def plan(current: Current) -> tuple[list[Write], None]:
             old = _existing(current, entity_id, now=self.now())
             return [_put(old, ops.replace_entity(old, new, self.clock()))], None
 
-        await self.store.modify(tenant, [entity_id], plan)
+        await self.store.modify(tenant, [entity_id], guard.plan(plan))
 
-    async def merge(self, tenant: str, entity_id: str, fragment: JSONObject) -> None:
+    async def merge(
+        self, tenant: str, entity_id: str, fragment: JSONObject, *, guard: Guard = OPEN_GUARD
+    ) -> None:
         def plan(current: Current) -> tuple[list[Write], None]:
             old = _existing(current, entity_id, now=self.now())
             return [_put(old, ops.merge_entity(old, fragment, self.clock()).entity)], None
 
-        await self.store.modify(tenant, [entity_id], plan)
+        await self.store.modify(tenant, [entity_id], guard.plan(plan))
 
     async def append(
         self, tenant: str, entity_id: str, attrs: ops.Attrs, *, no_overwrite: bool,
         types: list[str] | None = None, scope: list[str] | None = None,
         type_gate: TypeExpr | None = None,
+        guard: Guard = OPEN_GUARD,
     ) -> ops.Outcome:
         def plan(current: Current) -> tuple[list[Write], ops.Outcome]:
             old = _existing(current, entity_id, type_gate, now=self.now())
@@ -158,23 +199,25 @@ class EntityService:
             )
             return [_put(old, result.entity)], result
 
-        return await self.store.modify(tenant, [entity_id], plan)
+        return await self.store.modify(tenant, [entity_id], guard.plan(plan))
 
     async def update(
         self, tenant: str, entity_id: str, attrs: ops.Attrs, *,
         types: list[str] | None = None, scope: list[str] | None = None,
         type_gate: TypeExpr | None = None,
+        guard: Guard = OPEN_GUARD,
     ) -> ops.Outcome:
         def plan(current: Current) -> tuple[list[Write], ops.Outcome]:
             old = _existing(current, entity_id, type_gate, now=self.now())
             result = ops.update_attrs(old, attrs, self.clock(), types=types, scope=scope)
             return [_put(old, result.entity)], result
 
-        return await self.store.modify(tenant, [entity_id], plan)
+        return await self.store.modify(tenant, [entity_id], guard.plan(plan))
 
     async def patch_attr(
         self, tenant: str, entity_id: str, name: str, instances: list[JSONObject], *,
         type_gate: TypeExpr | None = None,
+        guard: Guard = OPEN_GUARD,
     ) -> None:
         def plan(current: Current) -> tuple[list[Write], None]:
             old = _existing(current, entity_id, type_gate, now=self.now())
@@ -183,10 +226,11 @@ class EntityService:
                 raise ResourceNotFound(f"attribute {name} not found in {entity_id}")
             return [_put(old, result.entity)], None
 
-        await self.store.modify(tenant, [entity_id], plan)
+        await self.store.modify(tenant, [entity_id], guard.plan(plan))
 
     async def replace_attr(
-        self, tenant: str, entity_id: str, name: str, instances: list[JSONObject]
+        self, tenant: str, entity_id: str, name: str, instances: list[JSONObject], *,
+        guard: Guard = OPEN_GUARD,
     ) -> None:
         def plan(current: Current) -> tuple[list[Write], None]:
             old = _existing(current, entity_id, now=self.now())
@@ -195,11 +239,12 @@ class EntityService:
                 raise ResourceNotFound(f"attribute {name} not found in {entity_id}")
             return [_put(old, result.entity)], None
 
-        await self.store.modify(tenant, [entity_id], plan)
+        await self.store.modify(tenant, [entity_id], guard.plan(plan))
 
     async def delete_attr(
         self, tenant: str, entity_id: str, name: str, *, dataset_id: str | None,
         delete_all: bool, type_gate: TypeExpr | None = None,
+        guard: Guard = OPEN_GUARD,
     ) -> None:
         def plan(current: Current) -> tuple[list[Write], None]:
             old = _existing(current, entity_id, type_gate, now=self.now())
@@ -210,11 +255,12 @@ class EntityService:
                 raise ResourceNotFound(f"attribute {name} not found in {entity_id}")
             return [_put(old, out)], None
 
-        await self.store.modify(tenant, [entity_id], plan)
+        await self.store.modify(tenant, [entity_id], guard.plan(plan))
 
     async def purge(
         self, tenant: str, query: EntityQuery, *, keep: frozenset[str] | None = None,
         drop: frozenset[str] | None = None, chunk: int = 1000,
+        guard: Guard = OPEN_GUARD,
     ) -> int:
         """Purge Entities (clause 5.6.21): delete what the query selects, or with ``keep`` /
         ``drop`` only trim their attributes; returns how many entities were touched."""
@@ -225,9 +271,8 @@ class EntityService:
         ids: dict[str, None] = {}
         offset = 0
         while True:
-            page = await self.store.query(
-                tenant, replace(query, limit=chunk, offset=offset, count=False, order=None)
-            )
+            page = await self.store.query(tenant, guard.query(
+                replace(query, limit=chunk, offset=offset, count=False, order=None)))
             ids.update(dict.fromkeys(e["id"] for e in page.entities))
             if len(page.entities) < chunk:
                 break
@@ -243,11 +288,14 @@ class EntityService:
         touched = 0
         order = list(ids)
         for start in range(0, len(order), chunk):
-            touched += await self.store.modify(tenant, order[start:start + chunk], plan)
+            touched += await self.store.modify(tenant, order[start:start + chunk],
+                                               guard.plan(plan))
         return touched
 
     # -- batches (clause 5.6.7 - 5.6.10, 5.6.20) ------------------------------------------
-    async def batch_create(self, tenant: str, entities: list[JSONObject]) -> BatchResult:
+    async def batch_create(
+        self, tenant: str, entities: list[JSONObject], *, guard: Guard = OPEN_GUARD
+    ) -> BatchResult:
         def plan(current: Current) -> tuple[list[Write], BatchResult]:
             result = BatchResult()
             writes: list[Write] = []
@@ -265,10 +313,11 @@ class EntityService:
             result.created = list(result.success)
             return writes, result
 
-        return await self.store.modify(tenant, [e["id"] for e in entities], plan)
+        return await self.store.modify(tenant, [e["id"] for e in entities], guard.batch(plan))
 
     async def batch_upsert(
-        self, tenant: str, entities: list[JSONObject], *, replace: bool
+        self, tenant: str, entities: list[JSONObject], *, replace: bool,
+        guard: Guard = OPEN_GUARD,
     ) -> BatchResult:
         def plan(current: Current) -> tuple[list[Write], BatchResult]:
             _forget_expired(current, self.now())
@@ -294,10 +343,11 @@ class EntityService:
             writes = [_put(before.get(eid), current[eid]) for eid in result.success]
             return writes, result
 
-        return await self.store.modify(tenant, [e["id"] for e in entities], plan)
+        return await self.store.modify(tenant, [e["id"] for e in entities], guard.batch(plan))
 
     async def batch_update(
-        self, tenant: str, entities: list[JSONObject], *, no_overwrite: bool
+        self, tenant: str, entities: list[JSONObject], *, no_overwrite: bool,
+        guard: Guard = OPEN_GUARD,
     ) -> BatchResult:
         def plan(current: Current) -> tuple[list[Write], BatchResult]:
             _forget_expired(current, self.now())
@@ -327,9 +377,11 @@ class EntityService:
             writes = [_put(before[eid], current[eid]) for eid in dict.fromkeys(touched)]
             return writes, result
 
-        return await self.store.modify(tenant, [e["id"] for e in entities], plan)
+        return await self.store.modify(tenant, [e["id"] for e in entities], guard.batch(plan))
 
-    async def batch_merge(self, tenant: str, entities: list[JSONObject]) -> BatchResult:
+    async def batch_merge(
+        self, tenant: str, entities: list[JSONObject], *, guard: Guard = OPEN_GUARD
+    ) -> BatchResult:
         def plan(current: Current) -> tuple[list[Write], BatchResult]:
             _forget_expired(current, self.now())
             result = BatchResult()
@@ -346,9 +398,11 @@ class EntityService:
             writes = [_put(before[eid], current[eid]) for eid in dict.fromkeys(result.success)]
             return writes, result
 
-        return await self.store.modify(tenant, [e["id"] for e in entities], plan)
+        return await self.store.modify(tenant, [e["id"] for e in entities], guard.batch(plan))
 
-    async def batch_delete(self, tenant: str, ids: list[str]) -> BatchResult:
+    async def batch_delete(
+        self, tenant: str, ids: list[str], *, guard: Guard = OPEN_GUARD
+    ) -> BatchResult:
         def plan(current: Current) -> tuple[list[Write], BatchResult]:
             _forget_expired(current, self.now())
             result = BatchResult()
@@ -362,4 +416,4 @@ class EntityService:
                 result.success.append(eid)
             return writes, result
 
-        return await self.store.modify(tenant, ids, plan)
+        return await self.store.modify(tenant, ids, guard.batch(plan))

@@ -10,8 +10,11 @@ notifications read with the subscription service's store.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from urbanos.core.render import RenderOptions, child_options, linked_targets
 from urbanos.services.entities import EntityService
+from urbanos.services.guard import OPEN_GUARD, Guard
 from urbanos.storage.base import EntityStore
 from urbanos.types import JSONObject
 
@@ -19,9 +22,11 @@ Frontier = list[tuple[JSONObject, RenderOptions]]
 
 
 async def fetch_linked(
-    store: EntityStore, tenant: str, roots: list[JSONObject], opts: RenderOptions
+    store: EntityStore, tenant: str, roots: list[JSONObject], opts: RenderOptions,
+    show: Callable[[JSONObject], JSONObject | None] | None = None,
 ) -> dict[str, JSONObject]:
-    """The entities reachable from ``roots`` within ``opts.join_level`` hops, by id."""
+    """The entities reachable from ``roots`` within ``opts.join_level`` hops, by id; with
+    ``show``, as the reader may see them (one it may not see is not followed)."""
     if opts.join is None or not roots:
         return {}
     found: dict[str, JSONObject] = {e["id"]: e for e in roots}
@@ -36,16 +41,21 @@ async def fetch_linked(
             break
         missing = list(dict.fromkeys(t for t, _ in step.values() if t not in found))
         if missing:
-            found.update(await store.get_many(tenant, missing))
+            got = await store.get_many(tenant, missing)
+            if show is not None:
+                got = {i: e for i, e in ((i, show(e)) for i, e in got.items()) if e is not None}
+            found.update(got)
         frontier = [(found[t], sub) for t, sub in step.values() if t in found]
     return found
 
 
 async def linked_entities(
-    entities: EntityService, tenant: str, roots: list[JSONObject], opts: RenderOptions
+    entities: EntityService, tenant: str, roots: list[JSONObject], opts: RenderOptions,
+    *, guard: Guard = OPEN_GUARD,
 ) -> dict[str, JSONObject]:
     """``fetch_linked`` for a read of the API, through the entity service."""
     if opts.join is None or not roots:
         return {}
     await entities.check_tenant(tenant)
-    return await fetch_linked(entities.store, tenant, roots, opts)
+    show = None if guard.view.unrestricted else guard.read
+    return await fetch_linked(entities.store, tenant, roots, opts, show)

@@ -6,7 +6,7 @@ documents; stores keep them, index them and select them. A batch of writes is at
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol, TypeVar
@@ -56,6 +56,32 @@ class AttributeInfo:
     count: int  # entities that have it
     kinds: set[str]
     types: set[str]  # entity types that have it
+
+
+def type_infos(entities: Iterable[JSONObject]) -> list[TypeInfo]:
+    """/types details (clause 5.7.5) of documents held in memory: the memory store's, and
+    what a caller who may see only some entities is told."""
+    infos: dict[str, TypeInfo] = {}
+    for entity in entities:
+        for t in entity.get("type", []):
+            info = infos.setdefault(t, TypeInfo(t, 0, {}))
+            infos[t] = TypeInfo(t, info.count + 1, info.attributes)
+            for name, instances in entity["attrs"].items():
+                kinds = info.attributes.setdefault(name, set())
+                kinds.update(i.get("type", "Property") for i in instances)
+    return list(infos.values())
+
+
+def attribute_infos(entities: Iterable[JSONObject]) -> list[AttributeInfo]:
+    """/attributes details (clause 5.7.8) of documents held in memory, as ``type_infos``."""
+    infos: dict[str, AttributeInfo] = {}
+    for entity in entities:
+        for name, instances in entity["attrs"].items():
+            info = infos.get(name) or AttributeInfo(name, 0, set(), set())
+            info.kinds.update(i.get("type", "Property") for i in instances)
+            info.types.update(entity.get("type", []))
+            infos[name] = AttributeInfo(name, info.count + 1, info.kinds, info.types)
+    return list(infos.values())
 
 
 @dataclass(frozen=True, slots=True)

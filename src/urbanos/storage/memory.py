@@ -18,6 +18,8 @@ from urbanos.storage.base import (
     T,
     TypeInfo,
     Write,
+    attribute_infos,
+    type_infos,
 )
 from urbanos.types import JSONObject
 
@@ -127,22 +129,7 @@ class MemoryStore:
         return [(tenant, eid) for _, tenant, eid in due[:limit]]
 
     async def types(self, tenant: str) -> list[TypeInfo]:
-        infos: dict[str, TypeInfo] = {}
-        for entity in self._tenants.get(tenant, {}).values():
-            for t in entity.get("type", []):
-                info = infos.setdefault(t, TypeInfo(t, 0, {}))
-                infos[t] = TypeInfo(t, info.count + 1, info.attributes)
-                for name, instances in entity["attrs"].items():
-                    kinds = info.attributes.setdefault(name, set())
-                    kinds.update(i.get("type", "Property") for i in instances)
-        return list(infos.values())
+        return type_infos(self._tenants.get(tenant, {}).values())
 
     async def attributes(self, tenant: str) -> list[AttributeInfo]:
-        infos: dict[str, AttributeInfo] = {}
-        for entity in self._tenants.get(tenant, {}).values():
-            for name, instances in entity["attrs"].items():
-                info = infos.get(name) or AttributeInfo(name, 0, set(), set())
-                info.kinds.update(i.get("type", "Property") for i in instances)
-                info.types.update(entity.get("type", []))
-                infos[name] = AttributeInfo(name, info.count + 1, info.kinds, info.types)
-        return list(infos.values())
+        return attribute_infos(self._tenants.get(tenant, {}).values())

@@ -104,7 +104,7 @@ async def batch_create(request: Request) -> Response:
     check_params(request.query_params, {"local"})
     items, ctx, ctype = await _batch_body(request)
     entities, invalid = await _expand_all(request, items, ctx, ctype)
-    done = await services(request).entities.batch_create(ctx.tenant, entities)
+    done = await services(request).entities.batch_create(ctx.tenant, entities, guard=ctx.guard)
     result = _merge(invalid, done)
     if result.errors:
         return _multi(ctx, result)
@@ -123,7 +123,7 @@ async def batch_upsert(request: Request) -> Response:
     entities, invalid = await _expand_all(request, items, ctx, ctype)
     done = await services(request).entities.batch_upsert(
         ctx.tenant, entities, replace="update" not in opts
-    )
+    , guard=ctx.guard)
     result = _merge(invalid, done)
     if result.errors:
         return _multi(ctx, result)
@@ -142,7 +142,7 @@ async def batch_update(request: Request) -> Response:
     entities, invalid = await _expand_all(request, items, ctx, ctype, require_type=False)
     done = await services(request).entities.batch_update(
         ctx.tenant, entities, no_overwrite=no_overwrite
-    )
+    , guard=ctx.guard)
     result = _merge(invalid, done)
     return _multi(ctx, result) if result.errors else empty(204, _headers(ctx))
 
@@ -154,7 +154,7 @@ async def batch_merge(request: Request) -> Response:
     entities, invalid = await _expand_all(
         request, items, ctx, ctype, require_type=False, merge=True
     )
-    done = await services(request).entities.batch_merge(ctx.tenant, entities)
+    done = await services(request).entities.batch_merge(ctx.tenant, entities, guard=ctx.guard)
     result = _merge(invalid, done)
     return _multi(ctx, result) if result.errors else empty(204, _headers(ctx))
 
@@ -174,6 +174,6 @@ async def batch_delete(request: Request) -> Response:
             ids.append(check_entity_id(item))
         except NgsiLdError as exc:
             invalid.errors.append((item if isinstance(item, str) else None, exc))
-    done = await services(request).entities.batch_delete(ctx.tenant, ids) if ids else BatchResult()
+    done = await services(request).entities.batch_delete(ctx.tenant, ids, guard=ctx.guard) if ids else BatchResult()
     result = _merge(invalid, done)
     return _multi(ctx, result) if result.errors else empty(204, _headers(ctx))

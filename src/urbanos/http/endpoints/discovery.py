@@ -28,7 +28,7 @@ async def list_types(request: Request) -> Response:
     """Retrieve Available Entity Types (5.7.5) or their details (5.7.6)."""
     check_params(request.query_params, {"details", "local"})
     ctx = await request_context(request)
-    infos = await services(request).entities.types(ctx.tenant)
+    infos = await services(request).entities.types(ctx.tenant, guard=ctx.guard)
     c = ctx.terms.compact
     data: object
     if flag(request.query_params, "details"):
@@ -56,7 +56,7 @@ async def retrieve_type(request: Request) -> Response:
     name = _path_name(request, "type", "entity type")
     ctx = await request_context(request)
     iri = ctx.terms.expand(name)
-    infos = {i.type: i for i in await services(request).entities.types(ctx.tenant)}
+    infos = {i.type: i for i in await services(request).entities.types(ctx.tenant, guard=ctx.guard)}
     info = infos.get(iri)
     if info is None:
         raise ResourceNotFound(f"no entity of type {name}")
@@ -83,7 +83,7 @@ async def list_attributes(request: Request) -> Response:
     """Retrieve Available Attributes (5.7.8) or their details (5.7.9)."""
     check_params(request.query_params, {"details", "local"})
     ctx = await request_context(request)
-    infos = await services(request).entities.attributes(ctx.tenant)
+    infos = await services(request).entities.attributes(ctx.tenant, guard=ctx.guard)
     c = ctx.terms.compact
     data: object
     if flag(request.query_params, "details"):
@@ -111,7 +111,7 @@ async def retrieve_attribute(request: Request) -> Response:
     name = _path_name(request, "attr", "attribute name")
     ctx = await request_context(request)
     iri = ctx.terms.expand(name)
-    infos = {i.attr: i for i in await services(request).entities.attributes(ctx.tenant)}
+    infos = {i.attr: i for i in await services(request).entities.attributes(ctx.tenant, guard=ctx.guard)}
     info = infos.get(iri)
     if info is None:
         raise ResourceNotFound(f"no entity has the attribute {name}")

@@ -128,7 +128,7 @@ async def create_entity(request: Request) -> Response:
     body, ctx = await read_entity_body(request)
     entity = expand_entity(_object(body) if isinstance(body, dict) else body, ctx.terms,
                            now_iso())
-    await services(request).entities.create(ctx.tenant, entity)
+    await services(request).entities.create(ctx.tenant, entity, guard=ctx.guard)
     headers = {"Location": f"/ngsi-ld/v1/entities/{quote(entity['id'], safe=':')}"}
     return empty(201, headers | tenant_headers(ctx))
 
@@ -146,7 +146,7 @@ async def delete_entity(request: Request) -> Response:
     ctx = await request_context(request)
     await services(request).entities.delete(
         ctx.tenant, entity_id, type_gate=_type_gate(request, ctx.terms)
-    )
+    , guard=ctx.guard)
     return empty(204, tenant_headers(ctx))
 
 
@@ -156,7 +156,7 @@ async def replace_entity(request: Request) -> Response:
     entity_id = _path_id(request)
     body, ctx = await read_entity_body(request)
     new = expand_entity(_object(body), ctx.terms, now_iso(), entity_id=entity_id)
-    await services(request).entities.replace(ctx.tenant, entity_id, new)
+    await services(request).entities.replace(ctx.tenant, entity_id, new, guard=ctx.guard)
     return empty(204, tenant_headers(ctx))
 
 
@@ -171,7 +171,7 @@ async def merge_entity(request: Request) -> Response:
     fragment = expand_entity(
         _object(body), ctx.terms, now_iso(), entity_id=entity_id, require_type=False, merge=True
     )
-    await services(request).entities.merge(ctx.tenant, entity_id, fragment)
+    await services(request).entities.merge(ctx.tenant, entity_id, fragment, guard=ctx.guard)
     return empty(204, tenant_headers(ctx))
 
 
@@ -185,7 +185,7 @@ async def append_attrs(request: Request) -> Response:
     attrs, types, scope = _fragment(body, entity_id, ctx)
     outcome = await services(request).entities.append(
         ctx.tenant, entity_id, attrs, no_overwrite=no_overwrite, types=types, scope=scope,
-        type_gate=_type_gate(request, ctx.terms),
+        type_gate=_type_gate(request, ctx.terms), guard=ctx.guard
     )
     if outcome.not_updated:
         return _multi_status(ctx, _update_result(outcome.updated, outcome.not_updated))
@@ -200,7 +200,7 @@ async def update_attrs(request: Request) -> Response:
     attrs, types, scope = _fragment(body, entity_id, ctx)
     outcome = await services(request).entities.update(
         ctx.tenant, entity_id, attrs, types=types, scope=scope,
-        type_gate=_type_gate(request, ctx.terms),
+        type_gate=_type_gate(request, ctx.terms), guard=ctx.guard
     )
     if outcome.not_updated:
         return _multi_status(ctx, _update_result(outcome.updated, outcome.not_updated))
@@ -224,7 +224,7 @@ async def patch_attr(request: Request) -> Response:
     instances = expand_attribute(iri, raw, ctx.terms, now_iso(), merge=True)
     await services(request).entities.patch_attr(
         ctx.tenant, entity_id, iri, instances, type_gate=_type_gate(request, ctx.terms)
-    )
+    , guard=ctx.guard)
     return empty(204, tenant_headers(ctx))
 
 
@@ -238,7 +238,7 @@ async def replace_attr(request: Request) -> Response:
     body, ctx = await read_entity_body(request)
     iri = ctx.terms.expand(name)
     instances = expand_attribute(iri, _object(body), ctx.terms, now_iso())
-    await services(request).entities.replace_attr(ctx.tenant, entity_id, iri, instances)
+    await services(request).entities.replace_attr(ctx.tenant, entity_id, iri, instances, guard=ctx.guard)
     return empty(204, tenant_headers(ctx))
 
 
@@ -256,7 +256,7 @@ async def delete_attr(request: Request) -> Response:
     iri = "scope" if name == "scope" else ctx.terms.expand(name)
     await services(request).entities.delete_attr(
         ctx.tenant, entity_id, iri, dataset_id=dataset_id, delete_all=delete_all,
-        type_gate=_type_gate(request, ctx.terms),
+        type_gate=_type_gate(request, ctx.terms), guard=ctx.guard
     )
     return empty(204, tenant_headers(ctx))
 
@@ -292,5 +292,5 @@ async def purge_entities(request: Request) -> Response:
         )
     keep = names(params["keep"], ctx.terms) if "keep" in params else None
     drop = names(params["drop"], ctx.terms) if "drop" in params else None
-    await svc.entities.purge(ctx.tenant, query, keep=keep, drop=drop)
+    await svc.entities.purge(ctx.tenant, query, keep=keep, drop=drop, guard=ctx.guard)
     return empty(204, tenant_headers(ctx))

@@ -43,6 +43,7 @@ from urbanos.http.params import (
 from urbanos.http.query_body import query_from_body
 from urbanos.http.respond import json_body, json_response
 from urbanos.services.entities import Page
+from urbanos.services.guard import Guard
 from urbanos.services.linked import linked_entities
 from urbanos.types import JSON, JSONObject
 
@@ -104,15 +105,15 @@ def _entity_map(request: Request, tenant: str, ids: list[str]) -> dict[str, str]
 
 
 async def _query(
-    request: Request, svc: Services, tenant: str, query: EntityQuery
+    request: Request, svc: Services, tenant: str, query: EntityQuery, guard: Guard
 ) -> tuple[Page, dict[str, str]]:
     """The live entities, or with NGSILD-Snapshot those of that snapshot (clause 6.3.22),
     and the header to echo."""
     snapshot = request.headers.get(SNAPSHOT)
     if snapshot is None:
-        return await svc.entities.query(tenant, query), {}
+        return await svc.entities.query(tenant, query, guard=guard), {}
     assert svc.snapshots is not None
-    return await svc.snapshots.query(tenant, snapshot, query), {SNAPSHOT: snapshot}
+    return await svc.snapshots.query(tenant, snapshot, guard.query(query)), {SNAPSHOT: snapshot}
 
 
 async def query_entities(request: Request) -> Response:
@@ -124,8 +125,9 @@ async def query_entities(request: Request) -> Response:
     opts = render_options(params, ctx.terms, geojson=ctx.accept == GEOJSON_MT)
     opts, applied = _prefer(request, opts)
     query = entity_query(params, ctx.terms, svc.settings)
-    page, scoped = await _query(request, svc, ctx.tenant, query)
-    linked = await linked_entities(svc.entities, ctx.tenant, page.entities, opts)
+    page, scoped = await _query(request, svc, ctx.tenant, query, ctx.guard)
+    linked = await linked_entities(svc.entities, ctx.tenant, page.entities, opts,
+                                   guard=ctx.guard)
     status, headers = _version_headers(applied, opts, page.entities)
     headers.update(scoped)
     headers.update(_entity_map(request, ctx.tenant, [e["id"] for e in page.entities]))
@@ -191,7 +193,7 @@ async def retrieve_entity(request: Request) -> Response:
     flag(params, "local")
     snapshot = request.headers.get(SNAPSHOT)
     if snapshot is None:
-        entity = await svc.entities.retrieve(ctx.tenant, entity_id)
+        entity = await svc.entities.retrieve(ctx.tenant, entity_id, guard=ctx.guard)
     else:
         assert svc.snapshots is not None
         entity = await svc.snapshots.retrieve_entity(ctx.tenant, snapshot, entity_id)
@@ -202,7 +204,8 @@ async def retrieve_entity(request: Request) -> Response:
     projected = opts.pick is not None or opts.omit is not None
     if projected and not render_entity(entity, ctx.terms, replace(opts, join=None)):
         raise ResourceNotFound(f"nothing of entity {entity_id} is left after pick/omit")
-    linked = await linked_entities(svc.entities, ctx.tenant, [entity], opts)
+    linked = await linked_entities(svc.entities, ctx.tenant, [entity], opts,
+                                   guard=ctx.guard)
     data = _render_one(ctx, entity, opts, linked)
     status, headers = _version_headers(applied, opts, [entity])
     headers.update(_entity_map(request, ctx.tenant, [entity_id]))
@@ -236,7 +239,7 @@ async def retrieve_plain(
     """
     entity_id = entity_id_in_path(path_id)
     ctx = await context_of(svc, headers, offered=ENTITY_OFFER)
-    entity = await svc.entities.retrieve(ctx.tenant, entity_id)
+    entity = await svc.entities.retrieve(ctx.tenant, entity_id, guard=ctx.guard)
     data = _render_one(ctx, entity, PLAIN_OPTIONS, {})  # no join: nothing linked to fetch
     url = await svc.contexts.link_url(ctx.context, tenant=ctx.tenant)
     body, out = json_body(ctx, data, link_url=url)
@@ -263,8 +266,9 @@ async def query_post(request: Request) -> Response:
     )
     opts, applied = _prefer(request, opts)
     options(params, {"keyValues", "simplified", "concise", "normalized", "sysAttrs"})
-    page, scoped = await _query(request, svc, ctx.tenant, asked.query)
-    linked = await linked_entities(svc.entities, ctx.tenant, page.entities, opts)
+    page, scoped = await _query(request, svc, ctx.tenant, asked.query, ctx.guard)
+    linked = await linked_entities(svc.entities, ctx.tenant, page.entities, opts,
+                                   guard=ctx.guard)
     status, headers = _version_headers(applied, opts, page.entities)
     headers.update(scoped)
     if page.total is not None:

@@ -184,6 +184,7 @@ def _geo_rows(doc: JSONObject) -> list[tuple[Any, ...]]:
 async def query(conn: AsyncConnection, schema: str, query: EntityQuery) -> Page:
     where: list[filters.Cond] = []
     exact = query.scope_q is None and query.q is None and query.geo is None
+    exact = exact and query.view is None  # what the caller may see is decided in Python
     if query.ids is not None:
         if not query.ids:
             return Page([], 0 if query.count else None)

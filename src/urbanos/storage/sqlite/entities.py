@@ -324,6 +324,7 @@ def query(
     params: list[Any] = [tenant]
     exact = query.id_pattern is None and query.q is None and query.scope_q is None
     exact = exact and query.geo is None and query.selectors is None
+    exact = exact and query.view is None  # what the caller may see is decided in Python
     if query.ids is not None:
         if not query.ids:
             return Page([], 0 if query.count else None)

@@ -1,0 +1,201 @@
+"""One caller's rights in one tenant for one request, applied where the data is read and
+written.
+
+A ``Guard`` carries the principal, the tenant's grants (read once per request from the
+access service's cache) and the audit note of the request. The entity services hand their
+plans to it: the checks run inside the store's transaction on the documents as they are
+there, so a decision is never made on a stale copy, and a denied write changes nothing.
+``OPEN_GUARD`` (``URBANOS_AUTH=none``) checks nothing and costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from urbanos.core.policy import (
+    OPEN,
+    UNRESTRICTED,
+    Action,
+    Grant,
+    Principal,
+    View,
+    decide,
+    view,
+)
+from urbanos.core.selection import EntityQuery
+from urbanos.errors import Forbidden, NgsiLdError, ResourceNotFound, Unauthorized
+from urbanos.storage.base import Write
+from urbanos.types import JSONObject
+
+if TYPE_CHECKING:
+    from urbanos.services.access import AccessService
+    from urbanos.storage.access import AuditNote, AuditNotes
+
+T = TypeVar("T")
+Plan = Callable[[dict[str, JSONObject]], tuple[list[Write], T]]
+
+#: the challenge of a request that needs credentials it did not bring (RFC 6750 section 3)
+LOGIN = 'Bearer realm="urbanos"'
+
+
+class Guard:
+    __slots__ = ("principal", "tenant", "grants", "note", "notes", "_view")
+
+    def __init__(self, principal: Principal, tenant: str, grants: Sequence[Grant] = (),
+                 note: AuditNote | None = None, notes: AuditNotes | None = None) -> None:
+        self.principal = principal
+        self.tenant = tenant
+        self.grants = tuple(grants)
+        self.note = note
+        self.notes = notes
+        self._view: View | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.principal.kind == "open"
+
+    def for_tenant(self, tenant: str) -> Guard:
+        return self if self.open else Guard(self.principal, tenant, self.grants, self.note,
+                                            self.notes)
+
+    # -- reads ---------------------------------------------------------------------------
+    @property
+    def view(self) -> View:
+        if self._view is None:
+            self._view = UNRESTRICTED if self.open else view(
+                self.principal, self.tenant, self.grants)
+        return self._view
+
+    def read(self, entity: JSONObject) -> JSONObject | None:
+        """The entity as the caller may see it (hidden attributes removed), or None."""
+        v = self.view
+        return entity if v.unrestricted else v.show(entity)
+
+    def query(self, query: EntityQuery) -> EntityQuery:
+        """``query`` limited to what the caller may see, before matching and paging."""
+        v = self.view
+        return query if v.unrestricted else replace(query, view=v)
+
+    # -- whole-tenant rights -------------------------------------------------------------
+    def require(self, action: Action) -> None:
+        """Raise unless the caller may do ``action`` on the tenant as a whole."""
+        if self.open:
+            return
+        if not decide(self.principal, action, self.tenant, None, self.grants).allowed:
+            raise self.denied(f"{action.value} is not allowed in this tenant")
+
+    def may_write_somewhere(self) -> None:
+        """An anonymous caller with no write grant is asked to log in before anything is
+        looked up, so that what exists is not revealed by the answer."""
+        if self.principal.kind != "anonymous":
+            return
+        if not any(Action.WRITE in g.actions or Action.OWN in g.actions for g in self.grants
+                   if g.assignee.covers(self.principal)) and not decide(
+                self.principal, Action.WRITE, self.tenant, None, self.grants).allowed:
+            raise Unauthorized("authentication required to write", challenge=LOGIN)
+
+    def denied(self, detail: str) -> NgsiLdError:
+        if self.principal.authenticated:
+            return Forbidden(detail)
+        return Unauthorized(detail, challenge=LOGIN)
+
+    # -- writes --------------------------------------------------------------------------
+    def problem(self, write: Write) -> NgsiLdError | None:
+        """Why the caller may not make ``write`` (None: it may). An entity the caller may
+        not read is not found, so a write cannot probe ids."""
+        before, after = write.before, write.entity
+        if self.open:
+            return None
+        if before is None and after is not None:  # a creation
+            if self.principal.authenticated:
+                after["owner"] = self.principal.key
+            d = decide(self.principal, Action.WRITE, self.tenant, after, self.grants)
+            return None if d.allowed else self.denied(f"may not create entity {after['id']}")
+        assert before is not None
+        if after is not None and "owner" in before:
+            after["owner"] = before["owner"]
+        touched = _touched(before, after)
+        d = decide(self.principal, Action.WRITE, self.tenant, before, self.grants,
+                   attributes=touched)
+        if d.allowed and after is not None and after.get("type") != before.get("type"):
+            # the entity as it will be must be writable too (no moving it out of reach)
+            d = decide(self.principal, Action.WRITE, self.tenant, after, self.grants,
+                       attributes=touched)
+        if d.allowed:
+            return None
+        seen = decide(self.principal, Action.READ, self.tenant, before, self.grants)
+        if not seen.visible or touched & seen.hidden:
+            return ResourceNotFound(f"entity {write.entity_id} not found")
+        return self.denied(f"may not change entity {write.entity_id}")
+
+    def plan(self, plan: Plan[T]) -> Plan[T]:
+        """``plan`` refused as a whole when one of its writes is not allowed; its writes
+        carry the request's audit note."""
+        if self.open and self.note is None:
+            return plan
+        self.may_write_somewhere()
+
+        def guarded(current: dict[str, JSONObject]) -> tuple[list[Write], T]:
+            writes, result = plan(current)
+            for w in writes:
+                err = self.problem(w)
+                if err is not None:
+                    raise err
+            self._attach(writes)
+            return writes, result
+
+        return guarded
+
+    def batch(self, plan: Plan[Any]) -> Plan[Any]:
+        """A batch plan whose entities the caller may not write become per-entity errors
+        (403, or 404 when it may not see them) instead of failing the batch."""
+        if self.open and self.note is None:
+            return plan
+        self.may_write_somewhere()
+
+        def guarded(current: dict[str, JSONObject]) -> tuple[list[Write], Any]:
+            writes, result = plan(current)
+            refused: dict[str, NgsiLdError] = {}
+            for w in writes:
+                if w.entity_id not in refused:
+                    err = self.problem(w)
+                    if err is not None:
+                        refused[w.entity_id] = err
+            if refused:
+                writes = [w for w in writes if w.entity_id not in refused]
+                result.success = [i for i in result.success if i not in refused]
+                result.created = [i for i in result.created if i not in refused]
+                result.errors.extend(refused.items())
+            self._attach(writes)
+            return writes, result
+
+        return guarded
+
+    def _attach(self, writes: list[Write]) -> None:
+        if self.note is not None and self.notes is not None:
+            for w in writes:
+                self.notes.attach(w, self.note)
+
+
+def _touched(before: JSONObject, after: JSONObject | None) -> frozenset[str]:
+    """The attributes a write changes (every one, for a deletion)."""
+    old = before.get("attrs", {})
+    if after is None:
+        return frozenset(old)
+    new = after.get("attrs", {})
+    return frozenset(a for a in old.keys() | new.keys() if old.get(a) != new.get(a))
+
+
+OPEN_GUARD = Guard(OPEN, "")
+
+
+async def guard_for(access: AccessService, principal: Principal, tenant: str,
+                    operation: str, request_id: str | None = None) -> Guard:
+    """The guard of one request: the tenant's grants (cached by the access service) and
+    the note its writes are audited with."""
+    if principal.kind == "open":
+        return OPEN_GUARD
+    note = access.note(principal, operation, request_id)
+    return Guard(principal, tenant, await access.grants(tenant), note, access.store.notes)
