@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from urbanos.core.policy import OPEN
 from urbanos.errors import NgsiLdError
 from urbanos.http.endpoints.entity_maps import HEADER as ENTITY_MAP
 from urbanos.http.endpoints.entity_reads import retrieve_entity, retrieve_plain
@@ -75,7 +76,7 @@ class FastRetrieve:
     ) -> None:
         try:
             body, out, media_type = await retrieve_plain(
-                self.app.state.services, entity_id, headers
+                self.app.state.services, entity_id, headers, scope.get("principal", OPEN)
             )
         except Exception as exc:  # noqa: BLE001 - rendered as the full stack would
             fast = self._scope(scope, entity_id)

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from urbanos.errors import (
+    Forbidden,
     InvalidRequest,
     LengthRequired,
     NgsiLdError,
@@ -24,7 +25,8 @@ from urbanos.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from urbanos.http.negotiation import echo_tenant
+from urbanos.http.negotiation import echo_tenant, tenant_from
+from urbanos.services.guard import record_denial
 
 log = logging.getLogger("urbanos.http")
 
@@ -51,7 +53,28 @@ def _tenant_headers(request: Request) -> dict[str, str]:
 
 async def handle_ngsi_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, NgsiLdError)
+    if isinstance(exc, Unauthorized | Forbidden):
+        await _audit_denial(request, exc)
     return problem_response(exc, _tenant_headers(request))
+
+
+async def _audit_denial(request: Request, exc: NgsiLdError) -> None:
+    """Every denial is in the audit log, with who was refused what."""
+    access = getattr(getattr(request.app.state, "services", None), "access", None)
+    principal = request.scope.get("principal")
+    if access is None or principal is None:
+        return
+    try:
+        tenant = tenant_from(request.headers.get("ngsild-tenant"))
+    except NgsiLdError:
+        tenant = request.headers.get("ngsild-tenant", "")
+    endpoint = request.scope.get("endpoint")
+    try:
+        await record_denial(access, principal.key, principal.client, tenant,
+                            getattr(endpoint, "__name__", request.method), exc,
+                            request.scope.get("request_id"))
+    except Exception:  # the refusal is answered even when the log cannot be written
+        log.exception("could not record a denial in the audit log")
 
 
 class _RoutingError(InvalidRequest):

@@ -10,7 +10,7 @@ there, so a decision is never made on a stale copy, and a denied write changes n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,7 +25,9 @@ from urbanos.core.policy import (
     view,
 )
 from urbanos.core.selection import EntityQuery
+from urbanos.core.timeutil import now_iso
 from urbanos.errors import Forbidden, NgsiLdError, ResourceNotFound, Unauthorized
+from urbanos.storage.access import AuditRecord
 from urbanos.storage.base import Write
 from urbanos.types import JSONObject
 
@@ -130,6 +132,27 @@ class Guard:
             return ResourceNotFound(f"entity {write.entity_id} not found")
         return self.denied(f"may not change entity {write.entity_id}")
 
+    def check_write(self, entity: JSONObject, attributes: frozenset[str]) -> None:
+        """Raise unless the caller may change ``attributes`` of ``entity`` (writes that do
+        not go through a plan: history instances)."""
+        if self.open:
+            return
+        self.may_write_somewhere()
+        if decide(self.principal, Action.WRITE, self.tenant, entity, self.grants,
+                  attributes=attributes).allowed:
+            return
+        seen = decide(self.principal, Action.READ, self.tenant, entity, self.grants)
+        if not seen.visible or attributes & seen.hidden:
+            raise ResourceNotFound(f"entity {entity['id']} not found")
+        raise self.denied(f"may not change entity {entity['id']}")
+
+    def readable(self, entity: JSONObject, names: Iterable[str]) -> frozenset[str] | None:
+        """Which of ``names`` the caller may read on ``entity`` (attributes it may have
+        had: history), or None when it may not see the entity."""
+        probe = {**entity, "attrs": {**dict.fromkeys(names, []), **entity.get("attrs", {})}}
+        shown = self.read(probe)
+        return None if shown is None else frozenset(shown["attrs"])
+
     def plan(self, plan: Plan[T]) -> Plan[T]:
         """``plan`` refused as a whole when one of its writes is not allowed; its writes
         carry the request's audit note."""
@@ -199,3 +222,16 @@ async def guard_for(access: AccessService, principal: Principal, tenant: str,
         return OPEN_GUARD
     note = access.note(principal, operation, request_id)
     return Guard(principal, tenant, await access.grants(tenant), note, access.store.notes)
+
+
+async def record_denial(access: AccessService, principal: str, client: str | None,
+                        tenant: str, operation: str, error: NgsiLdError,
+                        request_id: str | None = None, entity_ids: tuple[str, ...] = ()
+                        ) -> None:
+    """Append a refused request to the audit log (denials are not writes: they are
+    recorded on their own, after the answer is decided)."""
+    await access.record(AuditRecord(
+        time=now_iso(), principal=principal, client=client, tenant=tenant,
+        operation=operation, entity_ids=entity_ids, outcome="denied", status=error.status,
+        request_id=request_id, detail=error.detail,
+    ))

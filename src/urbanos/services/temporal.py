@@ -39,6 +39,7 @@ from urbanos.core.temporal_input import SCOPE_HISTORY
 from urbanos.core.temporal_render import EntityHistory, during_scope
 from urbanos.core.timeutil import now_iso
 from urbanos.errors import NonexistentTenant, ResourceNotFound
+from urbanos.services.guard import OPEN_GUARD, Guard
 from urbanos.storage.base import EntityStore, Write
 from urbanos.storage.temporal import (
     ALL_DATASETS,
@@ -135,7 +136,7 @@ class TemporalService:
 
     async def _write(self, tenant: str, entity_id: str,
                      decide: Callable[[JSONObject | None, str], tuple[Write, Directive] | None],
-                     ) -> bool:
+                     guard: Guard = OPEN_GUARD) -> bool:
         """Plan one write on the entity with a directive for the history hook; False when
         ``decide`` chose not to write (the entity has no current state)."""
         attached: list[Write] = []
@@ -150,11 +151,24 @@ class TemporalService:
             return [write], True
 
         try:
-            return await self.store.modify(tenant, [entity_id], plan)
+            return await self.store.modify(tenant, [entity_id], guard.plan(plan))
         finally:
             self.history.directives.discard(attached)
 
-    async def upsert(self, tenant: str, entity: JSONObject) -> bool:
+    async def _may_write(self, tenant: str, entity_id: str, attributes: frozenset[str],
+                         guard: Guard) -> None:
+        """Writes to history alone (no current state to plan on) are checked against the
+        entity as it stands, or as its history names it."""
+        if guard.open:
+            return
+        entity = await self.store.get(tenant, entity_id)
+        if entity is None:
+            header = await self._existing(tenant, entity_id)
+            entity = _as_entity(header, {})
+        guard.check_write(entity, attributes)
+
+    async def upsert(self, tenant: str, entity: JSONObject, *, guard: Guard = OPEN_GUARD
+                     ) -> bool:
         """Create or Update Temporal Representation of an Entity (clause 5.6.11); True when
         it was created."""
         created = await self.history.entity(tenant, entity["id"]) is None
@@ -165,11 +179,12 @@ class TemporalService:
             explicit += [NewInstance(SCOPE, i) for i in entity.get(SCOPE_HISTORY, ())]
             return Write("put", entity["id"], new, before=old), Directive(explicit=explicit)
 
-        await self._write(tenant, entity["id"], decide)
+        await self._write(tenant, entity["id"], decide, guard)
         return created
 
     async def add_attributes(self, tenant: str, entity_id: str,
-                             attrs: dict[str, list[JSONObject]]) -> None:
+                             attrs: dict[str, list[JSONObject]], *,
+                             guard: Guard = OPEN_GUARD) -> None:
         """Add Attributes to Temporal Representation of an Entity (clause 5.6.12)."""
         header = await self._existing(tenant, entity_id)
         entity = {"id": entity_id, "type": header.types, "attrs": attrs}
@@ -179,9 +194,11 @@ class TemporalService:
             explicit = [NewInstance(n, i) for n, insts in attrs.items() for i in insts]
             return Write("put", entity_id, new, before=old), Directive(explicit=explicit)
 
-        await self._write(tenant, entity_id, decide)
+        await self._may_write(tenant, entity_id, frozenset(attrs), guard)
+        await self._write(tenant, entity_id, decide, guard)
 
-    async def delete_entity(self, tenant: str, entity_id: str) -> None:
+    async def delete_entity(self, tenant: str, entity_id: str, *, guard: Guard = OPEN_GUARD
+                            ) -> None:
         """Delete Temporal Representation of an Entity (clause 5.6.16): history and entity."""
 
         def decide(old: JSONObject | None, now: str) -> tuple[Write, Directive] | None:
@@ -190,17 +207,22 @@ class TemporalService:
             return Write("delete", entity_id, before=old), Directive(purge_entity=True)
 
         await self.check_tenant(tenant)
-        if not await self._write(tenant, entity_id, decide) and not (
+        if not guard.open:
+            names = {a for a, _ in await self.history.series_names(tenant, entity_id)}
+            await self._may_write(tenant, entity_id, frozenset(names), guard)
+        if not await self._write(tenant, entity_id, decide, guard) and not (
             await self.history.delete_entity(tenant, entity_id)
         ):
             raise ResourceNotFound(f"no temporal representation of {entity_id}")
 
     async def delete_attribute(self, tenant: str, entity_id: str, attr: str, *,
-                               dataset_id: str | None, delete_all: bool) -> None:
+                               dataset_id: str | None, delete_all: bool,
+                               guard: Guard = OPEN_GUARD) -> None:
         """Delete Attribute from Temporal Representation of an Entity (clause 5.6.13): the
         history of the attribute (one datasetId, the default instance, or all of them) and
         the attribute itself."""
         await self._existing(tenant, entity_id)
+        await self._may_write(tenant, entity_id, frozenset({attr}), guard)
         names = await self.history.series_names(tenant, entity_id)
         if not any(a == attr and (delete_all or d == dataset_id) for a, d in names):
             raise ResourceNotFound(f"{entity_id} has no history of {attr} for this datasetId")
@@ -213,14 +235,16 @@ class TemporalService:
                                   delete_all=delete_all) or old
             return Write("put", entity_id, new, before=old), Directive(purge=[(attr, target)])
 
-        if not await self._write(tenant, entity_id, decide):
+        if not await self._write(tenant, entity_id, decide, guard):
             await self.history.delete_series(tenant, entity_id, attr, target)
 
     async def modify_instance(self, tenant: str, entity_id: str, attr: str,
-                              instance_id: str, fragment: JSONObject) -> None:
+                              instance_id: str, fragment: JSONObject, *,
+                              guard: Guard = OPEN_GUARD) -> None:
         """Modify Attribute Instance (clause 5.6.14): members replaced, instanceId kept."""
         number = instance_number(instance_id)
         await self._existing(tenant, entity_id)
+        await self._may_write(tenant, entity_id, frozenset({attr}), guard)
         now = self.clock()
 
         def change(old: JSONObject) -> JSONObject:
@@ -235,10 +259,11 @@ class TemporalService:
             raise ResourceNotFound(f"{entity_id} has no instance {instance_id} of {attr}")
 
     async def delete_instance(self, tenant: str, entity_id: str, attr: str,
-                              instance_id: str) -> None:
+                              instance_id: str, *, guard: Guard = OPEN_GUARD) -> None:
         """Delete Attribute Instance (clause 5.6.15)."""
         number = instance_number(instance_id)
         await self._existing(tenant, entity_id)
+        await self._may_write(tenant, entity_id, frozenset({attr}), guard)
         if number is None or not await self.history.delete_instance(
             tenant, entity_id, attr, number
         ):
@@ -249,9 +274,14 @@ class TemporalService:
         return HistoryRequest(limit=self.instance_limit, **fields)  # type: ignore[arg-type]
 
     async def retrieve(self, tenant: str, entity_id: str,
-                       request: HistoryRequest) -> EntityHistory:
-        """Retrieve Temporal Evolution of an Entity (clause 5.7.3)."""
+                       request: HistoryRequest, *, guard: Guard = OPEN_GUARD) -> EntityHistory:
+        """Retrieve Temporal Evolution of an Entity (clause 5.7.3), as the caller may see
+        it: 404 when it may not see the entity, hidden attributes left out."""
         await self.check_tenant(tenant)
+        if not guard.view.unrestricted:
+            header = await self.history.entity(tenant, entity_id)
+            if header is None or not (await self._seen(tenant, [header], guard)):
+                raise ResourceNotFound(f"no temporal representation of {entity_id}")
         if request.attrs is not None:
             names = await self.history.series_names(tenant, entity_id)
             if names and not any(a in request.attrs for a, _ in names):
@@ -259,11 +289,14 @@ class TemporalService:
         found = await self.history.history(tenant, [entity_id], request)
         if not found:
             raise ResourceNotFound(f"no temporal representation of {entity_id}")
+        if not guard.view.unrestricted:
+            found = await self._masked(tenant, found, guard)
         return found[0]
 
     async def query(self, tenant: str, selection: EntityQuery, request: HistoryRequest,
                     *, fetch: HistoryRequest | None = None, order: str | None = None,
-                    only: frozenset[str] | None = None) -> tuple[list[EntityHistory], int | None]:
+                    only: frozenset[str] | None = None, guard: Guard = OPEN_GUARD,
+                    ) -> tuple[list[EntityHistory], int | None]:
         """Query Temporal Evolution of Entities (clause 5.7.4): the page of entities that
         match and have instances in the window (in creation order, or by id when ``order``
         is ``asc``/``desc``), and their total when counting. ``fetch`` narrows what is
@@ -275,9 +308,13 @@ class TemporalService:
             candidates = [c for c in candidates if c.id in only]
         identity = replace(selection, q=None, geo=None, attrs=None, scope_q=None)
         chosen = [c for c in candidates if matches(_as_entity(c, {}), identity)]
+        seen: dict[str, JSONObject] | None = None
+        if chosen and not guard.view.unrestricted:
+            seen = await self._seen(tenant, chosen, guard)
+            chosen = [c for c in chosen if c.id in seen]
         ids = [c.id for c in chosen]
         if ids and (selection.q is not None or selection.geo is not None):
-            ids = await self._judge(tenant, chosen, selection, request)
+            ids = await self._judge(tenant, chosen, selection, request, seen, guard)
         scoped: dict[str, tuple[list[Interval], list[JSONObject]]] = {}
         if ids and selection.scope_q is not None:
             scoped = await self._scoped(tenant, ids, selection.scope_q, request.query)
@@ -294,7 +331,38 @@ class TemporalService:
             wants_scope = (fetch or request).attrs is None or SCOPE in (fetch or request).attrs
             found = [during_scope(h, *scoped[h.id], request.query.timeproperty,
                                   with_scope=wants_scope) for h in found]
+        if seen is not None:
+            found = await self._masked(tenant, found, guard, seen)
         return found, total
+
+    async def _seen(self, tenant: str, headers: list[TemporalEntity], guard: Guard
+                    ) -> dict[str, JSONObject]:
+        """The entities of ``headers`` the caller may see, by id: their current state
+        (who owns them, their access policy) or, once deleted, what history says."""
+        current = await self.store.get_many(tenant, [h.id for h in headers])
+        out: dict[str, JSONObject] = {}
+        for h in headers:
+            base = current.get(h.id) or _as_entity(h, {})
+            if guard.read(base) is not None:
+                out[h.id] = base
+        return out
+
+    async def _masked(self, tenant: str, found: list[EntityHistory], guard: Guard,
+                      seen: dict[str, JSONObject] | None = None) -> list[EntityHistory]:
+        """Each history without the series of attributes hidden from the caller."""
+        if seen is None:
+            current = await self.store.get_many(tenant, [h.id for h in found])
+            seen = {h.id: current.get(h.id) or {"id": h.id, "type": h.types, "attrs": {}}
+                    for h in found}
+        out: list[EntityHistory] = []
+        for h in found:
+            names = {s.attr for s in h.series} | {a.attr for a in h.aggregated}
+            allowed = guard.readable(seen[h.id], names)
+            if allowed is None:
+                continue
+            out.append(replace(h, series=[s for s in h.series if s.attr in allowed],
+                               aggregated=[a for a in h.aggregated if a.attr in allowed]))
+        return out
 
     async def _scoped(self, tenant: str, ids: list[str], expr: ScopeExpr,
                       query: TemporalQuery) -> dict[str, tuple[list[Interval], list[JSONObject]]]:
@@ -313,8 +381,10 @@ class TemporalService:
         return out
 
     async def _judge(self, tenant: str, chosen: list[TemporalEntity], selection: EntityQuery,
-                     request: HistoryRequest) -> list[str]:
-        """Keep the entities whose in-window instances satisfy ``q`` and ``geoQ``."""
+                     request: HistoryRequest, seen: dict[str, JSONObject] | None = None,
+                     guard: Guard = OPEN_GUARD) -> list[str]:
+        """Keep the entities whose in-window instances satisfy ``q`` and ``geoQ``; an
+        attribute hidden from the caller counts as absent."""
         names: set[str] = set(attribute_names(selection.q)) if selection.q is not None else set()
         if selection.geo is not None:
             names.add(selection.geo.geoproperty)
@@ -323,7 +393,15 @@ class TemporalService:
             replace(request, attrs=frozenset(names), datasets=None, aggregation=None),
         )
         test = EntityQuery(q=selection.q, geo=selection.geo, lang=selection.lang)
-        return [c.id for c in chosen if matches(_as_entity(c, windows.get(c.id, {})), test)]
+        kept: list[str] = []
+        for c in chosen:
+            attrs = windows.get(c.id, {})
+            if seen is not None:
+                allowed = guard.readable(seen[c.id], attrs) or frozenset()
+                attrs = {n: v for n, v in attrs.items() if n in allowed}
+            if matches(_as_entity(c, attrs), test):
+                kept.append(c.id)
+        return kept
 
     # -- retention -----------------------------------------------------------------------
     async def expire(self) -> int:

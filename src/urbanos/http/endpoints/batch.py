@@ -122,8 +122,9 @@ async def batch_upsert(request: Request) -> Response:
     items, ctx, ctype = await _batch_body(request)
     entities, invalid = await _expand_all(request, items, ctx, ctype)
     done = await services(request).entities.batch_upsert(
-        ctx.tenant, entities, replace="update" not in opts
-    , guard=ctx.guard)
+        ctx.tenant, entities, replace="update" not in opts,
+        guard=ctx.guard,
+    )
     result = _merge(invalid, done)
     if result.errors:
         return _multi(ctx, result)
@@ -141,8 +142,9 @@ async def batch_update(request: Request) -> Response:
     items, ctx, ctype = await _batch_body(request)
     entities, invalid = await _expand_all(request, items, ctx, ctype, require_type=False)
     done = await services(request).entities.batch_update(
-        ctx.tenant, entities, no_overwrite=no_overwrite
-    , guard=ctx.guard)
+        ctx.tenant, entities, no_overwrite=no_overwrite,
+        guard=ctx.guard,
+    )
     result = _merge(invalid, done)
     return _multi(ctx, result) if result.errors else empty(204, _headers(ctx))
 
@@ -174,6 +176,7 @@ async def batch_delete(request: Request) -> Response:
             ids.append(check_entity_id(item))
         except NgsiLdError as exc:
             invalid.errors.append((item if isinstance(item, str) else None, exc))
-    done = await services(request).entities.batch_delete(ctx.tenant, ids, guard=ctx.guard) if ids else BatchResult()
+    done = (await services(request).entities.batch_delete(ctx.tenant, ids, guard=ctx.guard)
+            if ids else BatchResult())
     result = _merge(invalid, done)
     return _multi(ctx, result) if result.errors else empty(204, _headers(ctx))

@@ -56,7 +56,8 @@ async def retrieve_type(request: Request) -> Response:
     name = _path_name(request, "type", "entity type")
     ctx = await request_context(request)
     iri = ctx.terms.expand(name)
-    infos = {i.type: i for i in await services(request).entities.types(ctx.tenant, guard=ctx.guard)}
+    found = await services(request).entities.types(ctx.tenant, guard=ctx.guard)
+    infos = {i.type: i for i in found}
     info = infos.get(iri)
     if info is None:
         raise ResourceNotFound(f"no entity of type {name}")
@@ -111,7 +112,8 @@ async def retrieve_attribute(request: Request) -> Response:
     name = _path_name(request, "attr", "attribute name")
     ctx = await request_context(request)
     iri = ctx.terms.expand(name)
-    infos = {i.attr: i for i in await services(request).entities.attributes(ctx.tenant, guard=ctx.guard)}
+    found = await services(request).entities.attributes(ctx.tenant, guard=ctx.guard)
+    infos = {i.attr: i for i in found}
     info = infos.get(iri)
     if info is None:
         raise ResourceNotFound(f"no entity has the attribute {name}")

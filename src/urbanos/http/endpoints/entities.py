@@ -145,8 +145,9 @@ async def delete_entity(request: Request) -> Response:
     entity_id = _path_id(request)
     ctx = await request_context(request)
     await services(request).entities.delete(
-        ctx.tenant, entity_id, type_gate=_type_gate(request, ctx.terms)
-    , guard=ctx.guard)
+        ctx.tenant, entity_id, type_gate=_type_gate(request, ctx.terms),
+        guard=ctx.guard,
+    )
     return empty(204, tenant_headers(ctx))
 
 
@@ -223,8 +224,9 @@ async def patch_attr(request: Request) -> Response:
     iri = ctx.terms.expand(name)
     instances = expand_attribute(iri, raw, ctx.terms, now_iso(), merge=True)
     await services(request).entities.patch_attr(
-        ctx.tenant, entity_id, iri, instances, type_gate=_type_gate(request, ctx.terms)
-    , guard=ctx.guard)
+        ctx.tenant, entity_id, iri, instances, type_gate=_type_gate(request, ctx.terms),
+        guard=ctx.guard,
+    )
     return empty(204, tenant_headers(ctx))
 
 
@@ -238,7 +240,8 @@ async def replace_attr(request: Request) -> Response:
     body, ctx = await read_entity_body(request)
     iri = ctx.terms.expand(name)
     instances = expand_attribute(iri, _object(body), ctx.terms, now_iso())
-    await services(request).entities.replace_attr(ctx.tenant, entity_id, iri, instances, guard=ctx.guard)
+    await services(request).entities.replace_attr(ctx.tenant, entity_id, iri, instances,
+                                                  guard=ctx.guard)
     return empty(204, tenant_headers(ctx))
 
 

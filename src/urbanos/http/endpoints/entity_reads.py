@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from urbanos.core.jsonld import core_term_map
+from urbanos.core.policy import OPEN, Principal
 from urbanos.core.query.evaluate import matches_type
 from urbanos.core.query.parse import parse_type_expr
 from urbanos.core.render import (
@@ -230,7 +231,7 @@ PLAIN_OPTIONS = render_options(QueryParams(), core_term_map())
 
 
 async def retrieve_plain(
-    svc: Services, path_id: str, headers: Mapping[str, str]
+    svc: Services, path_id: str, headers: Mapping[str, str], principal: Principal = OPEN
 ) -> tuple[bytes, dict[str, str], str]:
     """``retrieve_entity`` without a Request, for a request with no query string and no
     ``Prefer`` or ``NGSILD-EntityMap`` header: its body, headers but Content-Length and
@@ -238,7 +239,8 @@ async def retrieve_plain(
     Raises what ``retrieve_entity`` would raise, though maybe not the same error first.
     """
     entity_id = entity_id_in_path(path_id)
-    ctx = await context_of(svc, headers, offered=ENTITY_OFFER)
+    ctx = await context_of(svc, headers, offered=ENTITY_OFFER, principal=principal,
+                           operation="retrieve_entity")
     entity = await svc.entities.retrieve(ctx.tenant, entity_id, guard=ctx.guard)
     data = _render_one(ctx, entity, PLAIN_OPTIONS, {})  # no join: nothing linked to fetch
     url = await svc.contexts.link_url(ctx.context, tenant=ctx.tenant)

@@ -78,7 +78,7 @@ async def upsert_temporal(request: Request) -> Response:
     check_params(request.query_params, {"local"})
     body, ctx = await _body(request)
     entity = expand_temporal_entity(body, ctx.terms, now_iso())
-    created = await temporal(request).upsert(ctx.tenant, entity)
+    created = await temporal(request).upsert(ctx.tenant, entity, guard=ctx.guard)
     if created:
         location = {"Location": BASE + quote(entity["id"], safe=":")}
         return empty(201, location | _tenant(ctx))
@@ -98,7 +98,7 @@ async def add_temporal_attrs(request: Request) -> Response:
     if not fragment:
         raise BadRequestData("the fragment holds no attribute")
     attrs = expand_temporal_attrs(fragment, ctx.terms, now_iso())
-    await temporal(request).add_attributes(ctx.tenant, entity_id, attrs)
+    await temporal(request).add_attributes(ctx.tenant, entity_id, attrs, guard=ctx.guard)
     return empty(204, _tenant(ctx))
 
 
@@ -107,7 +107,7 @@ async def delete_temporal(request: Request) -> Response:
     check_params(request.query_params, {"local", "type"})
     entity_id = path_entity(request)
     ctx = await request_context(request)
-    await temporal(request).delete_entity(ctx.tenant, entity_id)
+    await temporal(request).delete_entity(ctx.tenant, entity_id, guard=ctx.guard)
     return empty(204, _tenant(ctx))
 
 
@@ -124,7 +124,8 @@ async def delete_temporal_attr(request: Request) -> Response:
         raise BadRequestData("datasetId must be a URI")
     delete_all = flag(params, "deleteAll")
     await temporal(request).delete_attribute(
-        ctx.tenant, entity_id, attr, dataset_id=dataset_id, delete_all=delete_all
+        ctx.tenant, entity_id, attr, dataset_id=dataset_id, delete_all=delete_all,
+        guard=ctx.guard,
     )
     return empty(204, _tenant(ctx))
 
@@ -138,7 +139,8 @@ async def modify_instance(request: Request) -> Response:
     body, ctx = await _body(request)
     attr = path_attr(request, ctx)
     fragment = expand_instance_fragment(attr, body, ctx.terms, now_iso())
-    await temporal(request).modify_instance(ctx.tenant, entity_id, attr, instance, fragment)
+    await temporal(request).modify_instance(ctx.tenant, entity_id, attr, instance, fragment,
+                                            guard=ctx.guard)
     return empty(204, _tenant(ctx))
 
 
@@ -150,5 +152,5 @@ async def delete_instance(request: Request) -> Response:
     ctx = await request_context(request)
     attr = path_attr(request, ctx)
     instance = path_instance(request)
-    await temporal(request).delete_instance(ctx.tenant, entity_id, attr, instance)
+    await temporal(request).delete_instance(ctx.tenant, entity_id, attr, instance, guard=ctx.guard)
     return empty(204, _tenant(ctx))

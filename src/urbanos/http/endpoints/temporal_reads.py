@@ -172,7 +172,7 @@ async def retrieve_temporal(request: Request) -> Response:
                        pick=params.get("pick"), omit=params.get("omit"),
                        datasets=params.get("datasetId"), lang=params.get("lang"))
     flag(params, "local")
-    found = await svc.retrieve(ctx.tenant, entity_id, asked.fetch)
+    found = await svc.retrieve(ctx.tenant, entity_id, asked.fetch, guard=ctx.guard)
     (history,), window = _paged([found], asked.query)
     data = render_history(history, ctx.terms, asked.view)
     if not data:
@@ -256,7 +256,7 @@ async def query_temporal(request: Request) -> Response:
                        datasets=params.get("datasetId"), lang=params.get("lang"))
     maps = _Maps(request, ctx.tenant)
     histories, total = await svc.query(ctx.tenant, selection, asked.select, fetch=asked.fetch,
-                                       order=order, only=maps.only)
+                                       order=order, only=maps.only, guard=ctx.guard)
     headers, created = maps.headers([h.id for h in histories])
     histories, window = _paged(histories, asked.query)
     data = [d for d in (render_history(h, ctx.terms, asked.view) for h in histories) if d]
@@ -291,7 +291,7 @@ async def query_temporal_post(request: Request) -> Response:
                        datasets=_joined(body.get("datasetId")),
                        lang=asked_body.lang or params.get("lang"))
     histories, total = await svc.query(ctx.tenant, asked_body.query, asked.select,
-                                       fetch=asked.fetch, order=None)
+                                       fetch=asked.fetch, order=None, guard=ctx.guard)
     histories, window = _paged(histories, asked.query)
     data = [d for d in (render_history(h, ctx.terms, asked.view) for h in histories) if d]
     headers = {"NGSILD-Results-Count": str(total)} if total is not None else {}
