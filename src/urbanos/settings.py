@@ -126,6 +126,17 @@ class Settings:
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
+    @property
+    def auth_modes(self) -> frozenset[str]:
+        """``auth`` as a set: empty for none (every caller may do everything)."""
+        modes = frozenset(m.strip().lower() for m in self.auth.split(",") if m.strip())
+        modes -= {"none"}
+        unknown = modes - {"oidc", "apikey"}
+        if unknown:
+            raise SystemExit(f"URBANOS_AUTH: unknown mode(s) {', '.join(sorted(unknown))}; "
+                             "expected none, oidc, apikey or oidc,apikey")
+        return modes
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Defaults, then URBANOS_* variables, then explicit overrides (CLI flags)."""

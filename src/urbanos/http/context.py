@@ -19,7 +19,7 @@ from urbanos.http.negotiation import (
     prefers_json_body,
     tenant_from,
 )
-from urbanos.services.guard import OPEN_GUARD, guard_for
+from urbanos.services.guard import OPEN_GUARD, Guard, guard_for
 from urbanos.types import JSON
 
 if TYPE_CHECKING:
@@ -98,6 +98,18 @@ async def context_of(
         tenant=tenant, context=context, terms=terms, accept=accept,
         prefer_json_body=prefers_json_body(headers.get("prefer")), guard=guard,
     )
+
+
+async def guard_of(request: Request, tenant: str) -> Guard:
+    """The caller's guard in ``tenant``, for endpoints that need no @context."""
+    principal = request.scope.get("principal", OPEN)
+    svc = services(request)
+    if principal is OPEN or svc.access is None:
+        return OPEN_GUARD
+    endpoint = request.scope.get("endpoint")
+    return await guard_for(svc.access, principal, tenant,
+                           getattr(endpoint, "__name__", request.method),
+                           request.scope.get("request_id"))
 
 
 async def link_url(request: Request, ctx: RequestContext) -> str:

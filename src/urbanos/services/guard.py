@@ -20,6 +20,7 @@ from urbanos.core.policy import (
     Action,
     Grant,
     Principal,
+    Role,
     View,
     decide,
     view,
@@ -212,6 +213,26 @@ def _touched(before: JSONObject, after: JSONObject | None) -> frozenset[str]:
 
 
 OPEN_GUARD = Guard(OPEN, "")
+
+
+def principal_record(principal: Principal) -> JSONObject:
+    """What a resource the principal owns keeps of it (a subscription notifies as its
+    owner, long after the owner's token has gone)."""
+    return {
+        "key": principal.key, "kind": principal.kind, "subject": principal.subject,
+        "client": principal.client, "issuer": principal.issuer,
+        "roles": {t: sorted(r.value for r in rs) for t, rs in principal.roles.items()},
+        "claims": {n: sorted(vs) for n, vs in principal.claims.items()},
+    }
+
+
+def principal_from_record(record: JSONObject) -> Principal:
+    return Principal(
+        kind=record["kind"], subject=record.get("subject"), client=record.get("client"),
+        issuer=record.get("issuer"),
+        roles={t: frozenset(Role(r) for r in rs) for t, rs in record.get("roles", {}).items()},
+        claims={n: frozenset(vs) for n, vs in record.get("claims", {}).items()},
+    )
 
 
 async def guard_for(access: AccessService, principal: Principal, tenant: str,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -32,6 +32,7 @@ from urbanos.core.notification import (
     render_data,
     render_options,
 )
+from urbanos.core.policy import Action, Grant, decide
 from urbanos.core.render import relationship_targets
 from urbanos.core.selection import linked_steps, required_types
 from urbanos.core.subscription import (
@@ -54,6 +55,12 @@ from urbanos.errors import BadRequestData, NgsiLdError, ResourceNotFound
 from urbanos.outbound import OutboundPolicy, check_url
 from urbanos.services.cluster import Generations
 from urbanos.services.contexts import ContextService
+from urbanos.services.guard import (
+    OPEN_GUARD,
+    Guard,
+    principal_from_record,
+    principal_record,
+)
 from urbanos.services.linked import fetch_linked
 from urbanos.services.notifications import Matched
 from urbanos.settings import Settings
@@ -156,6 +163,9 @@ class SubscriptionService:
         #: set by the delivery engine (``NotificationEngine.settled``): a read of a
         #: subscription first lets the outcomes of its sends in progress be recorded
         self.outcomes: Callable[[str, str], Awaitable[None]] | None = None
+        #: the tenants' grants, for what each subscription's owner may read (None: no
+        #: access control, notifications carry everything)
+        self.grants: Callable[[str], Awaitable[Sequence[Grant]]] | None = None
         self._indexes: dict[str, _TenantIndex] = {}
         self._generations = Generations()  # see services.cluster
         self._tenants: set[str] = set()
@@ -244,12 +254,18 @@ class SubscriptionService:
         else:
             doc["jsonldContext"] = default
 
-    async def create(self, tenant: str, payload: JSON, terms: Terms, context: JSON) -> str:
-        """Create Subscription (5.8.1); returns the id (generated when absent)."""
+    async def create(self, tenant: str, payload: JSON, terms: Terms, context: JSON, *,
+                     guard: Guard = OPEN_GUARD) -> str:
+        """Create Subscription (5.8.1); returns the id (generated when absent). The caller
+        owns it: only it (and the tenant's admins) see and change it, and its
+        notifications carry only what the owner may read."""
+        guard.require(Action.SUBSCRIBE)
         now = self.clock()
         doc = parse_subscription(
             payload, terms, now, new_id=lambda: f"urn:ngsi-ld:Subscription:{uuid.uuid4()}"
         )
+        if not guard.open:
+            doc[OWNER] = principal_record(guard.principal)
         self._check_endpoint(doc)
         await self._resolve_context(doc, context, tenant)
         sub = compile_subscription(doc)
@@ -261,10 +277,11 @@ class SubscriptionService:
         return str(doc["id"])
 
     async def update(
-        self, tenant: str, subscription_id: str, fragment: JSON, terms: Terms, context: JSON
+        self, tenant: str, subscription_id: str, fragment: JSON, terms: Terms, context: JSON,
+        *, guard: Guard = OPEN_GUARD,
     ) -> None:
         """Update Subscription (5.8.2)."""
-        stored = await self._stored(tenant, subscription_id)
+        stored = await self._stored(tenant, subscription_id, guard)
         doc = patch_subscription(stored.doc, fragment, terms, self.clock())
         self._check_endpoint(doc)
         if isinstance(fragment, dict) and fragment.get("jsonldContext"):
@@ -277,8 +294,11 @@ class SubscriptionService:
             index.add(sub)
         self._next_due.pop((tenant, subscription_id), None)
 
-    async def delete(self, tenant: str, subscription_id: str) -> None:
+    async def delete(self, tenant: str, subscription_id: str, *,
+                     guard: Guard = OPEN_GUARD) -> None:
         """Delete Subscription (5.8.5)."""
+        if not guard.open:
+            await self._stored(tenant, subscription_id, guard)
         if not await self.store.delete(tenant, subscription_id):
             raise ResourceNotFound(f"subscription {subscription_id} not found")
         index = self._wrote(tenant)
@@ -287,26 +307,46 @@ class SubscriptionService:
         for table in (self._last_fired, self._firing, self._last_failure, self._next_due):
             table.pop((tenant, subscription_id), None)
 
-    async def _stored(self, tenant: str, subscription_id: str) -> StoredSubscription:
+    async def _stored(self, tenant: str, subscription_id: str,
+                      guard: Guard = OPEN_GUARD) -> StoredSubscription:
+        """The subscription; 404 also when it is not the caller's to see."""
         stored = await self.store.get(tenant, subscription_id)
-        if stored is None:
+        if stored is None or not _manages(guard, stored.doc):
             raise ResourceNotFound(f"subscription {subscription_id} not found")
         return stored
 
-    async def retrieve(self, tenant: str, subscription_id: str, terms: Terms) -> JSONObject:
+    async def retrieve(self, tenant: str, subscription_id: str, terms: Terms, *,
+                       guard: Guard = OPEN_GUARD) -> JSONObject:
         """Retrieve Subscription (5.8.3), names compacted with the caller's @context."""
+        if not guard.open:
+            await self._stored(tenant, subscription_id, guard)
         if self.outcomes is not None:
             await self.outcomes(tenant, subscription_id)
         stored = await self._stored(tenant, subscription_id)
         return render_subscription(stored.doc, terms, stored.stats, self.clock())
 
     async def query(
-        self, tenant: str, terms: Terms, *, limit: int, offset: int
+        self, tenant: str, terms: Terms, *, limit: int, offset: int,
+        guard: Guard = OPEN_GUARD,
     ) -> tuple[list[JSONObject], int]:
-        """Query Subscriptions (5.8.4): one page in creation order and the total."""
-        rows, total = await self.store.page(tenant, limit, offset)
+        """Query Subscriptions (5.8.4): one page in creation order and the total, of the
+        subscriptions the caller owns (all of them for admins and without access
+        control)."""
         now = self.clock()
+        if guard.open or _manages(guard, None):
+            rows, total = await self.store.page(tenant, limit, offset)
+        else:
+            mine = [r for r in await self._all(tenant) if _manages(guard, r.doc)]
+            rows, total = mine[offset:offset + limit], len(mine)
         return [render_subscription(r.doc, terms, r.stats, now) for r in rows], total
+
+    async def _all(self, tenant: str, chunk: int = 1000) -> list[StoredSubscription]:
+        out: list[StoredSubscription] = []
+        while True:
+            rows, _ = await self.store.page(tenant, chunk, len(out))
+            out.extend(rows)
+            if len(rows) < chunk:
+                return out
 
     async def get(self, tenant: str, subscription_id: str) -> JSONObject | None:
         """A subscription rendered with its own @context, None when unknown."""
@@ -352,9 +392,25 @@ class SubscriptionService:
                 out.append(outgoing)
         return Matched(out, failed)
 
+    async def _owner_guard(self, sub: Subscription, tenant: str) -> Guard | None:
+        """The rights of the subscription's owner now (None: it sees everything)."""
+        record = sub.doc.get(OWNER)
+        if record is None or self.grants is None:
+            return None
+        guard = Guard(principal_from_record(record), tenant, await self.grants(tenant))
+        return None if guard.view.unrestricted else guard
+
     async def _match_one(
         self, sub: Subscription, change: Change, changes: AttributeChanges, now: str
     ) -> Outgoing | None:
+        owner = await self._owner_guard(sub, change.tenant)
+        if owner is not None:  # matched and shown as the owner may see it, now
+            before = owner.read(change.before) if change.before is not None else None
+            after = owner.read(change.after) if change.after is not None else None
+            if before is None and after is None:
+                return None
+            change = replace(change, before=before, after=after)
+            changes = attribute_changes(change)
         state = change.after if change.after is not None else change.before
         assert state is not None
         resolver = None
@@ -374,7 +430,7 @@ class SubscriptionService:
         previous = self._firing.get(key)
         self._firing[key] = now
         try:
-            return await self._outgoing(sub, change, reason, changes, now)
+            return await self._outgoing(sub, change, reason, changes, now, owner)
         except BaseException:
             if previous is None:
                 self._firing.pop(key, None)
@@ -457,14 +513,14 @@ class SubscriptionService:
 
     async def _outgoing(
         self, sub: Subscription, change: Change, reason: str, changes: AttributeChanges,
-        now: str,
+        now: str, owner: Guard | None = None,
     ) -> Outgoing:
         terms = await self._terms(sub, change.tenant)
         entity = entity_for_change(sub, change, reason, changes, terms)
         linked: dict[str, JSONObject] = {}
         if sub.join and change.after is not None and self.entities is not None:
             linked = await fetch_linked(self.entities, change.tenant, [entity],
-                                        render_options(sub))
+                                        render_options(sub), owner.read if owner else None)
         data = render_data(sub, [entity], terms, linked, deleted=change.after is None)
         return self._package(sub, change.tenant, data, now, reason)
 
@@ -527,12 +583,16 @@ class SubscriptionService:
     async def _periodic(self, sub: Subscription, tenant: str, now: str) -> Outgoing | None:
         assert self.entities is not None
         query = replace(sub.query, limit=self.periodic_limit, offset=0, count=False)
+        owner = await self._owner_guard(sub, tenant)
+        if owner is not None:
+            query = owner.query(query)
         page = await self.entities.query(tenant, query)
         if not page.entities:
             return None
         terms = await self._terms(sub, tenant)
         opts = render_options(sub)
-        linked = await fetch_linked(self.entities, tenant, page.entities, opts)
+        linked = await fetch_linked(self.entities, tenant, page.entities, opts,
+                                    owner.read if owner else None)
         data = render_data(sub, page.entities, terms, linked)
         return self._package(sub, tenant, data, now, None)
 
@@ -561,3 +621,17 @@ def own_origins(settings: Settings) -> list[tuple[str, int]]:
         default = 443 if public.scheme == "https" else 80
         out.append((public.hostname, public.port or default))
     return out
+
+
+#: where a subscription keeps its owner (members starting with _ are never rendered)
+OWNER = "_owner"
+
+
+def _manages(guard: Guard, doc: JSONObject | None) -> bool:
+    """Whether the caller may see and change the subscription ``doc`` (None: every
+    subscription of the tenant): its owner, or an administrator of the tenant."""
+    if guard.open:
+        return True
+    if doc is not None and doc.get(OWNER, {}).get("key") == guard.principal.key:
+        return True
+    return decide(guard.principal, Action.ADMIN, guard.tenant, None, guard.grants).allowed

@@ -9,8 +9,9 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
+from urbanos.core.policy import Action
 from urbanos.errors import BadRequestData
-from urbanos.http.context import services
+from urbanos.http.context import guard_of, services
 from urbanos.http.negotiation import JSON_MT, choose_accept, read_body, tenant_of
 from urbanos.http.params import check_params, flag
 from urbanos.http.respond import empty
@@ -40,7 +41,9 @@ async def add_context(request: Request) -> Response:
     s = services(request).settings
     body, _ = await read_body(request, s.max_body_bytes, s.max_json_depth)
     contexts = services(request).contexts
-    local_id = await contexts.add(body, tenant=tenant_of(request))
+    tenant = tenant_of(request)
+    (await guard_of(request, tenant)).require(Action.WRITE)
+    local_id = await contexts.add(body, tenant=tenant)
     return empty(201, {"Location": contexts.path(local_id)})
 
 
@@ -70,6 +73,7 @@ async def delete_context(request: Request) -> Response:
     """Delete and Reload @context (clause 5.13.5)."""
     params = request.query_params
     check_params(params, {"reload"})
+    (await guard_of(request, tenant_of(request))).require(Action.WRITE)
     await services(request).contexts.delete(
         _context_id(request), reload=_flag(params, "reload"), tenant=tenant_of(request)
     )

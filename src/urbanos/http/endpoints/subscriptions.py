@@ -72,7 +72,8 @@ async def create_subscription(request: Request) -> Response:
     """Create Subscription (clause 5.8.1, binding 6.10.3.1): 201 with Location."""
     check_params(request.query_params, set())
     body, ctx = await _body(request)
-    sub_id = await _service(request).create(ctx.tenant, body, ctx.terms, ctx.context)
+    sub_id = await _service(request).create(ctx.tenant, body, ctx.terms, ctx.context,
+                                            guard=ctx.guard)
     headers = {"Location": f"{PATH}/{quote(sub_id, safe=':')}"}
     return empty(201, headers | _tenant_headers(ctx))
 
@@ -84,7 +85,7 @@ async def query_subscriptions(request: Request) -> Response:
     ctx = await request_context(request)
     limit, offset, count = paging(params, services(request).settings)
     data, total = await _service(request).query(ctx.tenant, ctx.terms, limit=limit,
-                                                offset=offset)
+                                                offset=offset, guard=ctx.guard)
     headers: dict[str, str] = {}
     if count:
         headers["NGSILD-Results-Count"] = str(total)
@@ -110,7 +111,7 @@ async def retrieve_subscription(request: Request) -> Response:
     check_params(request.query_params, set())
     sub_id = _path_id(request)
     ctx = await request_context(request)
-    data = await _service(request).retrieve(ctx.tenant, sub_id, ctx.terms)
+    data = await _service(request).retrieve(ctx.tenant, sub_id, ctx.terms, guard=ctx.guard)
     headers: dict[str, str] = {}
     applied = preferred_version(request.headers.get("prefer"))
     if applied is not None:
@@ -123,7 +124,8 @@ async def update_subscription(request: Request) -> Response:
     check_params(request.query_params, set())
     sub_id = _path_id(request)
     body, ctx = await _body(request)
-    await _service(request).update(ctx.tenant, sub_id, body, ctx.terms, ctx.context)
+    await _service(request).update(ctx.tenant, sub_id, body, ctx.terms, ctx.context,
+                                   guard=ctx.guard)
     return empty(204, _tenant_headers(ctx))
 
 
@@ -132,5 +134,5 @@ async def delete_subscription(request: Request) -> Response:
     check_params(request.query_params, set())
     sub_id = _path_id(request)
     ctx = await request_context(request)
-    await _service(request).delete(ctx.tenant, sub_id)
+    await _service(request).delete(ctx.tenant, sub_id, guard=ctx.guard)
     return empty(204, _tenant_headers(ctx))
