@@ -414,6 +414,14 @@ def test_role_holders_are_unrestricted_in_their_tenant_only() -> None:
     assert view(reader, CITY, [], W) is not UNRESTRICTED
 
 
+def test_a_grant_of_everything_makes_an_unrestricted_view() -> None:
+    assert view(ANONYMOUS, CITY, [grant("public", R)]) is UNRESTRICTED
+    assert view(ANONYMOUS, OTHER, [grant("public", R)]).show(entity()) is None
+    for narrower in (grant("public", R, hidden=(SPEED,)), grant("public", R, attributes=(NAME,)),
+                     grant("public", R, types=(BUILDING,)), grant("public", W)):
+        assert not view(ANONYMOUS, CITY, [narrower]).unrestricted
+
+
 def test_view_honours_ownership_and_access_policy() -> None:
     v = view(ALICE, CITY, [])
     assert v.show(entity(owner=ALICE.key)) is not None

@@ -422,11 +422,14 @@ UNRESTRICTED = View(unrestricted=True)
 
 def view(principal: Principal, tenant: str, grants: Sequence[Grant],
          action: Action = Action.READ) -> View:
-    """The View of ``principal`` in ``tenant``: ``UNRESTRICTED`` for ``OPEN`` and for the
-    holders of a role giving ``action`` (roles cover every entity and attribute)."""
+    """The View of ``principal`` in ``tenant``: ``UNRESTRICTED`` for ``OPEN``, for the
+    holders of a role giving ``action`` (roles cover every entity and attribute) and for
+    the assignees of a grant on the whole tenant that hides nothing (open data)."""
     if principal.kind == "open" or action in _role_actions(principal, tenant):
         return UNRESTRICTED
-    rules = tuple(_applicable(principal, action, tenant, grants))
+    rules = tuple(dict.fromkeys(_applicable(principal, action, tenant, grants)))
+    if _EVERYTHING in rules:
+        return UNRESTRICTED
     owner = principal.key if principal.authenticated and action in _OWNER_ACTIONS else None
     policies = frozenset(v for v, acts in _POLICY_ACTIONS.items()
                          if action in acts and principal.authenticated)
