@@ -25,8 +25,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
+from re import Pattern
 from typing import Literal
 
+from urbanos.core.selection import compile_id_pattern
 from urbanos.types import JSONObject
 
 
@@ -130,7 +133,11 @@ class Assignee:
         return self.kind
 
     def covers(self, principal: Principal) -> bool:
-        raise NotImplementedError
+        if self.kind == "subject":
+            return principal.subject == self.name  # an API key's subject is its key id
+        if self.kind == "claim":
+            return self.value in principal.claims.get(self.name or "", ())
+        return self.kind == "public" or principal.authenticated
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +157,7 @@ class Target:
     hidden: tuple[str, ...] = ()
 
     def covers(self, entity: JSONObject) -> bool:
-        raise NotImplementedError
+        return _rule(self).covers(entity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,11 +261,97 @@ def _target_of(target: object) -> Target:
 class Decision:
     """``allowed``: the action may happen. ``visible``: the caller may know the entity
     exists (a denied write on a visible entity is 403; on an invisible one 404).
-    ``hidden``: attribute IRIs removed from what the caller reads or refused in a write."""
+    ``hidden``: attribute IRIs removed from what the caller reads; for a write, those of
+    the entity it may not touch, or, when it is denied for touching some, exactly those."""
 
     allowed: bool
     visible: bool
     hidden: frozenset[str] = frozenset()
+
+
+_OWNER_ACTIONS = frozenset({Action.READ, Action.WRITE, Action.ADMIN, Action.OWN})
+#: specificAccessPolicy value -> what it lets any authenticated caller do
+_POLICY_ACTIONS: Mapping[str, frozenset[Action]] = {
+    "AUTH_READ": frozenset({Action.READ}), "AUTH_WRITE": frozenset({Action.READ, Action.WRITE}),
+}
+
+
+def _implied(actions: frozenset[Action]) -> frozenset[Action]:
+    """OWN includes read, write and admin; nothing else implies another action."""
+    return actions | _OWNER_ACTIONS if Action.OWN in actions else actions
+
+
+def _role_actions(principal: Principal, tenant: str) -> frozenset[Action]:
+    return _implied(frozenset().union(*(ROLE_ACTIONS[r] for r in principal.roles_in(tenant))))
+
+
+def _policies(entity: JSONObject) -> set[str]:
+    """The entity's specificAccessPolicy values."""
+    instances = (entity.get("attrs") or {}).get(SPECIFIC_ACCESS_POLICY, ())
+    return {v for i in instances if isinstance(i, dict) and isinstance(v := i.get("value"), str)}
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """A target compiled for the tight loop of ``View.show``: sets and one regex."""
+
+    ids: frozenset[str] = frozenset()
+    pattern: Pattern[str] | None = None
+    types: frozenset[str] = frozenset()
+    scopes: tuple[str, ...] = ()  # each ending with "/", to test sub-scopes by prefix
+    attributes: frozenset[str] | None = None
+    hidden: frozenset[str] = frozenset()
+
+    def covers(self, entity: JSONObject) -> bool:
+        if (self.ids or self.pattern) and entity["id"] not in self.ids and (
+                self.pattern is None or not self.pattern.search(entity["id"])):
+            return False
+        if self.types and self.types.isdisjoint(entity.get("type") or ()):
+            return False
+        # "/a" covers "/a" and "/a/b", never "/ab"
+        return not self.scopes or any((s + "/").startswith(p) for s in entity.get("scope") or ()
+                                      for p in self.scopes)
+
+    def admits(self, attribute: str) -> bool:
+        return (self.attributes is None or attribute in self.attributes) and (
+            attribute not in self.hidden)
+
+
+#: roles, ownership and specificAccessPolicy: every attribute of the entities they apply to
+_EVERYTHING = _Rule()
+
+
+@lru_cache(maxsize=1024)
+def _rule(t: Target) -> _Rule:
+    return _Rule(
+        frozenset(t.ids), None if t.id_pattern is None else compile_id_pattern(t.id_pattern),
+        frozenset(t.types), tuple(s.rstrip("/") + "/" for s in t.scopes),
+        None if t.attributes is None else frozenset(t.attributes), frozenset(t.hidden))
+
+
+def _applicable(principal: Principal, action: Action, tenant: str,
+                grants: Sequence[Grant]) -> list[_Rule]:
+    """The rules of the grants that give ``principal`` ``action`` in ``tenant``."""
+    return [_rule(g.target) for g in grants if g.tenant == tenant
+            and action in _implied(g.actions) and g.assignee.covers(principal)]
+
+
+def _sources(principal: Principal, action: Action, tenant: str, entity: JSONObject | None,
+             grants: Sequence[Grant]) -> list[_Rule]:
+    """The rules allowing ``action`` on ``entity`` (None: on the tenant as a whole, which
+    only a grant with no ids, pattern, types or scopes gives)."""
+    if action in _role_actions(principal, tenant) or (
+            entity is not None and principal.authenticated
+            and ((action in _OWNER_ACTIONS and entity.get("owner") == principal.key)
+                 or any(action in _POLICY_ACTIONS.get(v, ()) for v in _policies(entity)))):
+        return [_EVERYTHING]
+    return [r for r in _applicable(principal, action, tenant, grants)
+            if (r.covers(entity) if entity is not None else not (r.ids or r.pattern
+                                                                 or r.types or r.scopes))]
+
+
+def _uncovered(names: Iterable[str], rules: list[_Rule]) -> frozenset[str]:
+    return frozenset(a for a in names if not any(r.admits(a) for r in rules))
 
 
 def decide(
@@ -273,8 +366,18 @@ def decide(
     """Whether ``principal`` may do ``action`` on ``entity`` (stored form: ``id``, ``type``
     list, ``scope``, ``attrs``, ``owner``) in ``tenant``. ``entity`` None asks about the
     tenant as a whole (e.g. may this caller create subscriptions, administer the
-    tenant). A write touching ``attributes`` is denied when one of them is hidden from it."""
-    raise NotImplementedError
+    tenant). A write touching ``attributes`` is denied when one of them is hidden from it;
+    other actions ignore ``attributes`` (a read hides, it does not refuse)."""
+    if principal.kind == "open":
+        return Decision(True, True)
+    rules = _sources(principal, action, tenant, entity, grants)
+    refused = _uncovered(attributes, rules) if rules and action is Action.WRITE else frozenset()
+    allowed = bool(rules) and not refused
+    hidden = refused or (_uncovered((entity or {}).get("attrs") or (), rules) if allowed
+                         else frozenset())
+    visible = allowed if action is Action.READ or entity is None else bool(
+        _sources(principal, Action.READ, tenant, entity, grants))
+    return Decision(allowed, visible, hidden)
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,11 +390,31 @@ class View:
     """
 
     unrestricted: bool
-    #: entity types outside which nothing is visible (None: no such bound), for SQL narrowing
+    #: entity types outside which nothing is visible (None: no such bound; empty: nothing
+    #: is visible at all), for SQL narrowing
     types: frozenset[str] | None = None
+    owner: str | None = None  #: the caller's key when owning an entity gives the action
+    policies: frozenset[str] = frozenset()  #: specificAccessPolicy values giving the action
+    rules: tuple[_Rule, ...] = ()  #: the caller's grants for the action, compiled
 
     def show(self, entity: JSONObject) -> JSONObject | None:
-        raise NotImplementedError
+        if self.unrestricted or (self.owner is not None and entity.get("owner") == self.owner):
+            return entity
+        if self.policies and not self.policies.isdisjoint(_policies(entity)):
+            return entity
+        matching = []
+        for rule in self.rules:
+            if rule.covers(entity):
+                if rule.attributes is None and not rule.hidden:
+                    return entity
+                matching.append(rule)
+        if not matching:
+            return None
+        attrs = entity["attrs"]
+        hidden = _uncovered(attrs, matching)
+        if not hidden:
+            return entity
+        return {**entity, "attrs": {k: v for k, v in attrs.items() if k not in hidden}}
 
 
 UNRESTRICTED = View(unrestricted=True)
@@ -299,5 +422,18 @@ UNRESTRICTED = View(unrestricted=True)
 
 def view(principal: Principal, tenant: str, grants: Sequence[Grant],
          action: Action = Action.READ) -> View:
-    """The View of ``principal`` in ``tenant`` (``UNRESTRICTED`` for ``OPEN`` and admins)."""
-    raise NotImplementedError
+    """The View of ``principal`` in ``tenant``: ``UNRESTRICTED`` for ``OPEN``, for the
+    holders of a role giving ``action`` (roles cover every entity and attribute) and for
+    the assignees of a grant on the whole tenant that hides nothing (open data)."""
+    if principal.kind == "open" or action in _role_actions(principal, tenant):
+        return UNRESTRICTED
+    rules = tuple(dict.fromkeys(_applicable(principal, action, tenant, grants)))
+    if _EVERYTHING in rules:
+        return UNRESTRICTED
+    owner = principal.key if principal.authenticated and action in _OWNER_ACTIONS else None
+    policies = frozenset(v for v, acts in _POLICY_ACTIONS.items()
+                         if action in acts and principal.authenticated)
+    types = None
+    if owner is None and not policies and all(r.types for r in rules):
+        types = frozenset().union(*(r.types for r in rules))
+    return View(False, types, owner, policies, rules)
