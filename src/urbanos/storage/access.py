@@ -124,6 +124,44 @@ class AuditNote:
     client: str | None
     operation: str
     request_id: str | None = None
+    status: int = 0
+    detail: str | None = None
+
+
+def noted_records(notes: AuditNotes, tenant: str, writes: Sequence[object],
+                  time: str) -> list[AuditRecord]:
+    """What a write hook records for one call: one record per distinct note among
+    ``writes`` (taking each note), naming the ids of the writes that carry it, in order.
+    Writes without a note record nothing."""
+    ids: dict[AuditNote, list[str]] = {}
+    for w in writes:
+        note = notes.take(w)
+        if note is not None:
+            ids.setdefault(note, []).append(str(getattr(w, "entity_id", "")))
+    return [
+        AuditRecord(time, n.principal, n.client, tenant, n.operation, tuple(entity_ids), "ok",
+                    n.status, n.request_id, n.detail)
+        for n, entity_ids in ids.items()
+    ]
+
+
+def operation_matches(wanted: str, operation: str) -> bool:
+    """``entity.`` (ending with a dot) selects a family of operations, anything else one."""
+    return operation.startswith(wanted) if wanted.endswith(".") else operation == wanted
+
+
+def audit_matches(where: AuditFilter, record: AuditRecord) -> bool:
+    """Whether ``record`` passes ``where`` (limit and offset aside): the reference the SQL
+    backends' conditions agree with. ``since`` is inclusive, ``until`` exclusive."""
+    return (
+        (where.tenant is None or record.tenant == where.tenant)
+        and (where.principal is None or record.principal == where.principal)
+        and (where.operation is None or operation_matches(where.operation, record.operation))
+        and (where.outcome is None or record.outcome == where.outcome)
+        and (where.entity_id is None or where.entity_id in record.entity_ids)
+        and (where.since is None or record.time >= where.since)
+        and (where.until is None or record.time < where.until)
+    )
 
 
 class AuditNotes:
