@@ -20,7 +20,19 @@ from urbanos.http.fast_paths import FastRetrieve
 from urbanos.http.problems import handle_http_error, handle_ngsi_error, handle_unexpected
 from urbanos.http.routes import ROUTES
 from urbanos.outbound import OutboundPolicy
-from urbanos.services.cluster import CONTEXTS, SUBSCRIPTIONS, Invalidations, listen
+from urbanos.http.auth import Authenticate
+from urbanos.http.ratelimit import RateLimit
+from urbanos.services.access import AccessService
+from urbanos.services.auth import Authenticator
+from urbanos.services.cluster import (
+    ACCESS,
+    CONTEXTS,
+    ISSUERS,
+    SUBSCRIPTIONS,
+    Invalidations,
+    listen,
+)
+from urbanos.services.ratelimit import RateLimits
 from urbanos.services.contexts import ContextService
 from urbanos.services.entities import EntityService
 from urbanos.services.expiry import ExpirySweeper
@@ -58,9 +70,22 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
         subscriptions = SubscriptionService(
             opened.subscriptions, contexts, entities=the_store, own_origins=own_origins(settings)
         )
+        access = AccessService(
+            opened.access, entity=the_store.get, on_change=None,
+            audit_retention_days=settings.audit_retention_days,
+        )
+        modes = settings.auth_modes
+        auth = Authenticator(
+            modes, keys=access.verify_key, issuers=opened.access.issuers, policy=policy,
+            platform_issuer=settings.oidc_issuer, audience=settings.oidc_audience,
+            claims=settings.oidc_claims, clock_skew=settings.oidc_clock_skew,
+            anonymous_role=settings.anonymous_role,
+        ) if modes else None
+        if auth is not None:
+            subscriptions.grants = access.grants
         app.state.services = Services(
             settings=settings, store=the_store, entities=EntityService(the_store),
-            contexts=contexts, subscriptions=subscriptions,
+            contexts=contexts, subscriptions=subscriptions, access=access, auth=auth,
         )
         app.state.services.snapshots = SnapshotService(
             opened.snapshots, app.state.services.entities
@@ -70,8 +95,10 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
             retention=Retention.parse(settings.temporal_retention_days),
         )
         # listen first, then load: no change made elsewhere falls in between
-        leave_cluster = await _join_cluster(the_store, subscriptions, contexts)
+        leave_cluster = await _join_cluster(the_store, subscriptions, contexts, access, auth)
         await contexts.open()
+        if auth is not None:
+            await auth.open()
         await subscriptions.open()
         # before serving: the outbox has recorded every write since it was built
         app.state.workers = await start_workers(
@@ -81,6 +108,9 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
             subscriptions.outcomes = app.state.workers.engine.settled
         app.state.services.notifications = app.state.workers.engine
         app.state.workers.run("contexts.uses", contexts.run_flush)
+        app.state.workers.run("access.keys", access.run_flush)
+        if settings.audit_retention_days > 0:
+            app.state.workers.run("access.audit-retention", access.run_retention)
         sweeper = ExpirySweeper(the_store, opened.temporal, leader=the_store.try_lead)
         app.state.workers.run("entities.expiry", sweeper.run)
         temporal = app.state.services.temporal
@@ -91,6 +121,9 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
         finally:
             await app.state.workers.stop()  # first: lets sends in progress finish
             await leave_cluster()
+            await access.aclose()
+            if auth is not None:
+                await auth.aclose()
             await contexts.aclose()
             await opened.close()
 
@@ -104,11 +137,17 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
         },
     )
     app.router.redirect_slashes = False
-    return PathNormalizer(metrics.Instrument(FastRetrieve(app)))
+    limits = RateLimits.parse(settings.rate_limit)
+    inner: ASGIApp = FastRetrieve(app)
+    if limits is not None:
+        inner = RateLimit(inner, limits)
+    authenticated = Authenticate(inner, lambda: getattr(app.state, "services", None))
+    return PathNormalizer(metrics.Instrument(authenticated))
 
 
 async def _join_cluster(
-    store: EntityStore, subscriptions: SubscriptionService, contexts: ContextService
+    store: EntityStore, subscriptions: SubscriptionService, contexts: ContextService,
+    access: AccessService, auth: Authenticator | None,
 ) -> Callable[[], Awaitable[None]]:
     """This process as one node among several (on PostgreSQL): another node's change to a
     tenant's subscriptions drops this node's index of that tenant (reloaded on next use),
@@ -127,8 +166,14 @@ async def _join_cluster(
         task.add_done_callback(reloads.discard)
         task.add_done_callback(_log_reload_failure)
 
+    def issuers(tenant: str | None) -> None:
+        if auth is not None:
+            auth.reload_issuers()
+
     bus.subscribe(SUBSCRIPTIONS, changed)
     bus.subscribe(CONTEXTS, contexts.invalidate)
+    bus.subscribe(ACCESS, access.invalidate)
+    bus.subscribe(ISSUERS, issuers)
     return await listen(store, bus)
 
 

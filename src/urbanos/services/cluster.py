@@ -32,11 +32,14 @@ from collections.abc import Awaitable, Callable
 
 from urbanos.storage.base import EntityStore
 
-__all__ = ["CONTEXTS", "SUBSCRIPTIONS", "Generations", "Invalidations", "listen"]
+__all__ = ["ACCESS", "CONTEXTS", "ISSUERS", "SUBSCRIPTIONS", "Generations", "Invalidations",
+           "listen"]
 
 #: topics of the announcements: which shared state changed
 SUBSCRIPTIONS = "subscriptions"
 CONTEXTS = "contexts"
+ACCESS = "access"  # a tenant's grants
+ISSUERS = "issuers"  # the identity providers trusted per tenant
 
 #: ``listener(tenant)``: the tenant's state changed elsewhere; None: any tenant's may have
 Listener = Callable[[str | None], None]
