@@ -20,6 +20,7 @@ from urbanos.storage.access import (
     ApiKey,
     AuditFilter,
     AuditNote,
+    AuditNotes,
     AuditRecord,
     Issuer,
 )
@@ -388,6 +389,31 @@ async def test_modify_records_the_writes_its_plan_noted(stores: Stores) -> None:
     (found,) = await stores.access.audit(AuditFilter(entity_id="urn:a"))
     assert (found.principal, found.operation, found.tenant, found.outcome) == (
         "apikey:k1", "entity.delete", "", "ok")
+
+
+def test_a_note_left_behind_never_passes_to_a_new_write() -> None:
+    """Notes go by object identity; a Write whose note was never taken (its plan ran again,
+    or failed before the hook) must not hand it to a later Write given the same id."""
+    notes = AuditNotes()
+    note = AuditNote("iss#alice", None, "entity.create")
+    for n in range(100):
+        notes.attach(Write("put", f"urn:old:{n}"), note)  # dropped right away
+    fresh = [Write("put", f"urn:new:{n}") for n in range(100)]
+    assert [notes.take(w) for w in fresh] == [None] * 100
+    assert len(notes) == 100
+
+
+def test_notes_are_taken_once_and_discarded_on_failure() -> None:
+    notes = AuditNotes()
+    a, b = Write("put", "urn:a"), Write("put", "urn:b")
+    note = AuditNote("p", None, "entity.create")
+    notes.attach(a, note)
+    notes.attach(b, note)
+    assert notes.take(a) == note
+    assert notes.take(a) is None
+    assert notes.take(Write("put", "urn:b")) is None  # an equal Write is another write
+    notes.discard([a, b])
+    assert notes.take(b) is None and len(notes) == 0
 
 
 def failing_hook(kind: str, bad: Callable[[list[Write]], bool]) -> Any:
