@@ -21,6 +21,7 @@ import contextlib
 import os
 import shutil
 import socket
+import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,20 @@ def _command_problem(name: str) -> Callable[[], str | None]:
     return lambda: None if shutil.which(name) else f"no {name} on PATH"
 
 
+OIDC_DIR = Path(__file__).parent / "oidc"
+
+
+def _oidc_problem() -> str | None:
+    """node, and the oidc-provider package of tests/oidc that it can load."""
+    if shutil.which("node") is None:
+        return "no node on PATH"
+    if not (OIDC_DIR / "node_modules" / "oidc-provider").is_dir():
+        return "tests/oidc/node_modules has no oidc-provider"
+    probe = subprocess.run(["node", "-e", "import('oidc-provider')"], cwd=OIDC_DIR,
+                           capture_output=True, text=True, timeout=30)
+    return None if probe.returncode == 0 else f"node cannot load it: {probe.stderr[-200:]}"
+
+
 @dataclass(frozen=True)
 class Service:
     title: str
@@ -90,6 +105,8 @@ SERVICES = {
     "chromium": Service("chromium (headless browser)", _command_problem("chromium"),
                         HOW + " it"),
     "curl": Service("curl", _command_problem("curl"), HOW + " it"),
+    "oidc-provider": Service("node + oidc-provider (OpenID Connect provider)", _oidc_problem,
+                             HOW + " node and npm, and runs npm ci in tests/oidc"),
 }
 _problems: dict[str, str | None] = {}  # service -> why it is unavailable, once per session
 
