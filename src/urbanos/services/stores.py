@@ -4,6 +4,25 @@ imports a store (``storage.open_stores`` builds them for a URL)."""
 from __future__ import annotations
 
 from urbanos.storage import Stores, open_stores
+from urbanos.storage.access import (
+    AccessStore,
+    ApiKey,
+    AuditFilter,
+    AuditNote,
+    AuditRecord,
+    Issuer,
+)
 from urbanos.storage.base import DEFAULT_TENANT, EntityStore
 
-__all__ = ["DEFAULT_TENANT", "EntityStore", "Stores", "open_stores"]
+__all__ = [
+    "DEFAULT_TENANT",
+    "AccessStore",
+    "ApiKey",
+    "AuditFilter",
+    "AuditNote",
+    "AuditRecord",
+    "EntityStore",
+    "Issuer",
+    "Stores",
+    "open_stores",
+]

@@ -1,6 +1,5 @@
 """Stores behind one interface each (``base``, ``subscriptions``, ``temporal``, ``outbox``,
-``snapshots``):
-memory, SQLite and PostgreSQL.
+``snapshots``, ``access``): memory, SQLite and PostgreSQL.
 
 ``open_stores(url)`` is the one place that knows which backend a URL names; it builds every
 store of that backend on the same file or database. Generic modules never import a
@@ -12,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from urbanos.storage.access import AccessStore
 from urbanos.storage.base import ContextStore, EntityStore
 from urbanos.storage.outbox import Outbox
 from urbanos.storage.snapshots import SnapshotStore
@@ -23,14 +23,16 @@ __all__ = ["Stores", "open_stores"]
 
 @dataclass(frozen=True, slots=True)
 class Stores:
-    """Every store of one backend. History and the outbox are write hooks of ``entities``
-    (registered when they are built, history first): they commit with each entity write."""
+    """Every store of one backend. History, the outbox and the audit of writes (``access``)
+    are write hooks of ``entities`` (registered when they are built, in that order): they
+    commit with each entity write."""
 
     entities: EntityStore
     subscriptions: SubscriptionStore
     temporal: TemporalStore
     outbox: Outbox
     snapshots: SnapshotStore
+    access: AccessStore
 
     @property
     def contexts(self) -> ContextStore:
@@ -43,11 +45,13 @@ class Stores:
         await self.subscriptions.open()
         await self.temporal.open()
         await self.snapshots.open()
+        await self.access.open()
         await self.outbox.open()
 
     async def close(self) -> None:
         await self.subscriptions.close()
         await self.temporal.close()
+        await self.access.close()
         await self.entities.close()
 
 
@@ -57,6 +61,7 @@ def open_stores(url: str, *, readers: int = 4, synchronous: str = "full") -> Sto
     ``synchronous`` is SQLite's durability level (``storage.sqlite.database``)."""
     if url.startswith("sqlite://"):
         from urbanos.storage.sqlite import SqliteStore
+        from urbanos.storage.sqlite.access import SqliteAccessStore
         from urbanos.storage.sqlite.outbox import SqliteOutbox
         from urbanos.storage.sqlite.snapshots import SqliteSnapshotStore
         from urbanos.storage.sqlite.subscriptions import SqliteSubscriptionStore
@@ -65,9 +70,10 @@ def open_stores(url: str, *, readers: int = 4, synchronous: str = "full") -> Sto
         path = url.removeprefix("sqlite://").removeprefix("/")
         lite = SqliteStore(path or "./data/urbanos.db", readers=readers, synchronous=synchronous)
         return Stores(lite, SqliteSubscriptionStore(lite.db), SqliteTemporalStore(lite),
-                      SqliteOutbox(lite), SqliteSnapshotStore(lite.db))
+                      SqliteOutbox(lite), SqliteSnapshotStore(lite.db), SqliteAccessStore(lite))
     if url.startswith(("postgresql://", "postgres://")):
         from urbanos.storage.postgres import PostgresStore
+        from urbanos.storage.postgres.access import PostgresAccessStore
         from urbanos.storage.postgres.outbox import PostgresOutbox
         from urbanos.storage.postgres.snapshots import PostgresSnapshotStore
         from urbanos.storage.postgres.subscriptions import PostgresSubscriptionStore
@@ -75,9 +81,10 @@ def open_stores(url: str, *, readers: int = 4, synchronous: str = "full") -> Sto
 
         pg = PostgresStore(url, pool_size=readers + 4)
         return Stores(pg, PostgresSubscriptionStore(pg), PostgresTemporalStore(pg),
-                      PostgresOutbox(pg), PostgresSnapshotStore(pg.db))
+                      PostgresOutbox(pg), PostgresSnapshotStore(pg.db), PostgresAccessStore(pg))
     if url.startswith("memory:"):
         from urbanos.storage.memory import MemoryStore
+        from urbanos.storage.memory_access import MemoryAccessStore
         from urbanos.storage.memory_outbox import MemoryOutbox
         from urbanos.storage.memory_temporal import MemoryTemporalStore
         from urbanos.storage.snapshots import MemorySnapshotStore
@@ -85,5 +92,5 @@ def open_stores(url: str, *, readers: int = 4, synchronous: str = "full") -> Sto
 
         memory = MemoryStore()
         return Stores(memory, MemorySubscriptionStore(), MemoryTemporalStore(memory),
-                      MemoryOutbox(memory), MemorySnapshotStore())
+                      MemoryOutbox(memory), MemorySnapshotStore(), MemoryAccessStore(memory))
     raise SystemExit(f"URBANOS_STORE: unsupported store URL {url!r}")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from urbanos.core.policy import Grant, Role
+from urbanos.storage.base import Write
 from urbanos.types import JSONObject
 
 
@@ -124,28 +125,80 @@ class AuditNote:
     client: str | None
     operation: str
     request_id: str | None = None
+    status: int = 0
+    detail: str | None = None
+
+
+def noted_records(notes: AuditNotes, tenant: str, writes: Sequence[Write],
+                  time: str) -> list[AuditRecord]:
+    """What a write hook records for one call: one record per distinct note among
+    ``writes`` (taking each note), naming the ids of the writes that carry it, in order.
+    Writes without a note record nothing."""
+    ids: dict[AuditNote, list[str]] = {}
+    for w in writes:
+        note = notes.take(w)
+        if note is not None:
+            ids.setdefault(note, []).append(w.entity_id)
+    return [
+        AuditRecord(time, n.principal, n.client, tenant, n.operation, tuple(entity_ids), "ok",
+                    n.status, n.request_id, n.detail)
+        for n, entity_ids in ids.items()
+    ]
+
+
+def operation_matches(wanted: str, operation: str) -> bool:
+    """``entity.`` (ending with a dot) selects a family of operations, anything else one."""
+    return operation.startswith(wanted) if wanted.endswith(".") else operation == wanted
+
+
+def audit_matches(where: AuditFilter, record: AuditRecord) -> bool:
+    """Whether ``record`` passes ``where`` (limit and offset aside): the reference the SQL
+    backends' conditions agree with. ``since`` is inclusive, ``until`` exclusive."""
+    return (
+        (where.tenant is None or record.tenant == where.tenant)
+        and (where.principal is None or record.principal == where.principal)
+        and (where.operation is None or operation_matches(where.operation, record.operation))
+        and (where.outcome is None or record.outcome == where.outcome)
+        and (where.entity_id is None or where.entity_id in record.entity_ids)
+        and (where.since is None or record.time >= where.since)
+        and (where.until is None or record.time < where.until)
+    )
 
 
 class AuditNotes:
     """Notes waiting for the hook, by the identity of the Write they belong to (the same
-    scheme as ``storage.temporal.Directives``: the entity store's interface is unchanged)."""
+    scheme as ``storage.temporal.Directives``: the entity store's interface is unchanged).
+
+    Each entry keeps its Write alive: an id is unique only among live objects, so a note
+    left behind (a plan run again, a write that failed before the hook) must not pass to
+    a new Write that happens to get the same id."""
 
     def __init__(self) -> None:
         import threading
 
-        self._waiting: dict[int, AuditNote] = {}
+        self._waiting: dict[int, tuple[object, AuditNote]] = {}
         self._lock = threading.Lock()
 
     def attach(self, write: object, note: AuditNote) -> None:
         with self._lock:
-            self._waiting[id(write)] = note
+            self._waiting[id(write)] = (write, note)
 
     def take(self, write: object) -> AuditNote | None:
         with self._lock:
-            return self._waiting.pop(id(write), None)
+            entry = self._waiting.get(id(write))
+            if entry is None or entry[0] is not write:
+                return None
+            del self._waiting[id(write)]
+            return entry[1]
 
     def discard(self, writes: Sequence[object]) -> None:
         """Forget notes whose write never reached the hook (the plan failed)."""
         with self._lock:
             for w in writes:
-                self._waiting.pop(id(w), None)
+                entry = self._waiting.get(id(w))
+                if entry is not None and entry[0] is w:
+                    del self._waiting[id(w)]
+
+    def __len__(self) -> int:
+        """How many notes wait (a growing number means writes left without ``discard``)."""
+        return len(self._waiting)
