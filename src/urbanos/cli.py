@@ -1,14 +1,33 @@
-"""`urbanos serve | --version`; every option also has an URBANOS_* environment variable."""
+"""`urbanos serve | keys | --version`; every option also has an URBANOS_* environment variable.
+
+``serve`` refuses to listen on a non-loopback address without authentication unless told
+``--insecure-open`` (then it warns in the log), and serves HTTPS with ``--tls-cert`` and
+``--tls-key``. ``keys`` creates, lists and revokes API keys directly in the store named by
+``--store``/``URBANOS_STORE`` (whoever can open the store is its administrator).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
+import ipaddress
 import logging
+import os
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import orjson
 
 from urbanos import __version__
 from urbanos.settings import SETTINGS, Settings
+
+if TYPE_CHECKING:
+    from urbanos.core.policy import Principal
+    from urbanos.services.access import AccessService
+
+log = logging.getLogger("urbanos")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,12 +48,36 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help=f"{s.help} (env {s.env}, default {s.default!r})",
         )
+    _keys_parser(sub)
     return parser
+
+
+def _keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from urbanos.core.policy import Role
+
+    keys = sub.add_parser("keys", help="create, list and revoke API keys")
+    keys.add_argument("--store", default=None,
+                      help="store URL (env URBANOS_STORE, default the serve default)")
+    verbs = keys.add_subparsers(dest="verb")
+    create = verbs.add_parser("create", help="create a key; its token is printed this once")
+    create.add_argument("--tenant", default="",
+                        help="tenant of the key (default: the default tenant; * the platform)")
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.add_argument("--name", required=True, help="who or what uses the key")
+    create.add_argument("--expires", default=None, help="expiry date-time (ISO 8601)")
+    listing = verbs.add_parser("list", help="list keys (never their secrets) as JSON")
+    listing.add_argument("--tenant", default=None, help="only this tenant's keys")
+    revoke = verbs.add_parser("revoke", help="revoke a key: it stops working at once")
+    revoke.add_argument("id", help="the key id (the part of the token before the dot)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        if args.verb is None:
+            parser.parse_args(["keys", "--help"])
+        return _keys(args)
     if args.command != "serve":
         parser.print_help()
         return 2
@@ -46,6 +89,18 @@ def main(argv: list[str] | None = None) -> int:
         '"message":"%(message)s"}',
         stream=sys.stderr,
     )
+    allowed, message = exposure(settings.host, settings.auth, settings.insecure_open)
+    if not allowed:
+        log.error("%s", message)
+        print(f"urbanos: {message}", file=sys.stderr)
+        return 2
+    if message:
+        log.warning("%s", message)
+    try:
+        cert, key = tls_files(settings.tls_cert, settings.tls_key)
+    except ValueError as exc:
+        print(f"urbanos: {exc}", file=sys.stderr)
+        return 2
     import uvicorn
 
     from urbanos.http.app import create_app
@@ -59,7 +114,118 @@ def main(argv: list[str] | None = None) -> int:
         access_log=settings.log_level.lower() == "debug",
         http="httptools" if _has("httptools") else "h11",
         loop="uvloop" if _has("uvloop") else "asyncio",
+        ssl_certfile=cert,
+        ssl_keyfile=key,
     )
+    return 0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether listening on ``host`` keeps the port on this machine: 127.0.0.0/8, ::1 and
+    ``localhost``. Any other name may resolve anywhere, and 0.0.0.0 / :: listen on every
+    interface: not loopback."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure(host: str, auth: str, insecure_open: bool) -> tuple[bool, str | None]:
+    """Whether the broker may start listening on ``host`` with authentication ``auth``,
+    and what to say: (False, why) refuses, (True, warning) starts and warns, (True, None)
+    starts quietly. Without authentication anyone reaching the port may read and change
+    every tenant's data, so that is allowed on a loopback address only, unless the
+    operator explicitly accepts it (``--insecure-open``)."""
+    if auth.strip().lower() not in ("", "none") or is_loopback(host):
+        return True, None
+    if not insecure_open:
+        return False, (
+            f"refusing to listen on {host} without authentication: anyone reaching the port "
+            "could read and change every tenant's data. Set URBANOS_AUTH (oidc, apikey), "
+            "listen on 127.0.0.1, or pass --insecure-open (URBANOS_INSECURE_OPEN=1) to "
+            "accept it"
+        )
+    return True, (
+        f"listening on {host} WITHOUT authentication (--insecure-open): anyone reaching "
+        "the port may read and change every tenant's data"
+    )
+
+
+def tls_files(cert: str, key: str) -> tuple[str | None, str | None]:
+    """uvicorn's ``ssl_certfile`` and ``ssl_keyfile`` (None, None: plain HTTP); ValueError
+    saying what is wrong with them."""
+    if not cert and not key:
+        return None, None
+    if not (cert and key):
+        raise ValueError("HTTPS needs both --tls-cert and --tls-key "
+                         "(URBANOS_TLS_CERT, URBANOS_TLS_KEY)")
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if not os.path.isfile(path):
+            raise ValueError(f"{flag} {path}: no such file")
+    return cert, key
+
+
+# -- urbanos keys ----------------------------------------------------------------------
+def _keys(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(store=args.store)
+    verbs: dict[str, Callable[[AccessService], Awaitable[int]]] = {
+        "create": lambda access: _create_key(access, args),
+        "list": lambda access: _list_keys(access, args.tenant),
+        "revoke": lambda access: _revoke_key(access, args.id),
+    }
+    return asyncio.run(_with_access(settings, verbs[args.verb]))
+
+
+async def _with_access(settings: Settings, work: Callable[[AccessService], Awaitable[int]]
+                       ) -> int:
+    from urbanos.errors import NgsiLdError
+    from urbanos.services.access import AccessService
+    from urbanos.services.stores import open_stores
+
+    stores = open_stores(settings.store, readers=1, synchronous=settings.sqlite_synchronous)
+    await stores.open()
+    try:
+        return await work(AccessService(stores.access))
+    except NgsiLdError as exc:
+        print(f"urbanos keys: {exc.detail}", file=sys.stderr)
+        return 1
+    finally:
+        await stores.close()
+
+
+def _operator() -> Principal:
+    """Whoever runs the CLI on the store: no authentication stands between them and it."""
+    from urbanos.core.policy import OPEN
+
+    return OPEN
+
+
+async def _create_key(access: AccessService, args: argparse.Namespace) -> int:
+    from urbanos.core.policy import Role
+
+    key, token = await access.create_key(_operator(), args.tenant, Role(args.role), args.name,
+                                         args.expires)
+    print(token)
+    print(f"urbanos keys: created key {key.id} ({key.role.value} in tenant "
+          f"{key.tenant!r}); the token above is shown only now", file=sys.stderr)
+    return 0
+
+
+async def _list_keys(access: AccessService, tenant: str | None) -> int:
+    keys = await access.list_keys(_operator(), tenant)
+    rows = [{"id": k.id, "tenant": k.tenant, "role": k.role.value, "name": k.name,
+             "createdAt": k.created_at, "expiresAt": k.expires_at, "revokedAt": k.revoked_at,
+             "lastUsedAt": k.last_used_at, "createdBy": k.created_by} for k in keys]
+    sys.stdout.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+async def _revoke_key(access: AccessService, key_id: str) -> int:
+    await access.revoke_key(_operator(), key_id)
+    print(f"urbanos keys: revoked key {key_id}", file=sys.stderr)
     return 0
 
 
