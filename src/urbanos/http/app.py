@@ -15,13 +15,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from urbanos.errors import NgsiLdError
 from urbanos.http import metrics
+from urbanos.http.auth import Authenticate
 from urbanos.http.context import Services
 from urbanos.http.fast_paths import FastRetrieve
 from urbanos.http.problems import handle_http_error, handle_ngsi_error, handle_unexpected
+from urbanos.http.ratelimit import RateLimit
 from urbanos.http.routes import ROUTES
 from urbanos.outbound import OutboundPolicy
-from urbanos.http.auth import Authenticate
-from urbanos.http.ratelimit import RateLimit
 from urbanos.services.access import AccessService
 from urbanos.services.auth import Authenticator
 from urbanos.services.cluster import (
@@ -32,10 +32,10 @@ from urbanos.services.cluster import (
     Invalidations,
     listen,
 )
-from urbanos.services.ratelimit import RateLimits
 from urbanos.services.contexts import ContextService
 from urbanos.services.entities import EntityService
 from urbanos.services.expiry import ExpirySweeper
+from urbanos.services.ratelimit import RateLimits
 from urbanos.services.snapshots import SnapshotService
 from urbanos.services.stores import EntityStore, Stores, open_stores
 from urbanos.services.subscriptions import SubscriptionService, own_origins
@@ -139,7 +139,7 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
     app.router.redirect_slashes = False
     limits = RateLimits.parse(settings.rate_limit)
     inner: ASGIApp = FastRetrieve(app)
-    if limits is not None:
+    if limits.active:
         inner = RateLimit(inner, limits)
     authenticated = Authenticate(inner, lambda: getattr(app.state, "services", None))
     return PathNormalizer(metrics.Instrument(authenticated))

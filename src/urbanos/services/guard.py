@@ -25,6 +25,7 @@ from urbanos.core.policy import (
     decide,
     view,
 )
+from urbanos.core.query.ast import TypeName, TypeOr
 from urbanos.core.selection import EntityQuery
 from urbanos.core.timeutil import now_iso
 from urbanos.errors import Forbidden, NgsiLdError, ResourceNotFound, Unauthorized
@@ -79,7 +80,13 @@ class Guard:
     def query(self, query: EntityQuery) -> EntityQuery:
         """``query`` limited to what the caller may see, before matching and paging."""
         v = self.view
-        return query if v.unrestricted else replace(query, view=v)
+        if v.unrestricted:
+            return query
+        if v.types and query.types is None and query.ids is None:
+            # nothing outside these types is visible: let the store's type index narrow
+            names = tuple(TypeName(t) for t in sorted(v.types))
+            return replace(query, view=v, types=names[0] if len(names) == 1 else TypeOr(names))
+        return replace(query, view=v)
 
     # -- whole-tenant rights -------------------------------------------------------------
     def require(self, action: Action) -> None:
@@ -112,10 +119,13 @@ class Guard:
         if self.open:
             return None
         if before is None and after is not None:  # a creation
+            after.pop("owner", None)  # decided as the entity of no one: then the caller's
+            d = decide(self.principal, Action.WRITE, self.tenant, after, self.grants)
+            if not d.allowed:
+                return self.denied(f"may not create entity {after['id']}")
             if self.principal.authenticated:
                 after["owner"] = self.principal.key
-            d = decide(self.principal, Action.WRITE, self.tenant, after, self.grants)
-            return None if d.allowed else self.denied(f"may not create entity {after['id']}")
+            return None
         assert before is not None
         if after is not None and "owner" in before:
             after["owner"] = before["owner"]
@@ -242,7 +252,13 @@ async def guard_for(access: AccessService, principal: Principal, tenant: str,
     if principal.kind == "open":
         return OPEN_GUARD
     note = access.note(principal, operation, request_id)
-    return Guard(principal, tenant, await access.grants(tenant), note, access.store.notes)
+    guard = Guard(principal, tenant, await access.grants(tenant), note, access.store.notes)
+    if principal.kind == "anonymous" and guard.view.types == frozenset() and not any(
+            g.assignee.covers(principal) for g in guard.grants):
+        # nothing here is open to the public: ask for credentials rather than answer
+        # with an empty tenant
+        raise Unauthorized("authentication required", challenge=LOGIN)
+    return guard
 
 
 async def record_denial(access: AccessService, principal: str, client: str | None,
