@@ -96,6 +96,14 @@ class Guard:
         if not decide(self.principal, action, self.tenant, None, self.grants).allowed:
             raise self.denied(f"{action.value} is not allowed in this tenant")
 
+    def require_some(self, action: Action) -> None:
+        """Raise unless the caller may do ``action`` on at least part of the tenant (a
+        subscription to the types it may read: what it is sent is narrowed to them)."""
+        if self.open or any(action in g.actions and g.assignee.covers(self.principal)
+                            for g in self.grants if g.tenant == self.tenant):
+            return
+        self.require(action)
+
     def may_write_somewhere(self) -> None:
         """An anonymous caller with no write grant is asked to log in before anything is
         looked up, so that what exists is not revealed by the answer."""

@@ -259,7 +259,7 @@ class SubscriptionService:
         """Create Subscription (5.8.1); returns the id (generated when absent). The caller
         owns it: only it (and the tenant's admins) see and change it, and its
         notifications carry only what the owner may read."""
-        guard.require(Action.SUBSCRIBE)
+        guard.require_some(Action.SUBSCRIBE)
         now = self.clock()
         doc = parse_subscription(
             payload, terms, now, new_id=lambda: f"urn:ngsi-ld:Subscription:{uuid.uuid4()}"
