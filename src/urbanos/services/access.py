@@ -301,7 +301,7 @@ class AccessService:
         """One grant ``by`` may see (``list_grants``); 404 otherwise."""
         grant = await self._stored_grant(tenant, grant_id)
         if grant is None or not await self._sees(by, grant):
-            await self._not_found(by, tenant, f"grant {grant_id}")
+            await self._not_found(by, tenant, f"grant {grant_id}", grant is not None)
         assert grant is not None
         return grant
 
@@ -328,7 +328,8 @@ class AccessService:
         it) but may no longer share its target."""
         grant = await self._stored_grant(tenant, grant_id)
         if grant is None or not await self._sees(by, grant):
-            await self._not_found(by, tenant, f"grant {grant_id}", "grant.delete", request_id)
+            await self._not_found(by, tenant, f"grant {grant_id}", grant is not None,
+                                  "grant.delete", request_id)
         assert grant is not None
         if not await self._may_grant_on(by, tenant, grant.target):
             await self._deny(by, tenant, "grant.delete", request_id,
@@ -339,15 +340,16 @@ class AccessService:
         await self.record(self._record(by, tenant, "grant.delete", "ok", 204,
                                        grant.target.ids, request_id, grant_id))
 
-    async def _not_found(self, by: Principal, tenant: str, what: str,
+    async def _not_found(self, by: Principal, tenant: str, what: str, exists: bool,
                          operation: str | None = None, request_id: str | None = None) -> None:
-        """Raise 404 for something ``by`` may not know of (401 for the anonymous: it may
-        just lack credentials); audited when ``operation`` names what was refused."""
+        """Raise 404 for something that does not exist or that ``by`` may not know of (401
+        for the anonymous: it may just lack credentials). When it exists, and ``operation``
+        names what was tried, the refusal is audited."""
         if not by.authenticated and by.kind != "open":
             await self._deny(by, tenant, operation, request_id, "")
-        if operation is not None:
+        if exists and operation is not None:
             await self.record(self._record(by, tenant, operation, "denied", 404, (),
-                                           request_id, f"{what} not found"))
+                                           request_id, f"{what}: not visible to the caller"))
         raise ResourceNotFound(f"{what} not found")
 
     # -- API keys ----------------------------------------------------------------------
@@ -442,7 +444,7 @@ class AccessService:
         key = await self.store.get_key(key_id)
         if key is None or not await self.may_administer(by, key.tenant):
             await self._not_found(by, key.tenant if key else "", f"API key {key_id}",
-                                  "key.revoke", request_id)
+                                  key is not None, "key.revoke", request_id)
         assert key is not None
         if key.revoked_at is None:
             await self.store.revoke_key(key_id, self.clock())
