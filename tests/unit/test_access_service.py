@@ -489,3 +489,23 @@ async def test_retention_purges_old_records_and_zero_keeps_all(stores: Stores) -
     await asyncio.sleep(0.01)
     task.cancel()
     assert await access.audit(AuditFilter()) == []  # ran once at start, with day 20
+
+
+async def test_retention_runs_on_the_leading_node_only(stores: Stores) -> None:
+    clock = Clock()
+    asked: list[str] = []
+
+    async def not_leading(job: str) -> bool:
+        asked.append(job)
+        return False
+
+    follower = AccessService(stores.access, clock=clock, audit_retention_days=1,
+                             leader=not_leading)
+    await follower.record(AuditRecord("2030-01-01T00:00:00.000Z", "p", None, CITY,
+                                      "grant.add", (), "ok", 201))
+    task = asyncio.ensure_future(follower.run_retention(interval=3600))
+    while not asked:
+        await asyncio.sleep(0)
+    task.cancel()
+    assert asked == ["audit.retention"]
+    assert len(await follower.audit(AuditFilter())) == 1  # another node purges

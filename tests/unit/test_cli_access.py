@@ -126,6 +126,9 @@ def test_keys_create_list_revoke_on_a_sqlite_file(capsys: pytest.CaptureFixture[
 
     code, out, _ = keys(capsys, store, "list", "--tenant", "city")
     assert [k["id"] for k in orjson.loads(out)] == [key_id]
+    # --store after the verb works too (and wins over one before it)
+    assert cli.main(["keys", "--store", "memory://", "list", "--store", store]) == 0
+    assert len(orjson.loads(capsys.readouterr().out)) == 2
 
     code, _, err = keys(capsys, store, "revoke", key_id)
     assert code == 0 and key_id in err

@@ -64,6 +64,8 @@ T = TypeVar("T")
 
 #: cluster topic of grants and API keys (``services.cluster``): announced per tenant
 ACCESS = "access"
+#: the job one node runs alone (``EntityStore.try_lead``): purging the old audit records
+RETENTION_JOB = "audit.retention"
 
 #: the challenge of a 401 for a caller without credentials
 CHALLENGE = 'Bearer realm="urbanos"'
@@ -126,6 +128,7 @@ class AccessService:
         max_keys: int = 10_000,
         monotonic: Callable[[], float] = time.monotonic,
         tenant_names: Callable[[], Awaitable[Iterable[str]]] | None = None,
+        leader: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -139,6 +142,7 @@ class AccessService:
         self.max_keys = max_keys
         self.monotonic = monotonic
         self.tenant_names = tenant_names
+        self.leader = leader
         self._generations = Generations()
         self._grants: OrderedDict[str, tuple[Grant, ...]] = OrderedDict()
         #: one load per tenant at a time: (the generation token it began at, its result)
@@ -575,9 +579,11 @@ class AccessService:
         return await self.store.purge_audit(before)
 
     async def run_retention(self, interval: float = 3600.0) -> None:
-        """A worker loop: apply the retention now and then every ``interval`` seconds."""
+        """A worker loop: apply the retention now and then every ``interval`` seconds (on
+        the node that leads ``RETENTION_JOB``, when a ``leader`` election is given)."""
         while True:
-            gone = await self.purge()
-            if gone:
-                log.info("audit retention removed %d records", gone)
+            if self.leader is None or await self.leader(RETENTION_JOB):
+                gone = await self.purge()
+                if gone:
+                    log.info("audit retention removed %d records", gone)
             await asyncio.sleep(interval)

@@ -23,8 +23,14 @@ from urbanos.core.selection import check_id_pattern
 from urbanos.core.timeutil import normalize_datetime
 from urbanos.core.validation import check_name, check_scopes, is_uri
 from urbanos.errors import BadRequestData, NgsiLdError
-from urbanos.http.context import request_context, services
-from urbanos.http.negotiation import JSON_MT, read_body, tenant_from
+from urbanos.http.context import services
+from urbanos.http.negotiation import (
+    JSON_MT,
+    echo_tenant,
+    parse_link_context,
+    read_body,
+    tenant_from,
+)
 from urbanos.http.params import check_params, flag, uri_in_path
 from urbanos.http.respond import empty
 from urbanos.services.access import (
@@ -76,9 +82,9 @@ async def _object(request: Request) -> JSONObject:
 def _json(request: Request, data: Any, status: int = 200,
           headers: dict[str, str] | None = None) -> Response:
     out = dict(headers or {})
-    raw = request.headers.get("ngsild-tenant")
-    if raw:
-        out["NGSILD-Tenant"] = raw  # valid: _tenant read it before
+    tenant = echo_tenant(request)
+    if tenant:
+        out["NGSILD-Tenant"] = tenant
     return Response(orjson.dumps(data), status_code=status, media_type=JSON_MT, headers=out)
 
 
@@ -116,7 +122,8 @@ async def _expand_target(request: Request, grant: Grant) -> Grant:
     check_scopes(list(t.scopes))
     if not (t.types or t.attributes or t.hidden):
         return grant
-    terms = (await request_context(request)).terms
+    context = parse_link_context(request.headers.get("link"))
+    terms = await services(request).contexts.term_map(context, tenant=grant.tenant)
 
     def names(values: tuple[str, ...], what: str) -> tuple[str, ...]:
         return tuple(terms.expand(check_name(v, what)) for v in values)
