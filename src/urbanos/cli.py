@@ -210,9 +210,11 @@ def _operator() -> Principal:
 
 
 async def _create_key(access: AccessService, args: argparse.Namespace) -> int:
-    from urbanos.core.policy import Role
+    from urbanos.core.policy import ANY_TENANT, Role
+    from urbanos.http.negotiation import tenant_from
 
-    key, token = await access.create_key(_operator(), args.tenant, Role(args.role), args.name,
+    tenant = ANY_TENANT if args.tenant == ANY_TENANT else tenant_from(args.tenant)
+    key, token = await access.create_key(_operator(), tenant, Role(args.role), args.name,
                                          args.expires)
     print(token)
     print(f"urbanos keys: created key {key.id} ({key.role.value} in tenant "
