@@ -55,19 +55,25 @@ def build_parser() -> argparse.ArgumentParser:
 def _keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from urbanos.core.policy import Role
 
+    store_help = "store URL (env URBANOS_STORE, default the serve default)"
     keys = sub.add_parser("keys", help="create, list and revoke API keys")
-    keys.add_argument("--store", default=None,
-                      help="store URL (env URBANOS_STORE, default the serve default)")
+    keys.add_argument("--store", default=None, help=store_help)
+    # also after the verb (``urbanos keys list --store URL``); given there, it wins
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", default=argparse.SUPPRESS, help=store_help)
     verbs = keys.add_subparsers(dest="verb")
-    create = verbs.add_parser("create", help="create a key; its token is printed this once")
+    create = verbs.add_parser("create", parents=[common],
+                              help="create a key; its token is printed this once")
     create.add_argument("--tenant", default="",
                         help="tenant of the key (default: the default tenant; * the platform)")
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
     create.add_argument("--name", required=True, help="who or what uses the key")
     create.add_argument("--expires", default=None, help="expiry date-time (ISO 8601)")
-    listing = verbs.add_parser("list", help="list keys (never their secrets) as JSON")
+    listing = verbs.add_parser("list", parents=[common],
+                               help="list keys (never their secrets) as JSON")
     listing.add_argument("--tenant", default=None, help="only this tenant's keys")
-    revoke = verbs.add_parser("revoke", help="revoke a key: it stops working at once")
+    revoke = verbs.add_parser("revoke", parents=[common],
+                              help="revoke a key: it stops working at once")
     revoke.add_argument("id", help="the key id (the part of the token before the dot)")
 
 
@@ -204,9 +210,11 @@ def _operator() -> Principal:
 
 
 async def _create_key(access: AccessService, args: argparse.Namespace) -> int:
-    from urbanos.core.policy import Role
+    from urbanos.core.policy import ANY_TENANT, Role
+    from urbanos.http.negotiation import tenant_from
 
-    key, token = await access.create_key(_operator(), args.tenant, Role(args.role), args.name,
+    tenant = ANY_TENANT if args.tenant == ANY_TENANT else tenant_from(args.tenant)
+    key, token = await access.create_key(_operator(), tenant, Role(args.role), args.name,
                                          args.expires)
     print(token)
     print(f"urbanos keys: created key {key.id} ({key.role.value} in tenant "

@@ -126,6 +126,9 @@ def test_keys_create_list_revoke_on_a_sqlite_file(capsys: pytest.CaptureFixture[
 
     code, out, _ = keys(capsys, store, "list", "--tenant", "city")
     assert [k["id"] for k in orjson.loads(out)] == [key_id]
+    # --store after the verb works too (and wins over one before it)
+    assert cli.main(["keys", "--store", "memory://", "list", "--store", store]) == 0
+    assert len(orjson.loads(capsys.readouterr().out)) == 2
 
     code, _, err = keys(capsys, store, "revoke", key_id)
     assert code == 0 and key_id in err
@@ -146,8 +149,14 @@ def test_keys_refuses_bad_input_with_a_message(capsys: pytest.CaptureFixture[str
     code, _, err = keys(capsys, store, "create", "--role", "reader", "--name", "x",
                         "--expires", "2001-01-01T00:00:00Z")
     assert code == 1 and "in the past" in err
+    code, _, err = keys(capsys, store, "create", "--tenant", "no spaces", "--role", "reader",
+                        "--name", "x")
+    assert code == 1 and "invalid NGSILD-Tenant 'no spaces'" in err
+    code, out, _ = keys(capsys, store, "create", "--tenant", "*", "--role", "platformAdmin",
+                        "--name", "operations")
+    assert code == 0 and asyncio.run(verify(store, out.strip())) == ("*", Role.PLATFORM_ADMIN)
     with pytest.raises(SystemExit) as exit_:
         keys(capsys, store, "create", "--role", "mayor", "--name", "x")
     assert exit_.value.code != 0
     code, out, _ = keys(capsys, store, "list")
-    assert code == 0 and orjson.loads(out) == []
+    assert code == 0 and [k["name"] for k in orjson.loads(out)] == ["operations"]

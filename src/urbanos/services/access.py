@@ -64,6 +64,8 @@ T = TypeVar("T")
 
 #: cluster topic of grants and API keys (``services.cluster``): announced per tenant
 ACCESS = "access"
+#: the job one node runs alone (``EntityStore.try_lead``): purging the old audit records
+RETENTION_JOB = "audit.retention"
 
 #: the challenge of a 401 for a caller without credentials
 CHALLENGE = 'Bearer realm="urbanos"'
@@ -126,6 +128,7 @@ class AccessService:
         max_keys: int = 10_000,
         monotonic: Callable[[], float] = time.monotonic,
         tenant_names: Callable[[], Awaitable[Iterable[str]]] | None = None,
+        leader: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -139,6 +142,7 @@ class AccessService:
         self.max_keys = max_keys
         self.monotonic = monotonic
         self.tenant_names = tenant_names
+        self.leader = leader
         self._generations = Generations()
         self._grants: OrderedDict[str, tuple[Grant, ...]] = OrderedDict()
         #: one load per tenant at a time: (the generation token it began at, its result)
@@ -301,7 +305,7 @@ class AccessService:
         """One grant ``by`` may see (``list_grants``); 404 otherwise."""
         grant = await self._stored_grant(tenant, grant_id)
         if grant is None or not await self._sees(by, grant):
-            await self._not_found(by, tenant, f"grant {grant_id}")
+            await self._not_found(by, tenant, f"grant {grant_id}", grant is not None)
         assert grant is not None
         return grant
 
@@ -328,7 +332,8 @@ class AccessService:
         it) but may no longer share its target."""
         grant = await self._stored_grant(tenant, grant_id)
         if grant is None or not await self._sees(by, grant):
-            await self._not_found(by, tenant, f"grant {grant_id}", "grant.delete", request_id)
+            await self._not_found(by, tenant, f"grant {grant_id}", grant is not None,
+                                  "grant.delete", request_id)
         assert grant is not None
         if not await self._may_grant_on(by, tenant, grant.target):
             await self._deny(by, tenant, "grant.delete", request_id,
@@ -339,15 +344,16 @@ class AccessService:
         await self.record(self._record(by, tenant, "grant.delete", "ok", 204,
                                        grant.target.ids, request_id, grant_id))
 
-    async def _not_found(self, by: Principal, tenant: str, what: str,
+    async def _not_found(self, by: Principal, tenant: str, what: str, exists: bool,
                          operation: str | None = None, request_id: str | None = None) -> None:
-        """Raise 404 for something ``by`` may not know of (401 for the anonymous: it may
-        just lack credentials); audited when ``operation`` names what was refused."""
+        """Raise 404 for something that does not exist or that ``by`` may not know of (401
+        for the anonymous: it may just lack credentials). When it exists, and ``operation``
+        names what was tried, the refusal is audited."""
         if not by.authenticated and by.kind != "open":
             await self._deny(by, tenant, operation, request_id, "")
-        if operation is not None:
+        if exists and operation is not None:
             await self.record(self._record(by, tenant, operation, "denied", 404, (),
-                                           request_id, f"{what} not found"))
+                                           request_id, f"{what}: not visible to the caller"))
         raise ResourceNotFound(f"{what} not found")
 
     # -- API keys ----------------------------------------------------------------------
@@ -442,7 +448,7 @@ class AccessService:
         key = await self.store.get_key(key_id)
         if key is None or not await self.may_administer(by, key.tenant):
             await self._not_found(by, key.tenant if key else "", f"API key {key_id}",
-                                  "key.revoke", request_id)
+                                  key is not None, "key.revoke", request_id)
         assert key is not None
         if key.revoked_at is None:
             await self.store.revoke_key(key_id, self.clock())
@@ -573,9 +579,11 @@ class AccessService:
         return await self.store.purge_audit(before)
 
     async def run_retention(self, interval: float = 3600.0) -> None:
-        """A worker loop: apply the retention now and then every ``interval`` seconds."""
+        """A worker loop: apply the retention now and then every ``interval`` seconds (on
+        the node that leads ``RETENTION_JOB``, when a ``leader`` election is given)."""
         while True:
-            gone = await self.purge()
-            if gone:
-                log.info("audit retention removed %d records", gone)
+            if self.leader is None or await self.leader(RETENTION_JOB):
+                gone = await self.purge()
+                if gone:
+                    log.info("audit retention removed %d records", gone)
             await asyncio.sleep(interval)
