@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import orjson
+import psycopg
 import pytest
 
 from tests.conftest import reset_postgres
@@ -25,6 +27,7 @@ from urbanos.storage.access import (
     Issuer,
 )
 from urbanos.storage.base import Write
+from urbanos.storage.postgres.access import ACCESS_CHANNEL
 from urbanos.types import JSONObject
 
 X = "https://ex.org/"
@@ -49,8 +52,8 @@ class Backend:
         await stores.close()
 
 
-async def _backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    kind = request.param
+async def _backend(kind: str, request: pytest.FixtureRequest,
+                   tmp_path: Path) -> AsyncIterator[Backend]:
     url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/access.db"}.get(kind, "")
     if kind == "postgres":
         url = request.getfixturevalue("postgres_database")
@@ -66,14 +69,14 @@ async def _backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    async for b in _backend(request, tmp_path):
+    async for b in _backend(request.param, request, tmp_path):
         yield b
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def durable(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     """The backends that keep data across a restart and roll transactions back."""
-    async for b in _backend(request, tmp_path):
+    async for b in _backend(request.param, request, tmp_path):
         yield b
 
 
@@ -512,3 +515,39 @@ async def test_everything_survives_a_reopen(durable: Backend) -> None:
     newest = await again.access.audit(AuditFilter(limit=1))
     assert newest[0].seq is not None and before[0].seq is not None
     assert newest[0].seq > before[0].seq  # numbering goes on after a restart
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+@pytest.fixture
+async def pg(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    async for b in _backend("postgres", request, tmp_path):
+        yield b
+
+
+async def test_changes_of_access_are_announced_to_the_cluster_by_tenant(pg: Backend) -> None:
+    """Other nodes cache grants, keys and issuers: each change that changed something is
+    announced once committed, naming its tenant; key use and the audit log are not."""
+    stores = await pg.open()
+    access = stores.access
+    async with await psycopg.AsyncConnection.connect(pg.url, autocommit=True) as listener:
+        await listener.execute(f"LISTEN {ACCESS_CHANNEL}")
+        await access.put_grant(grant("g1", "a"))
+        await access.delete_grant("a", "g1")
+        await access.delete_grant("a", "g1")  # nothing deleted: nothing to announce
+        await access.put_key(key("k1", "b"))
+        await access.touch_keys({"k1": at(1)})
+        await access.revoke_key("k1", at(2))
+        await access.revoke_key("k1", at(3))  # already revoked
+        await access.put_issuer(Issuer("c", "https://id.example/c"))
+        await access.delete_issuer("c", "https://id.example/c")
+        await access.append([record(1)])
+        await access.purge_audit(at(60))
+        await listener.execute(f"NOTIFY {ACCESS_CHANNEL}, 'end'")
+        tenants: list[str] = []
+        async for n in listener.notifies(timeout=10):
+            if n.payload == "end":
+                break
+            tenants.append(orjson.loads(n.payload)["tenant"])
+    assert tenants == ["a", "a", "b", "b", "c", "c"]

@@ -82,9 +82,13 @@ class AccessStore(Protocol):
     async def close(self) -> None: ...
 
     # grants ------------------------------------------------------------------------
-    async def grants(self, tenant: str) -> list[Grant]: ...
+    async def grants(self, tenant: str) -> list[Grant]:
+        """The tenant's grants in insertion order (a replaced grant keeps its place)."""
+        ...
 
-    async def put_grant(self, grant: Grant) -> None: ...
+    async def put_grant(self, grant: Grant) -> None:
+        """Insert, or replace the grant with the same (tenant, id)."""
+        ...
 
     async def delete_grant(self, tenant: str, grant_id: str) -> bool: ...
 
@@ -95,7 +99,9 @@ class AccessStore(Protocol):
 
     async def list_keys(self, tenant: str | None = None) -> list[ApiKey]: ...
 
-    async def revoke_key(self, key_id: str, at: str) -> bool: ...
+    async def revoke_key(self, key_id: str, at: str) -> bool:
+        """Mark the key revoked (its row stays); False when unknown or already revoked."""
+        ...
 
     async def touch_keys(self, used: dict[str, str]) -> None:
         """Record last-used times (key id -> time), batched by the service."""
@@ -108,11 +114,17 @@ class AccessStore(Protocol):
     async def delete_issuer(self, tenant: str, url: str) -> bool: ...
 
     # audit -------------------------------------------------------------------------
-    async def append(self, records: Sequence[AuditRecord]) -> None: ...
+    async def append(self, records: Sequence[AuditRecord]) -> None:
+        """Add records (their ``seq`` is assigned, increasing); nothing ever updates one."""
+        ...
 
-    async def audit(self, where: AuditFilter) -> list[AuditRecord]: ...
+    async def audit(self, where: AuditFilter) -> list[AuditRecord]:
+        """Matching records newest first (``audit_matches``), then offset and limit."""
+        ...
 
-    async def purge_audit(self, before: str) -> int: ...
+    async def purge_audit(self, before: str) -> int:
+        """Delete the records older than ``before`` (retention); how many went."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +146,8 @@ def noted_records(notes: AuditNotes, tenant: str, writes: Sequence[Write],
     """What a write hook records for one call: one record per distinct note among
     ``writes`` (taking each note), naming the ids of the writes that carry it, in order.
     Writes without a note record nothing."""
+    if not len(notes):  # the common case of an open broker: no lock taken per write
+        return []
     ids: dict[AuditNote, list[str]] = {}
     for w in writes:
         note = notes.take(w)

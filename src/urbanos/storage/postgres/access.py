@@ -4,6 +4,10 @@ Shares the entity store's pool. The audit hook is awaited on the entity write's 
 connection, inside its transaction (after history and the outbox), so a write and its
 record commit or roll back together on every node. Names are qualified (``urbanos.``):
 the hook runs with the tenant's ``search_path``.
+
+A change of a grant, an API key or an issuer is announced on ``ACCESS_CHANNEL``
+(``listen.announcement`` of the tenant, NOTIFY in the changing transaction), so the other
+nodes can drop what they cached of that tenant once it has committed.
 """
 
 from __future__ import annotations
@@ -25,11 +29,15 @@ from urbanos.storage.access import (
     noted_records,
 )
 from urbanos.storage.base import Write
+from urbanos.storage.postgres.listen import announcement, node_for
 
 if TYPE_CHECKING:
     from urbanos.storage.postgres import PostgresStore
 
-__all__ = ["PostgresAccessStore"]
+__all__ = ["ACCESS_CHANNEL", "PostgresAccessStore"]
+
+#: where grant, key and issuer changes are announced (payload: ``listen.announcement``)
+ACCESS_CHANNEL = "urbanos_access"
 
 _KEY_COLUMNS = ("id, tenant, role, name, secret_hash, created_at, expires_at, revoked_at,"
                 " last_used_at, created_by")
@@ -95,6 +103,7 @@ class PostgresAccessStore:
     def __init__(self, store: PostgresStore) -> None:
         self.db = store.db
         self.notes = AuditNotes()
+        self._store = store
         store.write_hooks.append(self._record)
 
     async def _record(self, conn: AsyncConnection, tenant: str, writes: list[Write]) -> None:
@@ -114,10 +123,20 @@ class PostgresAccessStore:
 
         return await self.db.read(run)
 
-    async def _change(self, query: str, params: Sequence[Any]) -> int:
-        async with self.db.connection() as conn:
+    async def _change(self, query: str, params: Sequence[Any],
+                      tenant: str | None = None) -> int:
+        """Run one statement; with ``tenant``, announce the change when it changed rows."""
+        async with self.db.transaction() as conn:
             cur = await conn.execute(query, params)
+            if tenant is not None and cur.rowcount > 0:
+                await self._announce(conn, tenant)
             return cur.rowcount
+
+    async def _announce(self, conn: AsyncConnection, tenant: str) -> None:
+        """Delivered to every listening node once the transaction commits."""
+        node = node_for(self._store)
+        await conn.execute(
+            "SELECT pg_notify(%s, %s)", (ACCESS_CHANNEL, announcement(node.node_id, tenant)))
 
     # grants ------------------------------------------------------------------------
     async def grants(self, tenant: str) -> list[Grant]:
@@ -129,13 +148,13 @@ class PostgresAccessStore:
         await self._change(
             """INSERT INTO urbanos.access_grants (tenant, id, doc) VALUES (%s, %s, %s)
                ON CONFLICT (tenant, id) DO UPDATE SET doc = excluded.doc""",
-            (grant.tenant, grant.id, Json(grant.to_json())),
+            (grant.tenant, grant.id, Json(grant.to_json())), grant.tenant,
         )
 
     async def delete_grant(self, tenant: str, grant_id: str) -> bool:
         return await self._change(
             "DELETE FROM urbanos.access_grants WHERE tenant = %s AND id = %s",
-            (tenant, grant_id),
+            (tenant, grant_id), tenant,
         ) > 0
 
     # API keys ----------------------------------------------------------------------
@@ -149,7 +168,7 @@ class PostgresAccessStore:
                 revoked_at = excluded.revoked_at, last_used_at = excluded.last_used_at,
                 created_by = excluded.created_by""",
             (key.id, key.tenant, key.role.value, key.name, key.secret_hash, key.created_at,
-             key.expires_at, key.revoked_at, key.last_used_at, key.created_by),
+             key.expires_at, key.revoked_at, key.last_used_at, key.created_by), key.tenant,
         )
 
     async def get_key(self, key_id: str) -> ApiKey | None:
@@ -168,10 +187,16 @@ class PostgresAccessStore:
         return [_key(row) for row in rows]
 
     async def revoke_key(self, key_id: str, at: str) -> bool:
-        return await self._change(
-            "UPDATE urbanos.api_keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL",
-            (at, key_id),
-        ) > 0
+        async with self.db.transaction() as conn:
+            cur = await conn.execute(
+                """UPDATE urbanos.api_keys SET revoked_at = %s
+                   WHERE id = %s AND revoked_at IS NULL RETURNING tenant""",
+                (at, key_id),
+            )
+            row = await cur.fetchone()
+            if row is not None:
+                await self._announce(conn, row[0])
+        return row is not None
 
     async def touch_keys(self, used: dict[str, str]) -> None:
         if not used:
@@ -193,12 +218,13 @@ class PostgresAccessStore:
             """INSERT INTO urbanos.oidc_issuers (tenant, url, audience, claims)
                VALUES (%s, %s, %s, %s) ON CONFLICT (tenant, url)
                DO UPDATE SET audience = excluded.audience, claims = excluded.claims""",
-            (issuer.tenant, issuer.url, issuer.audience, Jsonb(issuer.claims)),
+            (issuer.tenant, issuer.url, issuer.audience, Jsonb(issuer.claims)), issuer.tenant,
         )
 
     async def delete_issuer(self, tenant: str, url: str) -> bool:
         return await self._change(
-            "DELETE FROM urbanos.oidc_issuers WHERE tenant = %s AND url = %s", (tenant, url)
+            "DELETE FROM urbanos.oidc_issuers WHERE tenant = %s AND url = %s", (tenant, url),
+            tenant,
         ) > 0
 
     # audit -------------------------------------------------------------------------
