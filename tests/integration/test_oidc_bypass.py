@@ -359,17 +359,23 @@ async def test_unreachable_issuer_is_not_asked_again_within_the_floor(
     assert (await auth.authenticate(bearer(sign(claims(idp))), "a")).subject == "mallory"
 
 
-async def test_verified_token_is_not_verified_again(
-    auth: Authenticator, idp: IssuerServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    verified: list[str] = []
+@pytest.fixture
+def verified(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tokens whose signature is checked (jwt.decode as the Authenticator calls it)."""
+    checked: list[str] = []
     decode = jwt.decode
 
     def counting(token: str, *args: Any, **kwargs: Any) -> Any:
-        verified.append(token)
+        checked.append(token)
         return decode(token, *args, **kwargs)
 
     monkeypatch.setattr(auth_module.jwt, "decode", counting)
+    return checked
+
+
+async def test_verified_token_is_not_verified_again(
+    auth: Authenticator, idp: IssuerServer, verified: list[str]
+) -> None:
     token = sign(claims(idp))
     first = await auth.authenticate(bearer(token), "a")
     second = await auth.authenticate(bearer(token), "a")
@@ -450,3 +456,14 @@ async def test_acr_amr_and_the_issuers_own_audience_and_mapping(
         assert "Audience doesn't match" in error.detail
     finally:
         await auth.aclose()
+
+
+async def test_token_cache_is_bounded(
+    auth: Authenticator, idp: IssuerServer, verified: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auth_module, "TOKEN_CACHE_SIZE", 2)
+    first, second, third = (sign(claims(idp, sub=name)) for name in ("one", "two", "three"))
+    for token in (first, second, first, third, first, second):
+        await auth.authenticate(bearer(token), "a")
+    # first stays (used most recently), third pushes second out, second comes back
+    assert verified == [first, second, third, second]
