@@ -7,6 +7,7 @@ test can make exactly the token an attacker would.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -467,3 +468,32 @@ async def test_token_cache_is_bounded(
         await auth.authenticate(bearer(token), "a")
     # first stays (used most recently), third pushes second out, second comes back
     assert verified == [first, second, third, second]
+
+
+async def test_concurrent_tokens_with_a_new_kid_share_one_download(
+    auth: Authenticator, idp: IssuerServer
+) -> None:
+    await auth.authenticate(bearer(sign(claims(idp))), "a")
+    idp.keys.append(public_jwk("rsa-2", OTHER_RSA_KEY, "RS256"))
+    tokens = [sign(claims(idp, sub=f"s{i}"), OTHER_RSA_KEY, kid="rsa-2") for i in range(20)]
+    principals = await asyncio.gather(*(auth.authenticate(bearer(t), "a") for t in tokens))
+    assert [p.subject for p in principals] == [f"s{i}" for i in range(20)]
+    assert idp.jwks_hits == 2
+
+
+async def test_unusable_keys_in_the_jwks_are_passed_over(
+    auth: Authenticator, idp: IssuerServer
+) -> None:
+    good = idp.keys[0]
+    idp.keys = [
+        "not a key", {"kid": "rsa", "kty": "oct", "k": b64(b"secret"), "alg": "HS256"},
+        {"kid": "x", "kty": "RSA"}, {"kid": "enc", **{k: v for k, v in good.items()
+                                                      if k != "kid"}, "use": "enc"},
+        good,
+    ]
+    # a symmetric key under the same kid: two candidates would be ambiguous, but an HS256
+    # key never agrees with RS256, so the RSA key is the one
+    assert (await auth.authenticate(bearer(sign(claims(idp))), "a")).subject == "mallory"
+    # the encryption key is not a signing key
+    await refused(auth, sign(claims(idp, sub="e"), kid="enc"))
+    await refused(auth, sign(claims(idp, sub="x"), kid="x"))

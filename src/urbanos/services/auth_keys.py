@@ -122,7 +122,7 @@ class KeyFetcher:
             async with issuer.lock:
                 if self._stale(issuer):
                     await self._refresh(issuer, unknown_kid=False)
-        elif not issuer.knows(kid) and self._may_refetch(issuer):
+        elif not issuer.knows(kid) and (self._may_refetch(issuer) or issuer.lock.locked()):
             async with issuer.lock:  # requests with the same new kid share one download
                 if not issuer.knows(kid) and self._may_refetch(issuer):
                     await self._refresh(issuer, unknown_kid=True)
