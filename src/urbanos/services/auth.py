@@ -208,8 +208,9 @@ class Authenticator:
             del self._verified[(digest, tenant)]
         generation = self._generation
         principal, until = await self._verify(token, tenant)
-        if generation != self._generation:
-            return principal  # the issuers changed meanwhile: verified, but not kept
+        if generation != self._generation:  # the issuers changed meanwhile: ask them
+            principal, until = await self._verify(token, tenant)
+            return principal  # and keep nothing learnt in the meantime
         self._verified[(digest, tenant)] = (principal, until)
         while len(self._verified) > TOKEN_CACHE_SIZE:
             self._verified.popitem(last=False)
