@@ -6,7 +6,10 @@ through the outbound policy, cached, fetched again on an unknown ``kid``, at mos
 allow-list of asymmetric ones (RS256, PS256, ES256, EdDSA) and must agree with the key;
 ``iss`` (exact), ``aud`` (when configured), ``exp`` (required), ``nbf`` and ``iat`` are
 checked with ``clock_skew`` seconds of leeway. Claims become the principal by the claim
-mapping of ``services.auth_claims`` (its docstring lists the defaults).
+mapping of ``services.auth_claims`` (its docstring has the details); defaults: subject
+``sub``, client ``azp`` then ``client_id``, roles ``roles`` (``role`` or ``TENANT:role``),
+tenant roles ``urbanos_tenants`` (tenant -> roles), groups ``groups``, plus ``scope``;
+``acr`` and ``amr`` are copied.
 
 A verified token's principal is cached (by the token's SHA-256 and the tenant, LRU,
 ``TOKEN_CACHE_SIZE`` entries) until the token expires, so each token is verified once.
@@ -195,7 +198,7 @@ class Authenticator:
 
     # -- bearer tokens -----------------------------------------------------------------
     async def _bearer(self, token: str, tenant: str) -> Principal:
-        digest = hashlib.sha256(token.encode("utf-8", "replace")).digest()
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         cached = self._verified.get((digest, tenant))
         if cached is not None:
             principal, until = cached
@@ -205,8 +208,9 @@ class Authenticator:
             del self._verified[(digest, tenant)]
         generation = self._generation
         principal, until = await self._verify(token, tenant)
-        if generation != self._generation:
-            return principal  # the issuers changed meanwhile: verified, but not kept
+        if generation != self._generation:  # the issuers changed meanwhile: ask them
+            principal, until = await self._verify(token, tenant)
+            return principal  # and keep nothing learnt in the meantime
         self._verified[(digest, tenant)] = (principal, until)
         while len(self._verified) > TOKEN_CACHE_SIZE:
             self._verified.popitem(last=False)

@@ -122,7 +122,7 @@ class KeyFetcher:
             async with issuer.lock:
                 if self._stale(issuer):
                     await self._refresh(issuer, unknown_kid=False)
-        elif not issuer.knows(kid) and self._may_refetch(issuer):
+        elif not issuer.knows(kid) and (self._may_refetch(issuer) or issuer.lock.locked()):
             async with issuer.lock:  # requests with the same new kid share one download
                 if not issuer.knows(kid) and self._may_refetch(issuer):
                     await self._refresh(issuer, unknown_kid=True)
@@ -187,17 +187,20 @@ class KeyFetcher:
                 async with self._client.stream(
                     "GET", url, headers={"Accept": "application/json"}
                 ) as response:
-                    if not response.is_success:
-                        raise KeyUnavailable(f"{url} answered HTTP {response.status_code}")
                     declared = response.headers.get("content-length", "")
-                    if declared.isdigit() and int(declared) > self.max_bytes:
-                        raise KeyUnavailable(f"{url} is larger than {self.max_bytes} bytes")
-                    body = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        body += chunk
-                        if len(body) > self.max_bytes:
-                            raise KeyUnavailable(f"{url} is larger than {self.max_bytes} bytes")
-            document = orjson.loads(body)
+                    if not response.is_success:
+                        why = f"HTTP status {response.status_code}"
+                    elif declared.isdigit() and int(declared) > self.max_bytes:
+                        why = f"larger than {self.max_bytes} bytes"
+                    else:
+                        body = bytearray()
+                        async for chunk in response.aiter_bytes():
+                            body += chunk
+                            if len(body) > self.max_bytes:
+                                why = f"larger than {self.max_bytes} bytes"
+                                break
+            if not why:
+                document = orjson.loads(body)
         except TimeoutError:
             why = f"no answer within {self.timeout:g} s"
         except OutboundRefused as exc:
@@ -207,7 +210,7 @@ class KeyFetcher:
         except orjson.JSONDecodeError:
             why = "not JSON"
         if why:
-            raise KeyUnavailable(f"the issuer could not be reached ({url}: {why})")
+            raise KeyUnavailable(f"the issuer could not be reached ({url}: {why})"[:500])
         if not isinstance(document, dict):
             raise KeyUnavailable(f"{url} is not a JSON object")
         return document
