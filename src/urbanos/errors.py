@@ -38,6 +38,9 @@ class NgsiLdError(Exception):
     type_uri = _BASE + "InternalError"
     title = "Internal error"
 
+    #: already in the audit log (a denial recorded where it was decided)
+    audited = False
+
     def __init__(self, detail: str = "", **extra: Any) -> None:
         super().__init__(detail)
         self.detail = detail

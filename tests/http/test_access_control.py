@@ -332,3 +332,4 @@ async def test_writes_and_denials_are_audited(city: Broker) -> None:
     batch = next(r for r in ok if "urn:ngsi-ld:Park:2" in r.entity_ids)
     assert set(batch.entity_ids) == {"urn:ngsi-ld:Park:2", "urn:ngsi-ld:Building:2"}
     assert any(r.principal == f"apikey:{reader.id}" and r.status == 403 for r in denied)
+    assert len(city.services.access.store.notes) == 0  # every note reached its record

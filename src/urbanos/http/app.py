@@ -24,14 +24,7 @@ from urbanos.http.routes import ROUTES
 from urbanos.outbound import OutboundPolicy
 from urbanos.services.access import AccessService
 from urbanos.services.auth import Authenticator
-from urbanos.services.cluster import (
-    ACCESS,
-    CONTEXTS,
-    ISSUERS,
-    SUBSCRIPTIONS,
-    Invalidations,
-    listen,
-)
+from urbanos.services.cluster import ACCESS, CONTEXTS, SUBSCRIPTIONS, Invalidations, listen
 from urbanos.services.contexts import ContextService
 from urbanos.services.entities import EntityService
 from urbanos.services.expiry import ExpirySweeper
@@ -71,7 +64,8 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
             opened.subscriptions, contexts, entities=the_store, own_origins=own_origins(settings)
         )
         access = AccessService(
-            opened.access, entity=the_store.get, on_change=None,
+            opened.access, entity=the_store.get, leader=the_store.try_lead,
+            on_issuers=lambda: auth.reload_issuers() if auth is not None else None,
             audit_retention_days=settings.audit_retention_days,
         )
         modes = settings.auth_modes
@@ -166,14 +160,14 @@ async def _join_cluster(
         task.add_done_callback(reloads.discard)
         task.add_done_callback(_log_reload_failure)
 
-    def issuers(tenant: str | None) -> None:
-        if auth is not None:
+    def access_changed(tenant: str | None) -> None:
+        access.invalidate(tenant)
+        if auth is not None:  # an issuer may have been added or removed
             auth.reload_issuers()
 
     bus.subscribe(SUBSCRIPTIONS, changed)
     bus.subscribe(CONTEXTS, contexts.invalidate)
-    bus.subscribe(ACCESS, access.invalidate)
-    bus.subscribe(ISSUERS, issuers)
+    bus.subscribe(ACCESS, access_changed)
     return await listen(store, bus)
 
 

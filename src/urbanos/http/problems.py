@@ -53,7 +53,7 @@ def _tenant_headers(request: Request) -> dict[str, str]:
 
 async def handle_ngsi_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, NgsiLdError)
-    if isinstance(exc, Unauthorized | Forbidden):
+    if isinstance(exc, Unauthorized | Forbidden) and not exc.audited:
         await _audit_denial(request, exc)
     return problem_response(exc, _tenant_headers(request))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.routing import Route
 
+from urbanos.http.admin_routes import ADMIN_ROUTES
 from urbanos.http.endpoints import (
     admin,
     batch,
@@ -105,4 +106,5 @@ ROUTES = [
     Route(TE + "/attrs/{attr_id}/{instance_id}", temporal.modify_instance, methods=["PATCH"]),
     Route(P + "/temporal/entityOperations/query", temporal_reads.query_temporal_post,
           methods=["POST"]),
+    *ADMIN_ROUTES,
 ]

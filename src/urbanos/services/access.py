@@ -247,6 +247,7 @@ class AccessService:
         if operation is not None:
             await self.record(self._record(principal, tenant, operation, "denied", error.status,
                                            entity_ids, request_id, detail))
+            error.audited = True  # the error handler does not record it a second time
         raise error
 
     async def may_administer(self, principal: Principal, tenant: str) -> bool:

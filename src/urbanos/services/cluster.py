@@ -32,14 +32,12 @@ from collections.abc import Awaitable, Callable
 
 from urbanos.storage.base import EntityStore
 
-__all__ = ["ACCESS", "CONTEXTS", "ISSUERS", "SUBSCRIPTIONS", "Generations", "Invalidations",
-           "listen"]
+__all__ = ["ACCESS", "CONTEXTS", "SUBSCRIPTIONS", "Generations", "Invalidations", "listen"]
 
 #: topics of the announcements: which shared state changed
 SUBSCRIPTIONS = "subscriptions"
 CONTEXTS = "contexts"
-ACCESS = "access"  # a tenant's grants
-ISSUERS = "issuers"  # the identity providers trusted per tenant
+ACCESS = "access"  # a tenant's grants, API keys and identity providers
 
 #: ``listener(tenant)``: the tenant's state changed elsewhere; None: any tenant's may have
 Listener = Callable[[str | None], None]
@@ -131,5 +129,6 @@ async def listen(store: EntityStore, bus: Invalidations) -> Callable[[], Awaitab
 
     node.on(pg.SUBSCRIPTIONS_CHANNEL, feed(SUBSCRIPTIONS))
     node.on(pg.CONTEXTS_CHANNEL, feed(CONTEXTS))
+    node.on(pg.ACCESS_CHANNEL, feed(ACCESS))
     await node.start()
     return node.stop

@@ -156,7 +156,7 @@ class EntityService:
         def plan(current: Current) -> tuple[list[Write], None]:
             return [*_replacing(current, entity["id"], self.now()), _put(None, entity)], None
 
-        await self.store.modify(tenant, [entity["id"]], guard.plan(plan))
+        await guard.modify(self.store, tenant, [entity["id"]], plan)
 
     async def delete(
         self, tenant: str, entity_id: str, *, type_gate: TypeExpr | None = None,
@@ -166,7 +166,7 @@ class EntityService:
             old = _existing(current, entity_id, type_gate, now=self.now())
             return [Write("delete", entity_id, before=old)], None
 
-        await self.store.modify(tenant, [entity_id], guard.plan(plan))
+        await guard.modify(self.store, tenant, [entity_id], plan)
 
     async def replace(
         self, tenant: str, entity_id: str, new: JSONObject, *, guard: Guard = OPEN_GUARD
@@ -175,7 +175,7 @@ class EntityService:
             old = _existing(current, entity_id, now=self.now())
             return [_put(old, ops.replace_entity(old, new, self.clock()))], None
 
-        await self.store.modify(tenant, [entity_id], guard.plan(plan))
+        await guard.modify(self.store, tenant, [entity_id], plan)
 
     async def merge(
         self, tenant: str, entity_id: str, fragment: JSONObject, *, guard: Guard = OPEN_GUARD
@@ -184,7 +184,7 @@ class EntityService:
             old = _existing(current, entity_id, now=self.now())
             return [_put(old, ops.merge_entity(old, fragment, self.clock()).entity)], None
 
-        await self.store.modify(tenant, [entity_id], guard.plan(plan))
+        await guard.modify(self.store, tenant, [entity_id], plan)
 
     async def append(
         self, tenant: str, entity_id: str, attrs: ops.Attrs, *, no_overwrite: bool,
@@ -199,7 +199,7 @@ class EntityService:
             )
             return [_put(old, result.entity)], result
 
-        return await self.store.modify(tenant, [entity_id], guard.plan(plan))
+        return await guard.modify(self.store, tenant, [entity_id], plan)
 
     async def update(
         self, tenant: str, entity_id: str, attrs: ops.Attrs, *,
@@ -212,7 +212,7 @@ class EntityService:
             result = ops.update_attrs(old, attrs, self.clock(), types=types, scope=scope)
             return [_put(old, result.entity)], result
 
-        return await self.store.modify(tenant, [entity_id], guard.plan(plan))
+        return await guard.modify(self.store, tenant, [entity_id], plan)
 
     async def patch_attr(
         self, tenant: str, entity_id: str, name: str, instances: list[JSONObject], *,
@@ -226,7 +226,7 @@ class EntityService:
                 raise ResourceNotFound(f"attribute {name} not found in {entity_id}")
             return [_put(old, result.entity)], None
 
-        await self.store.modify(tenant, [entity_id], guard.plan(plan))
+        await guard.modify(self.store, tenant, [entity_id], plan)
 
     async def replace_attr(
         self, tenant: str, entity_id: str, name: str, instances: list[JSONObject], *,
@@ -239,7 +239,7 @@ class EntityService:
                 raise ResourceNotFound(f"attribute {name} not found in {entity_id}")
             return [_put(old, result.entity)], None
 
-        await self.store.modify(tenant, [entity_id], guard.plan(plan))
+        await guard.modify(self.store, tenant, [entity_id], plan)
 
     async def delete_attr(
         self, tenant: str, entity_id: str, name: str, *, dataset_id: str | None,
@@ -255,7 +255,7 @@ class EntityService:
                 raise ResourceNotFound(f"attribute {name} not found in {entity_id}")
             return [_put(old, out)], None
 
-        await self.store.modify(tenant, [entity_id], guard.plan(plan))
+        await guard.modify(self.store, tenant, [entity_id], plan)
 
     async def purge(
         self, tenant: str, query: EntityQuery, *, keep: frozenset[str] | None = None,
@@ -288,8 +288,7 @@ class EntityService:
         touched = 0
         order = list(ids)
         for start in range(0, len(order), chunk):
-            touched += await self.store.modify(tenant, order[start:start + chunk],
-                                               guard.plan(plan))
+            touched += await guard.modify(self.store, tenant, order[start:start + chunk], plan)
         return touched
 
     # -- batches (clause 5.6.7 - 5.6.10, 5.6.20) ------------------------------------------
@@ -313,7 +312,8 @@ class EntityService:
             result.created = list(result.success)
             return writes, result
 
-        return await self.store.modify(tenant, [e["id"] for e in entities], guard.batch(plan))
+        ids = [e["id"] for e in entities]
+        return await guard.modify(self.store, tenant, ids, plan, batch=True)
 
     async def batch_upsert(
         self, tenant: str, entities: list[JSONObject], *, replace: bool,
@@ -343,7 +343,8 @@ class EntityService:
             writes = [_put(before.get(eid), current[eid]) for eid in result.success]
             return writes, result
 
-        return await self.store.modify(tenant, [e["id"] for e in entities], guard.batch(plan))
+        ids = [e["id"] for e in entities]
+        return await guard.modify(self.store, tenant, ids, plan, batch=True)
 
     async def batch_update(
         self, tenant: str, entities: list[JSONObject], *, no_overwrite: bool,
@@ -377,7 +378,8 @@ class EntityService:
             writes = [_put(before[eid], current[eid]) for eid in dict.fromkeys(touched)]
             return writes, result
 
-        return await self.store.modify(tenant, [e["id"] for e in entities], guard.batch(plan))
+        ids = [e["id"] for e in entities]
+        return await guard.modify(self.store, tenant, ids, plan, batch=True)
 
     async def batch_merge(
         self, tenant: str, entities: list[JSONObject], *, guard: Guard = OPEN_GUARD
@@ -398,7 +400,8 @@ class EntityService:
             writes = [_put(before[eid], current[eid]) for eid in dict.fromkeys(result.success)]
             return writes, result
 
-        return await self.store.modify(tenant, [e["id"] for e in entities], guard.batch(plan))
+        ids = [e["id"] for e in entities]
+        return await guard.modify(self.store, tenant, ids, plan, batch=True)
 
     async def batch_delete(
         self, tenant: str, ids: list[str], *, guard: Guard = OPEN_GUARD
@@ -416,4 +419,4 @@ class EntityService:
                 result.success.append(eid)
             return writes, result
 
-        return await self.store.modify(tenant, ids, guard.batch(plan))
+        return await guard.modify(self.store, tenant, ids, plan, batch=True)

@@ -30,7 +30,7 @@ from urbanos.core.selection import EntityQuery
 from urbanos.core.timeutil import now_iso
 from urbanos.errors import Forbidden, NgsiLdError, ResourceNotFound, Unauthorized
 from urbanos.storage.access import AuditRecord
-from urbanos.storage.base import Write
+from urbanos.storage.base import EntityStore, Write
 from urbanos.types import JSONObject
 
 if TYPE_CHECKING:
@@ -172,53 +172,57 @@ class Guard:
         shown = self.read(probe)
         return None if shown is None else frozenset(shown["attrs"])
 
-    def plan(self, plan: Plan[T]) -> Plan[T]:
-        """``plan`` refused as a whole when one of its writes is not allowed; its writes
-        carry the request's audit note."""
+    async def modify(self, store: EntityStore, tenant: str, ids: list[str], plan: Plan[T],
+                     *, batch: bool = False) -> T:
+        """``store.modify`` of ``plan`` as the caller may run it: refused as a whole when
+        one of its writes is not allowed, or, for a ``batch``, with the entities it may not
+        write turned into per-entity errors (403, or 404 when it may not see them). Its
+        writes carry the request's audit note, forgotten if they never reach the store's
+        hook (the plan ran again, or the transaction failed)."""
         if self.open and self.note is None:
-            return plan
+            return await store.modify(tenant, ids, plan)
         self.may_write_somewhere()
+        attached: list[Write] = []
 
         def guarded(current: dict[str, JSONObject]) -> tuple[list[Write], T]:
+            self._forget(attached)  # a store may run a plan again (more ids to lock)
             writes, result = plan(current)
-            for w in writes:
-                err = self.problem(w)
-                if err is not None:
-                    raise err
-            self._attach(writes)
-            return writes, result
-
-        return guarded
-
-    def batch(self, plan: Plan[Any]) -> Plan[Any]:
-        """A batch plan whose entities the caller may not write become per-entity errors
-        (403, or 404 when it may not see them) instead of failing the batch."""
-        if self.open and self.note is None:
-            return plan
-        self.may_write_somewhere()
-
-        def guarded(current: dict[str, JSONObject]) -> tuple[list[Write], Any]:
-            writes, result = plan(current)
-            refused: dict[str, NgsiLdError] = {}
-            for w in writes:
-                if w.entity_id not in refused:
+            if batch:
+                writes = self._refuse_some(writes, result)
+            else:
+                for w in writes:
                     err = self.problem(w)
                     if err is not None:
-                        refused[w.entity_id] = err
-            if refused:
-                writes = [w for w in writes if w.entity_id not in refused]
-                result.success = [i for i in result.success if i not in refused]
-                result.created = [i for i in result.created if i not in refused]
-                result.errors.extend(refused.items())
-            self._attach(writes)
+                        raise err
+            if self.note is not None and self.notes is not None:
+                for w in writes:
+                    self.notes.attach(w, self.note)
+                attached.extend(writes)
             return writes, result
 
-        return guarded
+        try:
+            return await store.modify(tenant, ids, guarded)
+        finally:
+            self._forget(attached)
 
-    def _attach(self, writes: list[Write]) -> None:
-        if self.note is not None and self.notes is not None:
-            for w in writes:
-                self.notes.attach(w, self.note)
+    def _refuse_some(self, writes: list[Write], result: Any) -> list[Write]:
+        refused: dict[str, NgsiLdError] = {}
+        for w in writes:
+            if w.entity_id not in refused:
+                err = self.problem(w)
+                if err is not None:
+                    refused[w.entity_id] = err
+        if not refused:
+            return writes
+        result.success = [i for i in result.success if i not in refused]
+        result.created = [i for i in result.created if i not in refused]
+        result.errors.extend(refused.items())
+        return [w for w in writes if w.entity_id not in refused]
+
+    def _forget(self, attached: list[Write]) -> None:
+        if attached and self.notes is not None:
+            self.notes.discard(attached)
+            attached.clear()
 
 
 def _touched(before: JSONObject, after: JSONObject | None) -> frozenset[str]:

@@ -151,7 +151,7 @@ class TemporalService:
             return [write], True
 
         try:
-            return await self.store.modify(tenant, [entity_id], guard.plan(plan))
+            return await guard.modify(self.store, tenant, [entity_id], plan)
         finally:
             self.history.directives.discard(attached)
 

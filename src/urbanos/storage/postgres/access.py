@@ -29,15 +29,13 @@ from urbanos.storage.access import (
     noted_records,
 )
 from urbanos.storage.base import Write
-from urbanos.storage.postgres.listen import announcement, node_for
+from urbanos.storage.postgres.listen import ACCESS_CHANNEL, announcement, node_for
 
 if TYPE_CHECKING:
     from urbanos.storage.postgres import PostgresStore
 
 __all__ = ["ACCESS_CHANNEL", "PostgresAccessStore"]
 
-#: where grant, key and issuer changes are announced (payload: ``listen.announcement``)
-ACCESS_CHANNEL = "urbanos_access"
 
 _KEY_COLUMNS = ("id, tenant, role, name, secret_hash, created_at, expires_at, revoked_at,"
                 " last_used_at, created_by")

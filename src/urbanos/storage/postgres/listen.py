@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from urbanos.storage.postgres import PostgresStore
 
 __all__ = [
+    "ACCESS_CHANNEL",
     "CONTEXTS_CHANNEL",
     "LEAD_LOCK",
     "LIVE_NODES",
@@ -68,7 +69,9 @@ LEAD_LOCK = 0x75726231
 SUBSCRIPTIONS_CHANNEL = "urbanos_subscriptions"
 CONTEXTS_CHANNEL = "urbanos_contexts"
 OUTBOX_CHANNEL = "urbanos_outbox"
-CHANNELS = (SUBSCRIPTIONS_CHANNEL, CONTEXTS_CHANNEL, OUTBOX_CHANNEL)
+#: grants, API keys and identity providers (``storage.postgres.access``)
+ACCESS_CHANNEL = "urbanos_access"
+CHANNELS = (SUBSCRIPTIONS_CHANNEL, CONTEXTS_CHANNEL, OUTBOX_CHANNEL, ACCESS_CHANNEL)
 #: how long a leader waits for the database to confirm it still holds its session
 LEAD_CHECK_TIMEOUT = 5.0
 
