@@ -50,6 +50,8 @@ import httpx
 from urbanos.errors import BadRequestData
 
 __all__ = [
+    "FetchFailed",
+    "fetch_limited",
     "DEFAULT_SCHEMES",
     "GuardedTransport",
     "IPAddress",
@@ -419,3 +421,50 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class FetchFailed(Exception):
+    """Why a bounded fetch gave nothing (``reason``: short, for the caller's own error)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def fetch_limited(
+    client: httpx.AsyncClient, url: str, *, headers: dict[str, str], timeout: float,
+    max_bytes: int, max_redirects: int = 0,
+) -> tuple[bytes, httpx.Headers]:
+    """GET ``url`` through ``client`` (its transport applies the outbound policy): the body
+    of a 2xx answer and its headers, within ``timeout`` seconds for everything, at most
+    ``max_bytes`` read, following at most ``max_redirects`` redirects. Every failure is a
+    ``FetchFailed``: the one way every document the broker fetches is bounded."""
+    current = url
+    try:
+        async with asyncio.timeout(timeout):
+            for _hop in range(max_redirects + 1):
+                async with client.stream("GET", current, headers=headers) as response:
+                    location = response.headers.get("location")
+                    if response.is_redirect and location and max_redirects:
+                        current = str(httpx.URL(current).join(location))
+                        continue
+                    if not response.is_success:
+                        raise FetchFailed(f"HTTP status {response.status_code}")
+                    declared = response.headers.get("content-length", "")
+                    if declared.isdigit() and int(declared) > max_bytes:
+                        raise FetchFailed(f"larger than {max_bytes} bytes")
+                    chunks: list[bytes] = []
+                    size = 0
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise FetchFailed(f"larger than {max_bytes} bytes")
+                        chunks.append(chunk)
+                    return b"".join(chunks), response.headers
+    except TimeoutError as exc:
+        raise FetchFailed(f"no complete answer within {timeout:g} s") from exc
+    except OutboundRefused as exc:
+        raise FetchFailed(exc.detail) from exc
+    except httpx.HTTPError as exc:
+        raise FetchFailed(f"{type(exc).__name__}: {exc}") from exc
+    raise FetchFailed(f"more than {max_redirects} redirects")

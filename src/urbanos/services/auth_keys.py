@@ -21,7 +21,7 @@ import httpx
 import jwt
 import orjson
 
-from urbanos.outbound import GuardedTransport, OutboundPolicy, OutboundRefused
+from urbanos.outbound import FetchFailed, GuardedTransport, OutboundPolicy, fetch_limited
 
 log = logging.getLogger(__name__)
 
@@ -181,36 +181,16 @@ class KeyFetcher:
 
     async def _get_json(self, url: str) -> dict[str, Any]:
         """A JSON object from ``url``: bounded in time and size, no redirects followed."""
-        why = ""
         try:
-            async with asyncio.timeout(self.timeout):
-                async with self._client.stream(
-                    "GET", url, headers={"Accept": "application/json"}
-                ) as response:
-                    declared = response.headers.get("content-length", "")
-                    if not response.is_success:
-                        why = f"HTTP status {response.status_code}"
-                    elif declared.isdigit() and int(declared) > self.max_bytes:
-                        why = f"larger than {self.max_bytes} bytes"
-                    else:
-                        body = bytearray()
-                        async for chunk in response.aiter_bytes():
-                            body += chunk
-                            if len(body) > self.max_bytes:
-                                why = f"larger than {self.max_bytes} bytes"
-                                break
-            if not why:
-                document = orjson.loads(body)
-        except TimeoutError:
-            why = f"no answer within {self.timeout:g} s"
-        except OutboundRefused as exc:
-            why = exc.detail
-        except httpx.HTTPError as exc:
-            why = f"{type(exc).__name__}: {exc}"
-        except orjson.JSONDecodeError:
-            why = "not JSON"
-        if why:
-            raise KeyUnavailable(f"the issuer could not be reached ({url}: {why})"[:500])
+            body, _ = await fetch_limited(
+                self._client, url, headers={"Accept": "application/json"},
+                timeout=self.timeout, max_bytes=self.max_bytes)
+            document = orjson.loads(body)
+        except FetchFailed as exc:
+            raise KeyUnavailable(f"the issuer could not be reached ({url}: {exc.reason})"[:500]
+                                 ) from exc
+        except orjson.JSONDecodeError as exc:
+            raise KeyUnavailable(f"the issuer could not be reached ({url}: not JSON)") from exc
         if not isinstance(document, dict):
             raise KeyUnavailable(f"{url} is not a JSON object")
         return document

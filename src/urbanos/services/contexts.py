@@ -94,7 +94,13 @@ from urbanos.errors import (
     OperationNotSupported,
     ResourceNotFound,
 )
-from urbanos.outbound import GuardedTransport, OutboundPolicy, OutboundRefused, Resolver
+from urbanos.outbound import (
+    FetchFailed,
+    GuardedTransport,
+    OutboundPolicy,
+    Resolver,
+    fetch_limited,
+)
 from urbanos.services.cluster import Generations
 from urbanos.storage.base import ContextEntry, ContextStore, ContextUse
 from urbanos.storage.memory import MemoryContextStore
@@ -541,36 +547,13 @@ class ContextService:
         return document, ttl
 
     async def _download(self, url: str) -> tuple[bytes, str | None]:
-        headers = {"Accept": _ACCEPT, "Accept-Encoding": "identity"}
-        current = url
         try:
-            async with asyncio.timeout(self.timeout):
-                for _hop in range(MAX_REDIRECTS + 1):
-                    async with self._client.stream("GET", current, headers=headers) as response:
-                        location = response.headers.get("location")
-                        if response.is_redirect and location:
-                            current = str(httpx.URL(current).join(location))
-                            continue
-                        if not response.is_success:
-                            raise _unavailable(url, f"HTTP status {response.status_code}")
-                        declared = response.headers.get("content-length", "")
-                        if declared.isdigit() and int(declared) > self.max_bytes:
-                            raise _unavailable(url, f"larger than {self.max_bytes} bytes")
-                        chunks: list[bytes] = []
-                        size = 0
-                        async for chunk in response.aiter_bytes():
-                            size += len(chunk)
-                            if size > self.max_bytes:
-                                raise _unavailable(url, f"larger than {self.max_bytes} bytes")
-                            chunks.append(chunk)
-                        return b"".join(chunks), response.headers.get("cache-control")
-        except TimeoutError as exc:
-            raise _unavailable(url, f"no complete answer within {self.timeout:g} s") from exc
-        except OutboundRefused as exc:
-            raise _unavailable(url, exc.detail) from exc
-        except httpx.HTTPError as exc:
-            raise _unavailable(url, f"{type(exc).__name__}: {exc}") from exc
-        raise _unavailable(url, f"more than {MAX_REDIRECTS} redirects")
+            body, headers = await fetch_limited(
+                self._client, url, headers={"Accept": _ACCEPT, "Accept-Encoding": "identity"},
+                timeout=self.timeout, max_bytes=self.max_bytes, max_redirects=MAX_REDIRECTS)
+        except FetchFailed as exc:
+            raise _unavailable(url, exc.reason) from exc
+        return body, headers.get("cache-control")
 
     # -- the registry (clause 5.13) -----------------------------------------------------
 
