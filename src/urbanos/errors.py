@@ -83,7 +83,8 @@ class Unauthorized(NgsiLdError):
     type_uri = _BASE + "Unauthorized"
     title = "Unauthorized"
 
-    def __init__(self, detail: str = "", challenge: str = "Bearer", **extra: Any) -> None:
+    def __init__(self, detail: str = "", challenge: str = 'Bearer realm="urbanos"',
+                 **extra: Any) -> None:
         super().__init__(detail, **extra)
         self.challenge = challenge
 

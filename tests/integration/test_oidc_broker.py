@@ -44,8 +44,11 @@ def broker(tmp_path: Path, providers: dict[str, OidcProvider]) -> Iterator[Broke
                URBANOS_OIDC_AUDIENCE=RESOURCE)
     b = Broker(f"sqlite:///{tmp_path}/city.db", tmp_path / "broker.log", env=env)
     b.start()
-    yield b
-    b.stop()
+    try:
+        yield b
+    finally:
+        b.stop()
+        b.client.close()
 
 
 def call(b: Broker, method: str, path: str, token: str | None = None,

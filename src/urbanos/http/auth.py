@@ -27,7 +27,7 @@ from urbanos.core.policy import OPEN, Role
 from urbanos.errors import Forbidden, NgsiLdError, Unauthorized
 from urbanos.http.negotiation import tenant_from
 from urbanos.http.problems import problem_response
-from urbanos.services.guard import LOGIN, record_denial
+from urbanos.services.guard import record_denial
 
 if TYPE_CHECKING:
     from urbanos.http.context import Services
@@ -70,7 +70,7 @@ class Authenticate:
             if path.startswith(_PLATFORM) and Role.PLATFORM_ADMIN not in principal.roles_in(
                     tenant):
                 raise (Forbidden("platform administrators only") if principal.authenticated
-                       else Unauthorized("authentication required", challenge=LOGIN))
+                       else Unauthorized("authentication required"))
         except NgsiLdError as exc:
             await _audit_refusal(svc, scope, headers, exc)
             await problem_response(exc)(scope, receive, send)

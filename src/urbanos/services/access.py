@@ -55,20 +55,16 @@ from urbanos.storage.access import (
 )
 from urbanos.types import JSONObject
 
-__all__ = ["ACCESS", "AccessService", "ApiKey", "AuditFilter", "AuditNote", "AuditRecord",
+__all__ = ["AccessService", "ApiKey", "AuditFilter", "AuditNote", "AuditRecord",
            "Issuer", "new_grant_id", "platform_admin"]
 
 log = logging.getLogger("urbanos.access")
 
 T = TypeVar("T")
 
-#: cluster topic of grants and API keys (``services.cluster``): announced per tenant
-ACCESS = "access"
 #: the job one node runs alone (``EntityStore.try_lead``): purging the old audit records
 RETENTION_JOB = "audit.retention"
 
-#: the challenge of a 401 for a caller without credentials
-CHALLENGE = 'Bearer realm="urbanos"'
 KEY_CHALLENGE = 'ApiKey realm="urbanos"'
 KEY_PREFIX = "uk_"
 _KEY_ID = re.compile(r"^[A-Za-z0-9_-]{16}$")
@@ -243,7 +239,7 @@ class AccessService:
         if principal.authenticated:
             error = Forbidden(detail)
         else:
-            error = Unauthorized("authentication required", challenge=CHALLENGE)
+            error = Unauthorized("authentication required")
         if operation is not None:
             await self.record(self._record(principal, tenant, operation, "denied", error.status,
                                            entity_ids, request_id, detail))
@@ -446,7 +442,7 @@ class AccessService:
                          request_id: str | None = None) -> None:
         """Revoke a key at once on this node (and, through ``on_change``, on the others).
         404 for a key unknown or of a tenant ``by`` does not administer."""
-        key = await self.store.get_key(key_id)
+        key = await self.store.get_key(key_id) if _KEY_ID.match(key_id) else None
         if key is None or not await self.may_administer(by, key.tenant):
             await self._not_found(by, key.tenant if key else "", f"API key {key_id}",
                                   key is not None, "key.revoke", request_id)

@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Plan = Callable[[dict[str, JSONObject]], tuple[list[Write], T]]
 
-#: the challenge of a request that needs credentials it did not bring (RFC 6750 section 3)
-LOGIN = 'Bearer realm="urbanos"'
 
 
 class Guard:
@@ -112,12 +110,12 @@ class Guard:
         if not any(Action.WRITE in g.actions or Action.OWN in g.actions for g in self.grants
                    if g.assignee.covers(self.principal)) and not decide(
                 self.principal, Action.WRITE, self.tenant, None, self.grants).allowed:
-            raise Unauthorized("authentication required to write", challenge=LOGIN)
+            raise Unauthorized("authentication required to write")
 
     def denied(self, detail: str) -> NgsiLdError:
         if self.principal.authenticated:
             return Forbidden(detail)
-        return Unauthorized(detail, challenge=LOGIN)
+        return Unauthorized(detail)
 
     # -- writes --------------------------------------------------------------------------
     def problem(self, write: Write) -> NgsiLdError | None:
@@ -269,7 +267,7 @@ async def guard_for(access: AccessService, principal: Principal, tenant: str,
             g.assignee.covers(principal) for g in guard.grants):
         # nothing here is open to the public: ask for credentials rather than answer
         # with an empty tenant
-        raise Unauthorized("authentication required", challenge=LOGIN)
+        raise Unauthorized("authentication required")
     return guard
 
 
