@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from urbanos.core.policy import OPEN, Role
+from urbanos.core.policy import OPEN
 from urbanos.errors import Forbidden, NgsiLdError, Unauthorized
 from urbanos.http.negotiation import tenant_from
 from urbanos.http.problems import problem_response
+from urbanos.services.access import platform_admin
 from urbanos.services.guard import record_denial
 
 if TYPE_CHECKING:
@@ -67,8 +68,7 @@ class Authenticate:
         try:
             tenant = tenant_from(headers.get("ngsild-tenant"))
             principal = await svc.auth.authenticate(headers, tenant)
-            if path.startswith(_PLATFORM) and Role.PLATFORM_ADMIN not in principal.roles_in(
-                    tenant):
+            if path.startswith(_PLATFORM) and not platform_admin(principal):
                 raise (Forbidden("platform administrators only") if principal.authenticated
                        else Unauthorized("authentication required"))
         except NgsiLdError as exc:
