@@ -12,7 +12,16 @@ from typing import Any
 
 import pytest
 
-from tests.http.access_harness import Broker, LocalIssuer, broker, local_issuer, secured_settings
+from tests.http.access_harness import (
+    AUDIENCE as AUD,
+)
+from tests.http.access_harness import (
+    Broker,
+    LocalIssuer,
+    broker,
+    local_issuer,
+    secured_settings,
+)
 from urbanos.core.policy import OPEN, Action, Assignee, Grant, Role, Target
 
 DEF = "https://uri.etsi.org/ngsi-ld/default-context/"
@@ -333,3 +342,60 @@ async def test_writes_and_denials_are_audited(city: Broker) -> None:
     assert set(batch.entity_ids) == {"urn:ngsi-ld:Park:2", "urn:ngsi-ld:Building:2"}
     assert any(r.principal == f"apikey:{reader.id}" and r.status == 403 for r in denied)
     assert len(city.services.access.store.notes) == 0  # every note reached its record
+
+
+async def test_snapshots_show_each_reader_what_it_may_see(city: Broker, issuer: LocalIssuer
+                                                         ) -> None:
+    await seed(city)
+    await grant(city, "subject:kai", {Action.READ}, types=(PARK,), hidden=(DEF + "secret",))
+    snap = {"type": "Snapshot", "snapshotQueries": [{"type": "Query", "entities": [{"type": "Park"}]},
+                                                    {"type": "Query", "entities": [{"type": "Building"}]}]}
+    async with city.client(token=issuer.token("kai")) as kai:
+        r = await kai.post("/ngsi-ld/v1/snapshots", json=snap)
+        assert r.status_code == 201, r.text
+        frozen = {"NGSILD-Snapshot": r.headers["Location"].rsplit("/", 1)[1]}
+        r = await kai.get(E + "/urn:ngsi-ld:Park:1", headers=frozen)
+        assert r.status_code == 200 and "secret" not in r.json()
+        assert (await kai.get(E + "/urn:ngsi-ld:Building:1", headers=frozen)).status_code == 404
+        r = await kai.get(E, params={"type": "Park,Building"}, headers=frozen)
+        assert sorted(e["id"] for e in r.json()) == ["urn:ngsi-ld:Park:1", "urn:ngsi-ld:Park:2"]
+        assert (await kai.delete(r.request.url.copy_with(
+            path="/ngsi-ld/v1/snapshots/" + frozen["NGSILD-Snapshot"],
+            params=None))).status_code == 403
+    async with city.client(token=issuer.token("nobody")) as nobody:
+        assert (await nobody.post("/ngsi-ld/v1/snapshots", json=snap)).status_code == 403
+
+
+async def test_a_tenant_identity_provider_cannot_make_platform_admins(
+    city: Broker, issuer: LocalIssuer
+) -> None:
+    from urbanos.services.access import Issuer
+
+    with local_issuer() as kobe_idp:
+        await city.services.access.put_issuer(OPEN, Issuer("kobe", kobe_idp.url, AUD))
+        boss = kobe_idp.token("boss", roles=["platformAdmin", "tenantAdmin"])
+        async with city.client(token=boss, tenant="kobe") as kobe:
+            assert (await kobe.post(E, json=park(1))).status_code == 201  # its own tenant
+            assert (await kobe.get("/admin/dead-letters")).status_code == 403
+            assert (await kobe.get("/metrics")).status_code == 403
+        async with city.client(token=boss) as elsewhere:
+            assert (await elsewhere.get(E, params={"type": "Park"})).status_code == 401
+
+
+async def test_refused_entities_of_a_batch_are_audited(city: Broker, issuer: LocalIssuer
+                                                      ) -> None:
+    from urbanos.storage.access import AuditFilter
+
+    await grant(city, "subject:rin", {Action.READ, Action.WRITE}, types=(PARK,))
+    async with city.client(token=issuer.token("rin")) as rin:
+        r = await rin.post("/ngsi-ld/v1/entityOperations/create", json=[park(1), building(1)])
+        assert r.status_code == 207
+        sub = {"type": "Subscription", "entities": [{"type": "Park"}],
+               "notification": {"endpoint": {"uri": "http://127.0.0.1:9/n"}}}
+        assert (await rin.post("/ngsi-ld/v1/subscriptions", json=sub)).status_code == 403
+    records = await city.services.access.audit(AuditFilter(principal=f"{issuer.url}#rin"))
+    seen = {(r.outcome, r.status, r.entity_ids) for r in records}
+    assert ("ok", 0, ("urn:ngsi-ld:Park:1",)) in seen
+    assert ("denied", 403, ("urn:ngsi-ld:Building:1",)) in seen
+    assert any(r.outcome == "denied" and r.operation == "create_subscription"
+               for r in records)

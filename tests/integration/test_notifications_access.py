@@ -89,3 +89,31 @@ async def test_notifications_show_only_what_the_owner_may_read(
     levels = [g.json()["data"][0]["level"]["value"] for g in got]
     assert levels == [2.5, 4.2]
     assert len(receiver.on("/alerts")) == 2
+
+
+async def test_a_revoked_key_stops_the_notifications_of_its_subscriptions(
+    city: Broker, receiver: Receiver
+) -> None:
+    access = city.services.access
+    stored, app_key = await access.create_key(OPEN, "", Role.SUBSCRIBER, "dashboard")
+    _, admin = await access.create_key(OPEN, "", Role.TENANT_ADMIN, "operator")
+    _, writer = await access.create_key(OPEN, "", Role.WRITER, "gauges")
+
+    def subscription(path: str) -> dict[str, Any]:
+        return {"type": "Subscription", "entities": [{"type": "RiverGauge"}],
+                "notification": {"endpoint": {"uri": f"{receiver.base}{path}",
+                                              "accept": "application/json"}}}
+
+    async with city.client(key=app_key) as dashboard:
+        assert (await dashboard.post("/ngsi-ld/v1/subscriptions",
+                                     json=subscription("/dash"))).status_code == 201
+    async with city.client(key=admin) as operator:
+        assert (await operator.post("/ngsi-ld/v1/subscriptions",
+                                    json=subscription("/all"))).status_code == 201
+    async with city.client(key=writer) as w:
+        assert (await w.post(E, json=gauge(1, 1.0, "A"))).status_code == 201
+        await receiver.await_("/dash")
+        await access.revoke_key(OPEN, stored.id)
+        assert (await w.post(E, json=gauge(2, 2.0, "B"))).status_code == 201
+        await receiver.await_("/all", count=2)  # matched for every subscription by now
+    assert len(receiver.on("/dash")) == 1

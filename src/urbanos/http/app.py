@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
         ) if modes else None
         if auth is not None:
             subscriptions.grants = access.grants
+            subscriptions.owners = access.current
         app.state.services = Services(
             settings=settings, store=the_store, entities=EntityService(the_store),
             contexts=contexts, subscriptions=subscriptions, access=access, auth=auth,

@@ -81,6 +81,11 @@ def new_grant_id() -> str:
     return f"urn:ngsi-ld:Permission:{uuid.uuid4()}"
 
 
+def key_principal(key: ApiKey) -> Principal:
+    """Who an API key acts as: its id, its role in its tenant (``*``: every tenant)."""
+    return Principal(kind="apikey", subject=key.id, roles={key.tenant: frozenset({key.role})})
+
+
 def platform_admin(principal: Principal) -> bool:
     """Whether ``principal`` administers the whole platform (every tenant, the platform's
     issuer and keys): ``OPEN`` (no authentication configured) or platformAdmin in ``*``."""
@@ -405,6 +410,19 @@ class AccessService:
             raise Unauthorized("API key expired", challenge=KEY_CHALLENGE)
         self._used[key.id] = now
         return key
+
+    async def current(self, principal: Principal) -> Principal | None:
+        """``principal`` as it stands now, for what acts in its name after its request (a
+        subscription notifying): an API key's with the key's current role, None once the
+        key is revoked, expired or gone; a token's as recorded (its roles are the
+        identity provider's, known only when a token is presented)."""
+        if principal.kind != "apikey" or principal.subject is None:
+            return principal
+        key = await self._key(principal.subject) if _KEY_ID.match(principal.subject) else None
+        if key is None or key.revoked_at is not None or (
+                key.expires_at is not None and key.expires_at <= self.clock()):
+            return None
+        return key_principal(key)
 
     async def _key(self, key_id: str) -> ApiKey | None:
         """The stored key, cached for ``key_ttl`` seconds (dropped at once by a change)."""

@@ -45,6 +45,7 @@ import jwt
 from urbanos.core.policy import ANY_TENANT, OPEN, Principal, Role
 from urbanos.errors import Unauthorized
 from urbanos.outbound import OutboundPolicy
+from urbanos.services.access import key_principal
 from urbanos.services.auth_claims import ClaimMap
 from urbanos.services.auth_keys import ALGORITHMS, KeyFetcher, KeyUnavailable
 from urbanos.storage.access import ApiKey, Issuer
@@ -193,8 +194,7 @@ class Authenticator:
             raise Unauthorized("this API key has been revoked", challenge=challenge)
         if key.tenant not in (tenant, ANY_TENANT):
             raise Unauthorized("this API key belongs to another tenant", challenge=challenge)
-        return Principal(kind="apikey", subject=key.id,
-                         roles={key.tenant: frozenset({key.role})})
+        return key_principal(key)
 
     # -- bearer tokens -----------------------------------------------------------------
     async def _bearer(self, token: str, tenant: str) -> Principal:

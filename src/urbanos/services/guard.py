@@ -43,15 +43,17 @@ Plan = Callable[[dict[str, JSONObject]], tuple[list[Write], T]]
 
 
 class Guard:
-    __slots__ = ("principal", "tenant", "grants", "note", "notes", "_view")
+    __slots__ = ("principal", "tenant", "grants", "note", "notes", "access", "_view")
 
     def __init__(self, principal: Principal, tenant: str, grants: Sequence[Grant] = (),
-                 note: AuditNote | None = None, notes: AuditNotes | None = None) -> None:
+                 note: AuditNote | None = None, notes: AuditNotes | None = None,
+                 access: AccessService | None = None) -> None:
         self.principal = principal
         self.tenant = tenant
         self.grants = tuple(grants)
         self.note = note
         self.notes = notes
+        self.access = access  # where the request's other audit records go
         self._view: View | None = None
 
     @property
@@ -60,7 +62,7 @@ class Guard:
 
     def for_tenant(self, tenant: str) -> Guard:
         return self if self.open else Guard(self.principal, tenant, self.grants, self.note,
-                                            self.notes)
+                                            self.notes, self.access)
 
     # -- reads ---------------------------------------------------------------------------
     @property
@@ -181,12 +183,14 @@ class Guard:
             return await store.modify(tenant, ids, plan)
         self.may_write_somewhere()
         attached: list[Write] = []
+        refused: dict[str, NgsiLdError] = {}
 
         def guarded(current: dict[str, JSONObject]) -> tuple[list[Write], T]:
             self._forget(attached)  # a store may run a plan again (more ids to lock)
+            refused.clear()
             writes, result = plan(current)
             if batch:
-                writes = self._refuse_some(writes, result)
+                writes = self._refuse_some(writes, result, refused)
             else:
                 for w in writes:
                     err = self.problem(w)
@@ -199,12 +203,28 @@ class Guard:
             return writes, result
 
         try:
-            return await store.modify(tenant, ids, guarded)
+            outcome = await store.modify(tenant, ids, guarded)
         finally:
             self._forget(attached)
+        for status in sorted({e.status for e in refused.values()}):
+            await self._record("denied", status, tuple(
+                i for i, e in refused.items() if e.status == status))
+        return outcome
 
-    def _refuse_some(self, writes: list[Write], result: Any) -> list[Write]:
-        refused: dict[str, NgsiLdError] = {}
+    async def record_ok(self, ids: Sequence[str]) -> None:
+        """Audit a write that is not an entity's (a subscription, an @context, a
+        snapshot): appended once it is done, not in its transaction."""
+        await self._record("ok", 0, tuple(ids))
+
+    async def _record(self, outcome: str, status: int, ids: tuple[str, ...]) -> None:
+        if self.note is None or self.access is None:
+            return
+        n = self.note
+        await append_audit(self.access, n.principal, n.client, self.tenant, n.operation,
+                           outcome, status, n.request_id, ids)
+
+    def _refuse_some(self, writes: list[Write], result: Any,
+                     refused: dict[str, NgsiLdError]) -> list[Write]:
         for w in writes:
             if w.entity_id not in refused:
                 err = self.problem(w)
@@ -262,7 +282,8 @@ async def guard_for(access: AccessService, principal: Principal, tenant: str,
     if principal.kind == "open":
         return OPEN_GUARD
     note = access.note(principal, operation, request_id)
-    guard = Guard(principal, tenant, await access.grants(tenant), note, access.store.notes)
+    guard = Guard(principal, tenant, await access.grants(tenant), note, access.store.notes,
+                  access)
     if principal.kind == "anonymous" and guard.view.types == frozenset() and not any(
             g.assignee.covers(principal) for g in guard.grants):
         # nothing here is open to the public: ask for credentials rather than answer
@@ -277,8 +298,16 @@ async def record_denial(access: AccessService, principal: str, client: str | Non
                         ) -> None:
     """Append a refused request to the audit log (denials are not writes: they are
     recorded on their own, after the answer is decided)."""
+    await append_audit(access, principal, client, tenant, operation, "denied", error.status,
+                       request_id, entity_ids, error.detail)
+
+
+async def append_audit(access: AccessService, principal: str, client: str | None,
+                       tenant: str, operation: str, outcome: str, status: int,
+                       request_id: str | None, entity_ids: tuple[str, ...] = (),
+                       detail: str | None = None) -> None:
     await access.record(AuditRecord(
         time=now_iso(), principal=principal, client=client, tenant=tenant,
-        operation=operation, entity_ids=entity_ids, outcome="denied", status=error.status,
-        request_id=request_id, detail=error.detail,
+        operation=operation, entity_ids=entity_ids, outcome=outcome, status=status,
+        request_id=request_id, detail=detail,
     ))

@@ -32,7 +32,7 @@ from urbanos.core.notification import (
     render_data,
     render_options,
 )
-from urbanos.core.policy import Action, Grant, decide
+from urbanos.core.policy import ANONYMOUS, Action, Grant, Principal, decide
 from urbanos.core.render import relationship_targets
 from urbanos.core.selection import linked_steps, required_types
 from urbanos.core.subscription import (
@@ -166,6 +166,9 @@ class SubscriptionService:
         #: the tenants' grants, for what each subscription's owner may read (None: no
         #: access control, notifications carry everything)
         self.grants: Callable[[str], Awaitable[Sequence[Grant]]] | None = None
+        #: an owner as it stands now (``AccessService.current``): None stops its
+        #: subscriptions' notifications (a revoked API key)
+        self.owners: Callable[[Principal], Awaitable[Principal | None]] | None = None
         self._indexes: dict[str, _TenantIndex] = {}
         self._generations = Generations()  # see services.cluster
         self._tenants: set[str] = set()
@@ -274,6 +277,7 @@ class SubscriptionService:
         if index is not None:
             index.add(sub)
         self._tenants.add(tenant)
+        await guard.record_ok([str(doc["id"])])
         return str(doc["id"])
 
     async def update(
@@ -293,6 +297,7 @@ class SubscriptionService:
         if index is not None:
             index.add(sub)
         self._next_due.pop((tenant, subscription_id), None)
+        await guard.record_ok([subscription_id])
 
     async def delete(self, tenant: str, subscription_id: str, *,
                      guard: Guard = OPEN_GUARD) -> None:
@@ -306,6 +311,7 @@ class SubscriptionService:
             index.remove(subscription_id)
         for table in (self._last_fired, self._firing, self._last_failure, self._next_due):
             table.pop((tenant, subscription_id), None)
+        await guard.record_ok([subscription_id])
 
     async def _stored(self, tenant: str, subscription_id: str,
                       guard: Guard = OPEN_GUARD) -> StoredSubscription:
@@ -393,11 +399,15 @@ class SubscriptionService:
         return Matched(out, failed)
 
     async def _owner_guard(self, sub: Subscription, tenant: str) -> Guard | None:
-        """The rights of the subscription's owner now (None: it sees everything)."""
+        """The rights of the subscription's owner now (None: it sees everything; a guard
+        that sees nothing when the owner is gone)."""
         record = sub.doc.get(OWNER)
         if record is None or self.grants is None:
             return None
-        guard = Guard(principal_from_record(record), tenant, await self.grants(tenant))
+        owner: Principal | None = principal_from_record(record)
+        if self.owners is not None and owner is not None:
+            owner = await self.owners(owner)
+        guard = Guard(owner or ANONYMOUS, tenant, await self.grants(tenant) if owner else ())
         return None if guard.view.unrestricted else guard
 
     async def _match_one(

@@ -197,7 +197,11 @@ async def retrieve_entity(request: Request) -> Response:
         entity = await svc.entities.retrieve(ctx.tenant, entity_id, guard=ctx.guard)
     else:
         assert svc.snapshots is not None
-        entity = await svc.snapshots.retrieve_entity(ctx.tenant, snapshot, entity_id)
+        frozen = await svc.snapshots.retrieve_entity(ctx.tenant, snapshot, entity_id)
+        shown = ctx.guard.read(frozen)
+        if shown is None:
+            raise ResourceNotFound(f"entity {entity_id} not found")
+        entity = shown
     if types is not None and not matches_type(types, entity.get("type", [])):
         raise ResourceNotFound(f"entity {entity_id} is not of type {params['type']}")
     if opts.attrs is not None and not any(True for _ in visible_attributes(entity, opts)):

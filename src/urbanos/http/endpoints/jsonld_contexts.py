@@ -42,8 +42,10 @@ async def add_context(request: Request) -> Response:
     body, _ = await read_body(request, s.max_body_bytes, s.max_json_depth)
     contexts = services(request).contexts
     tenant = tenant_of(request)
-    (await guard_of(request, tenant)).require(Action.WRITE)
+    guard = await guard_of(request, tenant)
+    guard.require(Action.WRITE)
     local_id = await contexts.add(body, tenant=tenant)
+    await guard.record_ok([local_id])
     return empty(201, {"Location": contexts.path(local_id)})
 
 
@@ -73,8 +75,10 @@ async def delete_context(request: Request) -> Response:
     """Delete and Reload @context (clause 5.13.5)."""
     params = request.query_params
     check_params(params, {"reload"})
-    (await guard_of(request, tenant_of(request))).require(Action.WRITE)
+    guard = await guard_of(request, tenant_of(request))
+    guard.require(Action.WRITE)
     await services(request).contexts.delete(
         _context_id(request), reload=_flag(params, "reload"), tenant=tenant_of(request)
     )
+    await guard.record_ok([_context_id(request)])
     return empty(204)

@@ -10,6 +10,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response
 
+from urbanos.core.policy import Action
 from urbanos.core.query.parse import parse_q
 from urbanos.errors import BadRequestData
 from urbanos.http.context import link_url, request_context, services
@@ -39,14 +40,17 @@ def _location(snapshot_id: str) -> str:
 
 
 async def create_snapshot(request: Request) -> Response:
-    """Create Snapshot (clause 5.16.1, binding 6.36.3.1): 201 with Location."""
+    """Create Snapshot (clause 5.16.1, binding 6.36.3.1): 201 with Location. Whoever may
+    read some of the tenant may take one; reading it shows each caller what it may see."""
     check_params(request.query_params, set())
     body, ctx = await read_entity_body(request)
+    ctx.guard.require_some(Action.READ)
     raw, members = check_snapshot(body)
     limit = services(request).settings.max_limit
     queries = [query_from_body(q, ctx.terms, limit=limit, offset=0, count=False).query
                for q in raw]
     snapshot_id = await service(request).create(ctx.tenant, raw, members, queries)
+    await ctx.guard.record_ok([snapshot_id])
     return empty(201, {"Location": _location(snapshot_id)} | tenant_headers(ctx))
 
 
@@ -54,6 +58,7 @@ async def list_snapshots(request: Request) -> Response:
     """Query Snapshots (clause 5.16.6, binding 6.36.3.2)."""
     check_params(request.query_params, set())
     ctx = await request_context(request)
+    ctx.guard.require_some(Action.READ)
     docs = await service(request).all(ctx.tenant)
     return json_response(ctx, docs, link_url=await link_url(request, ctx))
 
@@ -63,6 +68,7 @@ async def retrieve_snapshot(request: Request) -> Response:
     check_params(request.query_params, set())
     snapshot_id = _path_id(request)
     ctx = await request_context(request)
+    ctx.guard.require_some(Action.READ)
     doc = await service(request).retrieve(ctx.tenant, snapshot_id)
     return json_response(ctx, doc, link_url=await link_url(request, ctx))
 
@@ -72,7 +78,9 @@ async def update_snapshot(request: Request) -> Response:
     check_params(request.query_params, set())
     snapshot_id = _path_id(request)
     body, ctx = await read_entity_body(request)
+    ctx.guard.require(Action.WRITE)
     doc = await service(request).update(ctx.tenant, snapshot_id, body)
+    await ctx.guard.record_ok([snapshot_id])
     return json_response(ctx, doc, link_url=await link_url(request, ctx))
 
 
@@ -81,7 +89,9 @@ async def delete_snapshot(request: Request) -> Response:
     check_params(request.query_params, set())
     snapshot_id = _path_id(request)
     ctx = await request_context(request)
+    ctx.guard.require(Action.WRITE)
     await service(request).delete(ctx.tenant, snapshot_id)
+    await ctx.guard.record_ok([snapshot_id])
     return empty(204, tenant_headers(ctx))
 
 
@@ -90,7 +100,9 @@ async def clone_snapshot(request: Request) -> Response:
     check_params(request.query_params, set())
     snapshot_id = _path_id(request)
     body, ctx = await read_entity_body(request)
+    ctx.guard.require_some(Action.READ)
     clone_id = await service(request).clone(ctx.tenant, snapshot_id, body)
+    await ctx.guard.record_ok([clone_id])
     return empty(201, {"Location": _location(clone_id)} | tenant_headers(ctx))
 
 
@@ -101,6 +113,8 @@ async def purge_snapshots(request: Request) -> Response:
     if not params.get("q"):
         raise BadRequestData("purging snapshots needs a q")
     ctx = await request_context(request)
+    ctx.guard.require(Action.WRITE)
     q = parse_q(params["q"], ctx.terms.expand)
     await service(request).purge(ctx.tenant, q, ctx.terms)
+    await ctx.guard.record_ok([])
     return empty(204, tenant_headers(ctx))
