@@ -1,9 +1,11 @@
-"""`urbanos serve | keys | --version`; every option also has an URBANOS_* environment variable.
+"""`urbanos serve | keys | grants | --version`; every serve option also has an URBANOS_*
+environment variable.
 
 ``serve`` refuses to listen on a non-loopback address without authentication unless told
 ``--insecure-open`` (then it warns in the log), and serves HTTPS with ``--tls-cert`` and
 ``--tls-key``. ``keys`` creates, lists and revokes API keys directly in the store named by
-``--store``/``URBANOS_STORE`` (whoever can open the store is its administrator).
+``--store``/``URBANOS_STORE`` (whoever can open the store is its administrator);
+``grants`` lists, adds and revokes grants there, in the admin API's form.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{s.help} (env {s.env}, default {s.default!r})",
         )
     _keys_parser(sub)
+    _grants_parser(sub)
     return parser
 
 
@@ -77,13 +80,30 @@ def _keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     revoke.add_argument("id", help="the key id (the part of the token before the dot)")
 
 
+def _grants_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    store_help = "store URL (env URBANOS_STORE, default the serve default)"
+    grants = sub.add_parser("grants", help="list, add and revoke grants (as the admin API)")
+    grants.add_argument("--store", default=None, help=store_help)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", default=argparse.SUPPRESS, help=store_help)
+    common.add_argument("--tenant", default="", help="the tenant (default: the default one)")
+    verbs = grants.add_subparsers(dest="verb")
+    verbs.add_parser("list", parents=[common], help="the tenant's grants as JSON")
+    add = verbs.add_parser("add", parents=[common],
+                           help="add a grant: JSON as POST /urbanos/v1/grants takes it")
+    add.add_argument("grant", help='e.g. {"assignee": "claim:groups=parks", "role": '
+                                   '"writer", "target": {"types": ["Park"]}}')
+    revoke = verbs.add_parser("revoke", parents=[common], help="revoke a grant")
+    revoke.add_argument("id", help="the grant id")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "keys":
+    if args.command in ("keys", "grants"):
         if args.verb is None:
-            parser.parse_args(["keys", "--help"])
-        return _keys(args)
+            parser.parse_args([args.command, "--help"])
+        return _keys(args) if args.command == "keys" else _grants(args)
     if args.command != "serve":
         parser.print_help()
         return 2
@@ -185,8 +205,8 @@ def _keys(args: argparse.Namespace) -> int:
     return asyncio.run(_with_access(settings, verbs[args.verb]))
 
 
-async def _with_access(settings: Settings, work: Callable[[AccessService], Awaitable[int]]
-                       ) -> int:
+async def _with_access(settings: Settings, work: Callable[[AccessService], Awaitable[int]],
+                       command: str = "keys") -> int:
     from urbanos.errors import NgsiLdError
     from urbanos.services.access import AccessService
     from urbanos.services.stores import open_stores
@@ -196,7 +216,7 @@ async def _with_access(settings: Settings, work: Callable[[AccessService], Await
     try:
         return await work(AccessService(stores.access))
     except NgsiLdError as exc:
-        print(f"urbanos keys: {exc.detail}", file=sys.stderr)
+        print(f"urbanos {command}: {exc.detail}", file=sys.stderr)
         return 1
     finally:
         await stores.close()
@@ -234,6 +254,56 @@ async def _list_keys(access: AccessService, tenant: str | None) -> int:
 async def _revoke_key(access: AccessService, key_id: str) -> int:
     await access.revoke_key(_operator(), key_id)
     print(f"urbanos keys: revoked key {key_id}", file=sys.stderr)
+    return 0
+
+
+# -- urbanos grants --------------------------------------------------------------------
+def _grants(args: argparse.Namespace) -> int:
+    from urbanos.errors import NgsiLdError
+    from urbanos.http.negotiation import tenant_from
+
+    settings = Settings.from_env(store=args.store)
+    try:
+        tenant = tenant_from(args.tenant)
+    except NgsiLdError as exc:
+        print(f"urbanos grants: {exc.detail}", file=sys.stderr)
+        return 2
+    verbs: dict[str, Callable[[AccessService], Awaitable[int]]] = {
+        "list": lambda access: _list_grants(access, tenant),
+        "add": lambda access: _add_grant(access, tenant, args.grant),
+        "revoke": lambda access: _revoke_grant(access, tenant, args.id),
+    }
+    return asyncio.run(_with_access(settings, verbs[args.verb], "grants"))
+
+
+async def _list_grants(access: AccessService, tenant: str) -> int:
+    grants = await access.list_grants(_operator(), tenant)
+    sys.stdout.write(orjson.dumps([g.to_json() for g in grants],
+                                  option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+async def _add_grant(access: AccessService, tenant: str, text: str) -> int:
+    from urbanos.core.grant_input import grant_from_input
+    from urbanos.core.jsonld import core_term_map
+    from urbanos.errors import BadRequestData
+    from urbanos.services.access import new_grant_id
+
+    try:
+        body = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequestData(f"the grant is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequestData("a grant is a JSON object")
+    grant = grant_from_input(body, tenant, core_term_map().expand, new_grant_id)
+    stored = await access.add_grant(_operator(), grant)
+    sys.stdout.write(orjson.dumps(stored.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+async def _revoke_grant(access: AccessService, tenant: str, grant_id: str) -> int:
+    await access.delete_grant(_operator(), tenant, grant_id)
+    print(f"urbanos grants: revoked {grant_id}", file=sys.stderr)
     return 0
 
 

@@ -160,3 +160,38 @@ def test_keys_refuses_bad_input_with_a_message(capsys: pytest.CaptureFixture[str
     assert exit_.value.code != 0
     code, out, _ = keys(capsys, store, "list")
     assert code == 0 and [k["name"] for k in orjson.loads(out)] == ["operations"]
+
+
+def test_grants_add_list_revoke_on_a_sqlite_file(capsys: pytest.CaptureFixture[str],
+                                                 tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path}/city.db"
+    body = ('{"id": "urn:ngsi-ld:Permission:parks", "assignee": "claim:groups=parks", '
+            '"role": "writer", "target": {"types": ["Park"], "hidden": ["phone"]}}')
+    assert cli.main(["grants", "--store", store, "add", "--tenant", "osaka", body]) == 0
+    added = orjson.loads(capsys.readouterr().out)
+    assert added["target"] == {
+        "types": ["https://uri.etsi.org/ngsi-ld/default-context/Park"],
+        "hidden": ["https://uri.etsi.org/ngsi-ld/default-context/phone"]}
+    assert added["actions"] == ["read", "write"] and added["tenant"] == "osaka"
+    assert cli.main(["grants", "--store", store, "list", "--tenant", "osaka"]) == 0
+    assert [g["id"] for g in orjson.loads(capsys.readouterr().out)] == [added["id"]]
+    assert cli.main(["grants", "--store", store, "list"]) == 0
+    assert orjson.loads(capsys.readouterr().out) == []  # another tenant's
+    assert cli.main(["grants", "--store", store, "revoke", "--tenant", "osaka",
+                     added["id"]]) == 0
+    capsys.readouterr()
+    assert cli.main(["grants", "--store", store, "list", "--tenant", "osaka"]) == 0
+    assert orjson.loads(capsys.readouterr().out) == []
+
+
+@pytest.mark.parametrize("body", ['{"assignee": "nobody:x", "role": "reader"}',
+                                  '{"assignee": "public", "role": "owner"}',
+                                  '{"assignee": "public", "role": "reader", "target": 5}',
+                                  "not json", "[]"])
+def test_grants_add_refuses_bad_grants_with_a_message(capsys: pytest.CaptureFixture[str],
+                                                      tmp_path: Path, body: str) -> None:
+    store = f"sqlite:///{tmp_path}/city.db"
+    assert cli.main(["grants", "--store", store, "add", body]) == 1
+    assert capsys.readouterr().err.startswith("urbanos grants: ")
+    assert cli.main(["grants", "--store", store, "list"]) == 0
+    assert orjson.loads(capsys.readouterr().out) == []

@@ -18,10 +18,9 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
-from urbanos.core.policy import ANY_TENANT, OPEN, Grant, Principal, Role, Target
-from urbanos.core.selection import check_id_pattern
+from urbanos.core.grant_input import grant_from_input
+from urbanos.core.policy import ANY_TENANT, OPEN, Principal, Role
 from urbanos.core.timeutil import normalize_datetime
-from urbanos.core.validation import check_name, check_scopes, is_uri
 from urbanos.errors import BadRequestData, NgsiLdError
 from urbanos.http.context import services
 from urbanos.http.negotiation import (
@@ -109,34 +108,6 @@ def _other_tenant(params: QueryParams, default: str) -> str:
 
 
 # -- grants --------------------------------------------------------------------------
-async def _expand_target(request: Request, grant: Grant) -> Grant:
-    """The target's type and attribute names as IRIs (through the request's @context, a
-    Link header; the core context without one), its ids checked as URIs, its idPattern
-    and scopes checked."""
-    t = grant.target
-    for entity_id in t.ids:
-        if not is_uri(entity_id):
-            raise BadRequestData(f"grant target ids: {entity_id!r} is not a URI")
-    if t.id_pattern is not None:
-        check_id_pattern(t.id_pattern)
-    check_scopes(list(t.scopes))
-    if not (t.types or t.attributes or t.hidden):
-        return grant
-    context = parse_link_context(request.headers.get("link"))
-    terms = await services(request).contexts.term_map(context, tenant=grant.tenant)
-
-    def names(values: tuple[str, ...], what: str) -> tuple[str, ...]:
-        return tuple(terms.expand(check_name(v, what)) for v in values)
-
-    target = Target(
-        ids=t.ids, id_pattern=t.id_pattern, types=names(t.types, "entity type"),
-        scopes=t.scopes,
-        attributes=None if t.attributes is None else names(t.attributes, "attribute name"),
-        hidden=names(t.hidden, "attribute name"),
-    )
-    return Grant(grant.id, grant.tenant, grant.assignee, grant.actions, target, grant.assigner)
-
-
 async def list_grants(request: Request) -> Response:
     """List the tenant's grants (admins: all; others: those they gave or may revoke).
 
@@ -164,22 +135,9 @@ async def create_grant(request: Request) -> Response:
     check_params(request.query_params, set())
     tenant = _tenant(request)
     body = await _object(request)
-    if "tenant" in body and body["tenant"] != tenant:
-        raise BadRequestData(
-            f"grant tenant {body['tenant']!r} differs from the NGSILD-Tenant header's "
-            f"{tenant!r}: a grant is added in the tenant of the request"
-        )
-    doc = dict(body) | {"tenant": tenant}
-    doc.pop("assigner", None)  # who grants is the caller
-    if "id" not in doc:
-        doc["id"] = new_grant_id()
-    elif not is_uri(doc["id"]):
-        raise BadRequestData(f"grant id must be a URI, got {doc['id']!r}")
-    try:
-        grant = Grant.from_json(doc)
-    except ValueError as exc:
-        raise BadRequestData(str(exc)) from None
-    grant = await _expand_target(request, grant)
+    context = parse_link_context(request.headers.get("link"))
+    terms = await services(request).contexts.term_map(context, tenant=tenant)
+    grant = grant_from_input(body, tenant, terms.expand, new_grant_id)
     stored = await _access(request).add_grant(_principal(request), grant,
                                               request_id=_request_id(request))
     return _json(request, stored.to_json(), 201,
