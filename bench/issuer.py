@@ -52,7 +52,9 @@ class Issuer:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def token(self, subject: str, lifetime: int = 3600, **claims: Any) -> str:
+    def token(self, subject: str, lifetime: int = 86_400, **claims: Any) -> str:
+        """A token for ``subject`` with ``claims``, valid ``lifetime`` seconds (a day: the
+        longest run; the broker verifies it once and caches it until then)."""
         now = int(time.time())
         payload = {"iss": self.url, "sub": subject, "aud": AUDIENCE, "iat": now,
                    "exp": now + lifetime, **claims}
