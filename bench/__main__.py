@@ -4,8 +4,9 @@ Scenarios follow the shapes of Stellio's public load tests (REFERENCES.md) so th
 compare. They run on SQLite and, when a server answers (``--postgres``), on a PostgreSQL
 database created for the run. Ceilings are measured in the same run so figures read as
 ratios: a bare endpoint on the same HTTP stack, and executemany of the same rows into each
-store. The temporal, notification and memory suites (``bench.temporal``,
-``bench.notifications``, ``bench.rss``) run after them on SQLite. Writes
+store. The temporal, notification, memory, durability and access-control suites
+(``bench.temporal``, ``bench.notifications``, ``bench.rss``, ``bench.durability``,
+``bench.auth``; ``--suites`` picks some) run after them on SQLite. Writes
 bench/results/<timestamp>.json and docs/benchmarks.md. The machine is shared by broker and
 load generator: read figures as ratios and orders of magnitude.
 """
@@ -453,7 +454,7 @@ the same run.
 
 {target_table(results, extra or {})}
 """
-        + "".join(section(title, rows, auth_verdict(rows) if title == AUTH_TITLE else "")
+        + "".join(section(title, rows, auth_verdict(rows) + "\n" if title == AUTH_TITLE else "")
                   for title, rows in (extra or {}).items())
     )
 
