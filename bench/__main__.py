@@ -4,8 +4,9 @@ Scenarios follow the shapes of Stellio's public load tests (REFERENCES.md) so th
 compare. They run on SQLite and, when a server answers (``--postgres``), on a PostgreSQL
 database created for the run. Ceilings are measured in the same run so figures read as
 ratios: a bare endpoint on the same HTTP stack, and executemany of the same rows into each
-store. The temporal, notification and memory suites (``bench.temporal``,
-``bench.notifications``, ``bench.rss``) run after them on SQLite. Writes
+store. The temporal, notification, memory, durability and access-control suites
+(``bench.temporal``, ``bench.notifications``, ``bench.rss``, ``bench.durability``,
+``bench.auth``; ``--suites`` picks some) run after them on SQLite. Writes
 bench/results/<timestamp>.json and docs/benchmarks.md. The machine is shared by broker and
 load generator: read figures as ratios and orders of magnitude.
 """
@@ -101,10 +102,15 @@ def preload(base: str, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def run_wrk(base: str, script: str, seconds: int, connections: int) -> dict[str, Any]:
-    text = "\n".join(
-        (HERE / "wrk" / name).read_text() for name in ("common.lua", script, "report.lua")
-    )
+def run_wrk(base: str, script: str, seconds: int, connections: int,
+            headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """One wrk run of ``script``; ``headers`` (given: even empty) go on every request, by
+    the same Lua wrapper in every case so that the load generator's work is alike."""
+    parts = [(HERE / "wrk" / name).read_text() for name in ("common.lua", script, "report.lua")]
+    if headers is not None:
+        pairs = ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items())
+        parts.insert(0, WITH_HEADERS.replace("BENCH_HEADERS", "{" + pairs + "}"))
+    text = "\n".join(parts)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(text)
     try:
@@ -116,6 +122,19 @@ def run_wrk(base: str, script: str, seconds: int, connections: int) -> dict[str,
     finally:
         os.unlink(f.name)
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+#: wraps wrk.format so that every request carries the headers of the table
+WITH_HEADERS = """
+local bench_headers = BENCH_HEADERS
+local bench_format = wrk.format
+wrk.format = function(method, path, headers, body)
+  local all = {}
+  for k, v in pairs(headers or {}) do all[k] = v end
+  for k, v in pairs(bench_headers) do all[k] = v end
+  return bench_format(method, path, all, body)
+end
+"""
 
 
 def rss_mb(pid: int) -> float:
@@ -136,7 +155,11 @@ def main() -> None:
         "URBANOS_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"),
         help="a PostgreSQL database to create the bench database from")
     parser.add_argument("--skip-extra", action="store_true",
-                        help="skip the temporal and notification suites")
+                        help="skip the suites (temporal, notifications, memory, durability, "
+                             "access control)")
+    parser.add_argument("--suites", default=",".join(SUITES),
+                        help=f"comma-separated suites to run after the scenarios: "
+                             f"{', '.join(SUITES)} (default: all)")
     parser.add_argument("--reuse-extra", action="store_true",
                         help="report the latest temporal and notification results, not new runs")
     parser.add_argument("--report-only", action="store_true",
@@ -148,7 +171,7 @@ def main() -> None:
             raise SystemExit("no saved results under bench/results: run `make bench` first")
         run = json.loads(saved[-1].read_text())  # results, time and commit
         args.saved_when, args.saved_commit = run["when"], run["commit"]
-        write_report(run["results"], args, _extras(latest), save=False)
+        write_report(run["results"], args, _extras(latest, args.suites), save=False)
         return
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -177,21 +200,48 @@ def main() -> None:
                             "p95_ms": 0, "p99_ms": 0, "errors": 0, "requests": 0})
         with broker_store(store, args.postgres) as url:
             results.extend(run_scenarios(store, url, args))
-    extra = {} if args.skip_extra else _extras(latest if args.reuse_extra else run_suite)
+    extra = {} if args.skip_extra else _extras(latest if args.reuse_extra else run_suite,
+                                               args.suites)
     write_report(results, args, extra)
 
 
-def _extras(suite: Callable[[str], list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
-    return {
-        "Temporal (10 entities x 100,000 instances, Stellio's scenario)": suite("temporal"),
-        "Notifications (update -> delivery)": suite("notifications"),
-        RSS_TITLE: suite("rss"),
-        DURABILITY_TITLE: suite("durability"),
-    }
+def _extras(suite: Callable[[str], list[dict[str, Any]]], chosen: str | None = None
+            ) -> dict[str, list[dict[str, Any]]]:
+    """The suites named in ``chosen`` (comma-separated), each as ``suite`` gives it."""
+    names = set(SUITES) if chosen is None else {n.strip() for n in chosen.split(",") if n.strip()}
+    unknown = names - set(SUITES)
+    if unknown:
+        raise SystemExit(f"unknown suite(s) {', '.join(sorted(unknown))}; "
+                         f"expected some of {', '.join(SUITES)}")
+    return {title: suite(name) for name, title in SUITES.items() if name in names}
 
 
 RSS_TITLE = "Memory: broker RSS with 1,000,000 entities stored (SQLite)"
 DURABILITY_TITLE = "Durability: SQLite synchronous=FULL (the default) beside NORMAL"
+AUTH_TITLE = "Access control overhead"
+#: the suites run after the scenarios (``python -m bench.<name>``), by name: their titles
+SUITES = {
+    "temporal": "Temporal (10 entities x 100,000 instances, Stellio's scenario)",
+    "notifications": "Notifications (update -> delivery)",
+    "rss": RSS_TITLE,
+    "durability": DURABILITY_TITLE,
+    "auth": AUTH_TITLE,
+}
+#: the access-control target: a reader's token or key costs at most this share of the
+#: throughput of URBANOS_AUTH=none
+AUTH_MAX_LOSS = 0.15
+
+
+def auth_verdict(rows: list[dict[str, Any]]) -> str:
+    """The access-control rows against their target: the worst held-to-target row."""
+    held = [r for r in rows if r.get("held_to_target") and not r["scenario"].endswith(": none")]
+    if not held:
+        return "Target: not run."
+    worst = min(held, key=lambda r: r["pct_of_none"])
+    met = worst["pct_of_none"] >= 100 * (1 - AUTH_MAX_LOSS)
+    return (f"Target (a reader's OIDC token or API key at most {AUTH_MAX_LOSS:.0%} below "
+            f"`none`, retrieve and query): **{'met' if met else 'missed'}**; the worst is "
+            f"{worst['pct_of_none']:.0f}% of `none` ({worst['scenario']}).")
 #: the targets of the speed issue, on the SQLite store, one broker process:
 #: (target, scenario, least per second, most p95 ms, least fraction of a ceiling)
 TARGETS: list[tuple[str, str, float, float | None, tuple[str, float] | None]] = [
@@ -235,6 +285,13 @@ def target_table(results: list[dict[str, Any]], extra: dict[str, list[dict[str, 
         status = "met" if max(rss) <= 250 else "missed"
         lines.append(f"| broker RSS <= 250 MB with 1,000,000 entities | {max(rss):.0f} MB at "
                      f"most | {status} |")
+    held = [r for r in extra.get(AUTH_TITLE, []) if r.get("held_to_target")
+            and not r["scenario"].endswith(": none")]
+    if held:
+        worst = min(r["pct_of_none"] for r in held)
+        status = "met" if worst >= 100 * (1 - AUTH_MAX_LOSS) else "missed"
+        lines.append(f"| reads with a reader's OIDC token or API key >= "
+                     f"{1 - AUTH_MAX_LOSS:.0%} of `none` | {worst:.0f}% at worst | {status} |")
     return "\n".join(lines)
 
 
@@ -397,7 +454,8 @@ the same run.
 
 {target_table(results, extra or {})}
 """
-        + "".join(section(title, rows) for title, rows in (extra or {}).items())
+        + "".join(section(title, rows, auth_verdict(rows) + "\n" if title == AUTH_TITLE else "")
+                  for title, rows in (extra or {}).items())
     )
 
 
@@ -411,6 +469,16 @@ NOTES = {
         "FULL's rate in % of NORMAL's: what syncing the WAL at every commit costs. One write at a time\n"
         "pays one sync each; writes waiting together share it (group commit).\n"
         "Regenerate with `python -m bench.durability --report`.\n"
+    ),
+    AUTH_TITLE: (
+        "The read scenarios above on one preloaded SQLite file, served by one broker per\n"
+        "configuration (side by side, one measured at a time), each request carrying the\n"
+        "configuration's credential: none; a bearer token of a local OpenID Connect issuer\n"
+        "with the reader role; a reader's API key; a token with no role whose group a grant\n"
+        "gives read on the ten types (every entity goes through the policy's View), and the\n"
+        "same with a grant hiding one attribute. The configurations alternate round by\n"
+        "round; figures are medians over the rounds, `pct_of_none` the median rate in % of\n"
+        "`none`'s in the same run. Regenerate with `python -m bench.auth --report`.\n"
     ),
 }
 
