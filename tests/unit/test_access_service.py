@@ -148,7 +148,7 @@ async def test_concurrent_callers_share_one_read(stores: Stores) -> None:
     waiting = [asyncio.ensure_future(access.grants(CITY)) for _ in range(10)]
     await asyncio.sleep(0)
     counting.gate.set()
-    assert await asyncio.gather(*waiting) == [[]] * 10
+    assert await asyncio.gather(*waiting) == [()] * 10
     assert counting.reads == 1
 
 
@@ -163,7 +163,7 @@ async def test_a_read_begun_before_a_change_is_not_cached(stores: Stores) -> Non
     await stores.access.put_grant(grant("public", Action.READ, gid="urn:g:new"))
     access.invalidate(CITY)
     counting.gate.set()
-    assert await stale == []  # what it read serves only its own caller
+    assert await stale == ()  # what it read serves only its own caller
     assert [g.id for g in await access.grants(CITY)] == ["urn:g:new"]
     assert counting.reads == 2
 
@@ -181,7 +181,7 @@ async def test_a_caller_after_a_change_does_not_wait_for_the_older_read(stores: 
     while counting.reads < 2:
         await asyncio.sleep(0)
     counting.gate.set()
-    assert await older == []
+    assert await older == ()
     assert [g.id for g in await newer] == ["urn:g:new"]
 
 

@@ -107,11 +107,6 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _seconds_between(earlier: str, later: str) -> float | None:
-    start, end = parse_datetime(earlier), parse_datetime(later)
-    return None if start is None or end is None else (end - start).total_seconds()
-
-
 def _shown(tenant: str) -> str:
     if tenant == ANY_TENANT:
         return "the platform"
@@ -406,7 +401,8 @@ class AccessService:
         hit = self._verified.get(token)
         if hit is not None:
             known, until, generation = hit
-            if self.monotonic() < until and self._generations.fresh(generation, known.tenant):
+            if (self.monotonic() < until and self._generations.fresh(generation, known.tenant)
+                    and (known.expires_at is None or self._recent_now() < known.expires_at)):
                 self._used[known.id] = self._recent_now()
                 return known
             del self._verified[token]
@@ -425,25 +421,18 @@ class AccessService:
         if key.expires_at is not None and key.expires_at <= now:
             raise Unauthorized("API key expired", challenge=KEY_CHALLENGE)
         self._used[key.id] = now
-        self._remember(token, key, now, generation)
-        return key
-
-    def _remember(self, token: str, key: ApiKey, now: str, generation: int) -> None:
-        """Keep a verified token for as long as its key may be cached (``key_ttl``), never
-        past its expiry: the next uses cost one lookup, no hash, no store."""
-        until = self.monotonic() + self.key_ttl
-        if key.expires_at is not None:
-            left = _seconds_between(now, key.expires_at)
-            if left is None:
-                return
-            until = min(until, self.monotonic() + left)
-        self._verified[token] = (key, until, generation)
+        # the next uses of this token cost one lookup (no hash, no store) for as long as its
+        # key may be cached; a change of the tenant's keys, or its expiry, ends that
+        self._verified[token] = (key, self.monotonic() + self.key_ttl, generation)
         while len(self._verified) > self.max_keys:
             self._verified.pop(next(iter(self._verified)))
+        return key
 
     def _recent_now(self) -> str:
-        """The clock, read at most once a second for last-use times (a second is their
-        precision: they are stored every few seconds anyway)."""
+        """The clock, read at most once a second (the precision of last-use times and of
+        key expiry on the fast path); an injected clock is read every time."""
+        if self.clock is not now_iso:
+            return self.clock()
         at = self.monotonic()
         if at - self._now_at >= 1.0:
             self._now, self._now_at = self.clock(), at
