@@ -21,13 +21,16 @@ check: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
-# PostgreSQL + PostGIS, Mosquitto and chromium for the tests: installed (as root) and started
-# when missing; what cannot be had is named once and its tests skipped (failed when CI=true)
+# PostgreSQL + PostGIS, Mosquitto, chromium, node and the test OpenID Connect provider:
+# installed (as root) and started when missing; what cannot be had is named once and its
+# tests skipped (failed when CI=true)
 services:
 	scripts/test-services
 
+# two processes, each test module on one of them (module fixtures such as the OIDC
+# providers are started once); each process has its own PostgreSQL database
 test: check services
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)

@@ -134,15 +134,17 @@ def require(name: str) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """One loud line for each missing service: what, why, how many tests it cost, the cure."""
-    for name, problem in _problems.items():
-        if problem is None:
-            continue
+    """One loud line for each missing service: what, why, how many tests it cost, the cure.
+    Counted from the tests' reports, so it also works when workers (pytest-xdist) ran them."""
+    for name in SERVICES:
         count = sum(
             1 for kind in ("skipped", "failed", "error")
             for r in terminalreporter.stats.get(kind, [])
             if _tag(name) in str(getattr(r, "longrepr", ""))
         )
+        if not count:
+            continue
+        problem = _problems.get(name) or SERVICES[name].problem() or "unavailable in a worker"
         service = SERVICES[name]
         outcome = "failed" if in_ci() else "skipped"
         terminalreporter.write_line(
