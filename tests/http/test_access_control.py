@@ -417,3 +417,24 @@ async def test_a_linked_query_cannot_test_what_the_reader_may_not_see(city: Brok
                                       "join": "inline"})
         [found] = r.json()
         assert "secret" not in found["near"]["entity"] and "name" in found["near"]["entity"]
+
+
+async def test_the_context_registry_is_changed_by_writers_and_served_to_anyone(
+    city: Broker,
+) -> None:
+    body = {"@context": {"Lamp": "https://city.example/Lamp"}}
+    ctx = "/ngsi-ld/v1/jsonldContexts"
+    async with city.client() as anon:
+        assert (await anon.post(ctx, json=body)).status_code == 401
+    async with city.client(key=await key(city, Role.READER)) as reader:
+        assert (await reader.post(ctx, json=body)).status_code == 403
+    async with city.client(key=await key(city, Role.WRITER)) as writer:
+        r = await writer.post(ctx, json=body)
+        assert r.status_code == 201
+        location = r.headers["Location"]
+    async with city.client() as anon:  # other brokers fetch it by its URL, unauthenticated
+        r = await anon.get(location)
+        assert r.status_code == 200 and r.json() == body
+        assert (await anon.delete(location)).status_code == 401
+    async with city.client(key=await key(city, Role.READER)) as reader:
+        assert (await reader.delete(location)).status_code == 403
