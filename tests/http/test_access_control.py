@@ -438,3 +438,20 @@ async def test_the_context_registry_is_changed_by_writers_and_served_to_anyone(
         assert (await anon.delete(location)).status_code == 401
     async with city.client(key=await key(city, Role.READER)) as reader:
         assert (await reader.delete(location)).status_code == 403
+
+
+async def test_a_flood_of_bad_credentials_is_limited_per_address(
+    store_url: str, issuer: LocalIssuer
+) -> None:
+    from urbanos.storage.access import AuditFilter
+
+    settings = secured_settings(store_url, issuer, rate_limit="default=100,anonymous=0.01,burst=2")
+    async with broker(settings) as b:
+        async with b.client(token="not.a.token") as forger:
+            answers = [(await forger.get(E, params={"type": "Park"})).status_code
+                       for _ in range(5)]
+        assert answers == [401, 401, 429, 429, 429]
+        records = await b.services.access.audit(AuditFilter(principal="unverified"))
+        assert len(records) == 2  # the refused ones; the flood beyond is not written
+        async with b.client(key=await key(b, Role.READER)) as reader:  # others go on
+            assert (await reader.get(E, params={"type": "Park"})).status_code in (200, 404)

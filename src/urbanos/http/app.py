@@ -136,7 +136,8 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
     inner: ASGIApp = FastRetrieve(app)
     if limits.active:
         inner = RateLimit(inner, limits)
-    authenticated = Authenticate(inner, lambda: getattr(app.state, "services", None))
+    authenticated = Authenticate(inner, lambda: getattr(app.state, "services", None),
+                                 limits if limits.active else None)
     return PathNormalizer(metrics.Instrument(authenticated))
 
 

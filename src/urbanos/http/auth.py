@@ -24,12 +24,14 @@ from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from urbanos.core.policy import OPEN
+from urbanos.core.policy import ANONYMOUS, OPEN
 from urbanos.errors import Forbidden, NgsiLdError, Unauthorized
 from urbanos.http.negotiation import tenant_from
 from urbanos.http.problems import problem_response
+from urbanos.http.ratelimit import over_limit
 from urbanos.services.access import platform_admin
 from urbanos.services.guard import record_denial
+from urbanos.services.ratelimit import RateLimits
 
 if TYPE_CHECKING:
     from urbanos.http.context import Services
@@ -44,9 +46,11 @@ class Authenticate:
     """ASGI middleware; ``services`` returns the app's services once the lifespan has
     built them (None before)."""
 
-    def __init__(self, app: ASGIApp, services: Callable[[], Services | None]) -> None:
+    def __init__(self, app: ASGIApp, services: Callable[[], Services | None],
+                 limits: RateLimits | None = None) -> None:
         self.app = app
         self.services = services
+        self.limits = limits  # refused credentials count against their address's bucket
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,6 +77,11 @@ class Authenticate:
                 raise (Forbidden("platform administrators only") if principal.authenticated
                        else Unauthorized("authentication required"))
         except NgsiLdError as exc:
+            flood = (over_limit(self.limits, ANONYMOUS, scope) if self.limits is not None
+                     else None)
+            if flood is not None:  # a flood of bad credentials is not audited one by one
+                await problem_response(flood)(scope, receive, send)
+                return
             await _audit_refusal(svc, scope, headers, exc)
             await problem_response(exc)(scope, receive, send)
             return

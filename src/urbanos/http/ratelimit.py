@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from urbanos.core.policy import OPEN
+from urbanos.core.policy import OPEN, Principal
 from urbanos.errors import TooManyRequests
 from urbanos.http.problems import problem_response
 from urbanos.services.ratelimit import RateLimits, retry_after
@@ -26,14 +26,22 @@ class RateLimit:
         if scope["type"] != "http" or not self.limits.active or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        principal = scope.get("principal", OPEN)
-        client = scope.get("client")
-        wait = self.limits.check(principal, client[0] if client else None)
-        if wait is None:
+        error = over_limit(self.limits, scope.get("principal", OPEN), scope)
+        if error is None:
             await self.app(scope, receive, send)
             return
-        seconds = retry_after(wait)
-        error = TooManyRequests(
-            f"too many requests from {principal.key}: retry in {seconds} s", retry_after=seconds
-        )
         await problem_response(error)(scope, receive, send)
+
+
+def over_limit(limits: RateLimits, principal: Principal, scope: Scope
+               ) -> TooManyRequests | None:
+    """Take one request of ``principal`` (told apart by address when it has no
+    credentials) from its bucket: None, or the 429 to answer."""
+    client = scope.get("client")
+    wait = limits.check(principal, client[0] if client else None)
+    if wait is None:
+        return None
+    seconds = retry_after(wait)
+    return TooManyRequests(
+        f"too many requests from {principal.key}: retry in {seconds} s", retry_after=seconds
+    )
