@@ -10,6 +10,7 @@ there, so a decision is never made on a stale copy, and a denied write changes n
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -68,7 +69,7 @@ class Guard:
     @property
     def view(self) -> View:
         if self._view is None:
-            self._view = UNRESTRICTED if self.open else view(
+            self._view = UNRESTRICTED if self.open else _view_of(
                 self.principal, self.tenant, self.grants)
         return self._view
 
@@ -241,6 +242,26 @@ class Guard:
         if attached and self.notes is not None:
             self.notes.discard(attached)
             attached.clear()
+
+
+#: compiled views by (principal, tenant): reused while the principal object (a verified
+#: token's, cached by the authenticator) and the tenant's grants (a cached tuple, replaced on
+#: every change) are the very same objects
+_VIEWS: OrderedDict[tuple[str, str], tuple[Principal, tuple[Grant, ...], View]] = OrderedDict()
+_MAX_VIEWS = 4096
+
+
+def _view_of(principal: Principal, tenant: str, grants: tuple[Grant, ...]) -> View:
+    key = (principal.key, tenant)
+    hit = _VIEWS.get(key)
+    if hit is not None and hit[0] is principal and hit[1] is grants:
+        _VIEWS.move_to_end(key)
+        return hit[2]
+    compiled = view(principal, tenant, grants)
+    _VIEWS[key] = (principal, grants, compiled)
+    if len(_VIEWS) > _MAX_VIEWS:
+        _VIEWS.popitem(last=False)
+    return compiled
 
 
 def _touched(before: JSONObject, after: JSONObject | None) -> frozenset[str]:
