@@ -22,7 +22,10 @@ AUDIENCE = "urn:urbanos:bench"
 
 
 class Issuer:
-    def __init__(self) -> None:
+    """Also the tests' issuer (``tests/http/access_harness.py``), with their audience."""
+
+    def __init__(self, audience: str = AUDIENCE) -> None:
+        self.audience = audience
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.kid = uuid.uuid4().hex[:8]
         jwk = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))
@@ -56,7 +59,7 @@ class Issuer:
         """A token for ``subject`` with ``claims``, valid ``lifetime`` seconds (a day: the
         longest run; the broker verifies it once and caches it until then)."""
         now = int(time.time())
-        payload = {"iss": self.url, "sub": subject, "aud": AUDIENCE, "iat": now,
+        payload = {"iss": self.url, "sub": subject, "aud": self.audience, "iat": now,
                    "exp": now + lifetime, **claims}
         return jwt.encode(payload, self.key, algorithm="RS256", headers={"kid": self.kid})
 
@@ -64,5 +67,8 @@ class Issuer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()

@@ -1,6 +1,7 @@
 """A broker with authentication on, for the access-control tests: a local token issuer
-(discovery document and JWKS served over real HTTP by a thread, tokens signed with its
-RSA key), and an in-process client whose requests carry a bearer token or an API key.
+(the bench's: discovery document and JWKS served over real HTTP by a thread, tokens
+signed with its RSA key), and an in-process client whose requests carry a bearer token or
+an API key.
 
 The real OpenID Connect provider (``tests/integration/oidc_provider.py``) is used where
 the provider itself matters; here the tokens' claims vary test by test.
@@ -9,18 +10,11 @@ the provider itself matters; here the tokens' claims vary test by test.
 from __future__ import annotations
 
 import contextlib
-import json
-import threading
-import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
-import jwt
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
+from bench.issuer import Issuer
 
 from tests.conftest import _lifespan
 from urbanos.http.app import create_app
@@ -29,48 +23,14 @@ from urbanos.settings import Settings
 AUDIENCE = "urn:urbanos"
 
 
-class LocalIssuer:
-    """Serves ``/.well-known/openid-configuration`` and ``/jwks`` on 127.0.0.1."""
+class LocalIssuer(Issuer):
+    """The bench's issuer, with the audience the tests' brokers expect."""
 
     def __init__(self) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.kid = uuid.uuid4().hex[:8]
-        issuer = self
+        super().__init__(audience=AUDIENCE)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-                if self.path == "/.well-known/openid-configuration":
-                    body = {"issuer": issuer.url, "jwks_uri": issuer.url + "/jwks"}
-                elif self.path == "/jwks":
-                    jwk = json.loads(RSAAlgorithm.to_jwk(issuer.key.public_key()))
-                    body = {"keys": [{**jwk, "kid": issuer.kid, "alg": "RS256", "use": "sig"}]}
-                else:
-                    self.send_error(404)
-                    return
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def token(self, subject: str, **claims: Any) -> str:
-        now = int(time.time())
-        payload = {"iss": self.url, "sub": subject, "aud": AUDIENCE, "iat": now,
-                   "exp": now + 600, **claims}
-        return jwt.encode(payload, self.key, algorithm="RS256", headers={"kid": self.kid})
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def token(self, subject: str, lifetime: int = 600, **claims: Any) -> str:
+        return super().token(subject, lifetime, **claims)
 
 
 @contextlib.contextmanager
