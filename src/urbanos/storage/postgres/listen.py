@@ -52,6 +52,7 @@ __all__ = [
     "LIVE_NODES",
     "NODE_LOCK",
     "OUTBOX_CHANNEL",
+    "REGISTRATIONS_CHANNEL",
     "SUBSCRIPTIONS_CHANNEL",
     "PostgresNode",
     "announcement",
@@ -71,7 +72,10 @@ CONTEXTS_CHANNEL = "urbanos_contexts"
 OUTBOX_CHANNEL = "urbanos_outbox"
 #: grants, API keys and identity providers (``storage.postgres.access``)
 ACCESS_CHANNEL = "urbanos_access"
-CHANNELS = (SUBSCRIPTIONS_CHANNEL, CONTEXTS_CHANNEL, OUTBOX_CHANNEL, ACCESS_CHANNEL)
+#: context source registrations (``storage.postgres.registrations``)
+REGISTRATIONS_CHANNEL = "urbanos_registrations"
+CHANNELS = (SUBSCRIPTIONS_CHANNEL, CONTEXTS_CHANNEL, OUTBOX_CHANNEL, ACCESS_CHANNEL,
+            REGISTRATIONS_CHANNEL)
 #: how long a leader waits for the database to confirm it still holds its session
 LEAD_CHECK_TIMEOUT = 5.0
 
