@@ -13,9 +13,11 @@ from urbanos.storage.access import (
     Issuer,
 )
 from urbanos.storage.base import DEFAULT_TENANT, EntityStore
+from urbanos.storage.registrations import USE_MEMBERS, RegistrationStore
 
 __all__ = [
     "DEFAULT_TENANT",
+    "USE_MEMBERS",
     "AccessStore",
     "ApiKey",
     "AuditFilter",
@@ -23,6 +25,7 @@ __all__ = [
     "AuditRecord",
     "EntityStore",
     "Issuer",
+    "RegistrationStore",
     "Stores",
     "open_stores",
 ]

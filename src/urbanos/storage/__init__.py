@@ -1,5 +1,5 @@
 """Stores behind one interface each (``base``, ``subscriptions``, ``temporal``, ``outbox``,
-``snapshots``, ``access``): memory, SQLite and PostgreSQL.
+``snapshots``, ``access``, ``registrations``): memory, SQLite and PostgreSQL.
 
 ``open_stores(url)`` is the one place that knows which backend a URL names; it builds every
 store of that backend on the same file or database. Generic modules never import a
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from urbanos.storage.access import AccessStore
 from urbanos.storage.base import ContextStore, EntityStore
 from urbanos.storage.outbox import Outbox
+from urbanos.storage.registrations import RegistrationStore
 from urbanos.storage.snapshots import SnapshotStore
 from urbanos.storage.subscriptions import SubscriptionStore
 from urbanos.storage.temporal import TemporalStore
@@ -33,6 +34,7 @@ class Stores:
     outbox: Outbox
     snapshots: SnapshotStore
     access: AccessStore
+    registrations: RegistrationStore
 
     @property
     def contexts(self) -> ContextStore:
@@ -46,12 +48,14 @@ class Stores:
         await self.temporal.open()
         await self.snapshots.open()
         await self.access.open()
+        await self.registrations.open()
         await self.outbox.open()
 
     async def close(self) -> None:
         await self.subscriptions.close()
         await self.temporal.close()
         await self.access.close()
+        await self.registrations.close()
         await self.entities.close()
 
 
@@ -63,6 +67,7 @@ def open_stores(url: str, *, readers: int = 4, synchronous: str = "full") -> Sto
         from urbanos.storage.sqlite import SqliteStore
         from urbanos.storage.sqlite.access import SqliteAccessStore
         from urbanos.storage.sqlite.outbox import SqliteOutbox
+        from urbanos.storage.sqlite.registrations import SqliteRegistrationStore
         from urbanos.storage.sqlite.snapshots import SqliteSnapshotStore
         from urbanos.storage.sqlite.subscriptions import SqliteSubscriptionStore
         from urbanos.storage.sqlite.temporal import SqliteTemporalStore
@@ -70,27 +75,32 @@ def open_stores(url: str, *, readers: int = 4, synchronous: str = "full") -> Sto
         path = url.removeprefix("sqlite://").removeprefix("/")
         lite = SqliteStore(path or "./data/urbanos.db", readers=readers, synchronous=synchronous)
         return Stores(lite, SqliteSubscriptionStore(lite.db), SqliteTemporalStore(lite),
-                      SqliteOutbox(lite), SqliteSnapshotStore(lite.db), SqliteAccessStore(lite))
+                      SqliteOutbox(lite), SqliteSnapshotStore(lite.db), SqliteAccessStore(lite),
+                      SqliteRegistrationStore(lite.db))
     if url.startswith(("postgresql://", "postgres://")):
         from urbanos.storage.postgres import PostgresStore
         from urbanos.storage.postgres.access import PostgresAccessStore
         from urbanos.storage.postgres.outbox import PostgresOutbox
+        from urbanos.storage.postgres.registrations import PostgresRegistrationStore
         from urbanos.storage.postgres.snapshots import PostgresSnapshotStore
         from urbanos.storage.postgres.subscriptions import PostgresSubscriptionStore
         from urbanos.storage.postgres.temporal import PostgresTemporalStore
 
         pg = PostgresStore(url, pool_size=readers + 4)
         return Stores(pg, PostgresSubscriptionStore(pg), PostgresTemporalStore(pg),
-                      PostgresOutbox(pg), PostgresSnapshotStore(pg.db), PostgresAccessStore(pg))
+                      PostgresOutbox(pg), PostgresSnapshotStore(pg.db), PostgresAccessStore(pg),
+                      PostgresRegistrationStore(pg))
     if url.startswith("memory:"):
         from urbanos.storage.memory import MemoryStore
         from urbanos.storage.memory_access import MemoryAccessStore
         from urbanos.storage.memory_outbox import MemoryOutbox
+        from urbanos.storage.memory_registrations import MemoryRegistrationStore
         from urbanos.storage.memory_temporal import MemoryTemporalStore
         from urbanos.storage.snapshots import MemorySnapshotStore
         from urbanos.storage.subscriptions import MemorySubscriptionStore
 
         memory = MemoryStore()
         return Stores(memory, MemorySubscriptionStore(), MemoryTemporalStore(memory),
-                      MemoryOutbox(memory), MemorySnapshotStore(), MemoryAccessStore(memory))
+                      MemoryOutbox(memory), MemorySnapshotStore(), MemoryAccessStore(memory),
+                      MemoryRegistrationStore())
     raise SystemExit(f"URBANOS_STORE: unsupported store URL {url!r}")
