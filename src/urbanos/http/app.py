@@ -29,6 +29,7 @@ from urbanos.services.contexts import ContextService
 from urbanos.services.entities import EntityService
 from urbanos.services.expiry import ExpirySweeper
 from urbanos.services.ratelimit import RateLimits
+from urbanos.services.registrations import RegistrationService
 from urbanos.services.snapshots import SnapshotService
 from urbanos.services.stores import EntityStore, Stores, open_stores
 from urbanos.services.subscriptions import SubscriptionService, own_origins
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
             settings=settings, store=the_store, entities=EntityService(the_store),
             contexts=contexts, subscriptions=subscriptions, access=access, auth=auth,
         )
+        app.state.services.registrations = RegistrationService(opened.registrations)
         app.state.services.snapshots = SnapshotService(
             opened.snapshots, app.state.services.entities
         )

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from urbanos.services.contexts import ContextService
     from urbanos.services.entities import EntityService
     from urbanos.services.notifications import NotificationEngine
+    from urbanos.services.registrations import RegistrationService
     from urbanos.services.snapshots import SnapshotService
     from urbanos.services.stores import EntityStore
     from urbanos.services.subscriptions import SubscriptionService
@@ -46,6 +47,7 @@ class Services:
     notifications: NotificationEngine | None = None
     snapshots: SnapshotService | None = None
     access: AccessService | None = None  # None: URBANOS_AUTH=none, no grants, no audit
+    registrations: RegistrationService | None = None
     auth: Authenticator | None = None
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import orjson
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Send
 
@@ -82,3 +84,25 @@ def _with_context(item: JSON, context_value: Any) -> JSON:
 
 def empty(status: int = 204, headers: dict[str, str] | None = None) -> Response:
     return Response(status_code=status, headers=headers)
+
+
+def add_paging_links(response: Response, request: Request, ctx: RequestContext, *,
+                     limit: int, offset: int, total: int) -> Response:
+    """The prev/next Links of a page (clause 6.3.13): the same query with another
+    offset, after the response's own Link header."""
+    links = []
+    if limit and offset > 0:
+        links.append(_page_link(request, ctx, max(0, offset - limit), limit, "prev"))
+    if limit and offset + limit < total:
+        links.append(_page_link(request, ctx, offset + limit, limit, "next"))
+    if links:
+        existing = response.headers.get("Link")
+        paging = ", ".join(links)
+        response.headers["Link"] = f"{existing}, {paging}" if existing else paging
+    return response
+
+
+def _page_link(request: Request, ctx: RequestContext, offset: int, limit: int, rel: str) -> str:
+    params = {**dict(request.query_params), "offset": str(offset), "limit": str(limit)}
+    query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in sorted(params.items()))
+    return f'<{request.url.path}?{query}>; rel="{rel}"; type="{ctx.accept}"'

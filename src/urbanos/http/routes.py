@@ -17,6 +17,7 @@ from urbanos.http.endpoints import (
     jsonld_contexts,
     landing,
     ops,
+    registrations,
     snapshots,
     subscriptions,
     temporal,
@@ -39,6 +40,7 @@ TE = T + "/{entity_id:segment}"
 E = P + "/entities/{entity_id:segment}"
 S = P + "/subscriptions/{subscription_id:segment}"
 SN = P + "/snapshots/{snapshot_id:segment}"
+CR = P + "/csourceRegistrations/{registration_id:segment}"
 
 ROUTES = [
     Route("/", landing.landing, methods=["GET"]),
@@ -87,6 +89,11 @@ ROUTES = [
     Route(S, subscriptions.retrieve_subscription, methods=["GET"]),
     Route(S, subscriptions.update_subscription, methods=["PATCH"]),
     Route(S, subscriptions.delete_subscription, methods=["DELETE"]),
+    Route(P + "/csourceRegistrations", registrations.create_registration, methods=["POST"]),
+    Route(P + "/csourceRegistrations", registrations.query_registrations, methods=["GET"]),
+    Route(CR, registrations.retrieve_registration, methods=["GET"]),
+    Route(CR, registrations.update_registration, methods=["PATCH"]),
+    Route(CR, registrations.delete_registration, methods=["DELETE"]),
     Route(P + "/snapshots", snapshots.create_snapshot, methods=["POST"]),
     Route(P + "/snapshots", snapshots.list_snapshots, methods=["GET"]),
     Route(P + "/snapshots", snapshots.purge_snapshots, methods=["DELETE"]),

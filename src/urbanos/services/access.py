@@ -107,6 +107,14 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _new_key_id() -> str:
+    """16 url-safe characters, never a leading "-": the id is a command-line argument
+    (``urbanos keys revoke ID``), and such an id would read as an option."""
+    while (key_id := secrets.token_urlsafe(12)).startswith("-"):
+        pass
+    return key_id
+
+
 def _shown(tenant: str) -> str:
     if tenant == ANY_TENANT:
         return "the platform"
@@ -375,7 +383,7 @@ class AccessService:
         if not name.strip():
             raise BadRequestData("an API key needs a name (who or what uses it)")
         expires = self._expiry(expires_at)
-        key_id, secret = secrets.token_urlsafe(12), secrets.token_urlsafe(32)
+        key_id, secret = _new_key_id(), secrets.token_urlsafe(32)
         key = ApiKey(id=key_id, tenant=tenant, role=role, name=name,
                      secret_hash=_hash(secret), created_at=self.clock(), expires_at=expires,
                      created_by=by.key)

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from urbanos.http.context import link_url, request_context, services
 from urbanos.http.negotiation import RequestContext, read_body
 from urbanos.http.params import check_params, paging, uri_in_path
-from urbanos.http.respond import empty, json_response
+from urbanos.http.respond import add_paging_links, empty, json_response
 from urbanos.services.subscriptions import SubscriptionService
 from urbanos.types import JSON
 
@@ -38,20 +38,14 @@ def _tenant_headers(ctx: RequestContext) -> dict[str, str]:
     return {"NGSILD-Tenant": ctx.tenant} if ctx.tenant else {}
 
 
-async def _body(request: Request) -> tuple[JSON, RequestContext]:
+async def read_json_body(request: Request) -> tuple[JSON, RequestContext]:
+    """A JSON body (merge-patch accepted as JSON) and the request's context for it."""
     s = services(request).settings
     body, ctype = await read_body(request, s.max_body_bytes, s.max_json_depth)
     if ctype == "application/merge-patch+json":
         ctype = "application/json"
     ctx = await request_context(request, body=body, ctype=ctype)
     return body, ctx
-
-
-def _page_link(request: Request, ctx: RequestContext, offset: int, limit: int, rel: str) -> str:
-    """One paging link (clause 6.3.13): the same query with another offset."""
-    params = {**dict(request.query_params), "offset": str(offset), "limit": str(limit)}
-    query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in sorted(params.items()))
-    return f'<{request.url.path}?{query}>; rel="{rel}"; type="{ctx.accept}"'
 
 
 def preferred_version(header: str | None) -> str | None:
@@ -71,7 +65,7 @@ def preferred_version(header: str | None) -> str | None:
 async def create_subscription(request: Request) -> Response:
     """Create Subscription (clause 5.8.1, binding 6.10.3.1): 201 with Location."""
     check_params(request.query_params, set())
-    body, ctx = await _body(request)
+    body, ctx = await read_json_body(request)
     sub_id = await _service(request).create(ctx.tenant, body, ctx.terms, ctx.context,
                                             guard=ctx.guard)
     headers = {"Location": f"{PATH}/{quote(sub_id, safe=':')}"}
@@ -86,20 +80,9 @@ async def query_subscriptions(request: Request) -> Response:
     limit, offset, count = paging(params, services(request).settings)
     data, total = await _service(request).query(ctx.tenant, ctx.terms, limit=limit,
                                                 offset=offset, guard=ctx.guard)
-    headers: dict[str, str] = {}
-    if count:
-        headers["NGSILD-Results-Count"] = str(total)
-    links = []
-    if limit and offset > 0:
-        links.append(_page_link(request, ctx, max(0, offset - limit), limit, "prev"))
-    if limit and offset + limit < total:
-        links.append(_page_link(request, ctx, offset + limit, limit, "next"))
+    headers = {"NGSILD-Results-Count": str(total)} if count else {}
     response = json_response(ctx, data, link_url=await link_url(request, ctx), headers=headers)
-    if links:
-        existing = response.headers.get("Link")
-        paging_links = ", ".join(links)
-        response.headers["Link"] = f"{existing}, {paging_links}" if existing else paging_links
-    return response
+    return add_paging_links(response, request, ctx, limit=limit, offset=offset, total=total)
 
 
 async def retrieve_subscription(request: Request) -> Response:
@@ -123,7 +106,7 @@ async def update_subscription(request: Request) -> Response:
     """Update Subscription (clause 5.8.2, binding 6.11.3.2): 204."""
     check_params(request.query_params, set())
     sub_id = _path_id(request)
-    body, ctx = await _body(request)
+    body, ctx = await read_json_body(request)
     await _service(request).update(ctx.tenant, sub_id, body, ctx.terms, ctx.context,
                                    guard=ctx.guard)
     return empty(204, _tenant_headers(ctx))

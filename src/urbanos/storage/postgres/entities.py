@@ -76,21 +76,21 @@ async def write(conn: AsyncConnection, schema: str, writes: list[Write]) -> None
             await _flush(conn, schema, run)
     except psycopg.DataError as exc:
         # checked only once a write failed: the successful path pays nothing for it
-        if any(w.entity is not None and _has_nul(w.entity) for w in writes):
+        if any(w.entity is not None and has_nul(w.entity) for w in writes):
             raise BadRequestData(
                 "strings containing the character U+0000 cannot be stored"
             ) from exc
         raise
 
 
-def _has_nul(value: Any) -> bool:
+def has_nul(value: Any) -> bool:
     """Whether U+0000 occurs in any key or string of a JSON value."""
     if isinstance(value, str):
         return "\0" in value
     if isinstance(value, dict):
-        return any("\0" in k or _has_nul(v) for k, v in value.items())
+        return any("\0" in k or has_nul(v) for k, v in value.items())
     if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
+        return any(has_nul(v) for v in value)
     return False
 
 

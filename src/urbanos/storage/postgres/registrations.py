@@ -16,7 +16,8 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
-from urbanos.errors import AlreadyExists
+from urbanos.errors import AlreadyExists, BadRequestData
+from urbanos.storage.postgres.entities import has_nul
 from urbanos.storage.postgres.listen import REGISTRATIONS_CHANNEL, announcement, node_for
 from urbanos.storage.registrations import RegistrationUse, with_use, without_use
 from urbanos.types import JSONObject
@@ -67,16 +68,23 @@ class PostgresRegistrationStore:
                 await self._announce(conn, tenant)
         except psycopg.errors.UniqueViolation as exc:
             raise AlreadyExists(f"registration {doc['id']} already exists") from exc
+        except psycopg.DataError as exc:
+            _refuse_nul(doc, exc)
+            raise
 
     async def replace(self, tenant: str, doc: JSONObject) -> bool:
-        async with self.db.transaction() as conn:
-            cur = await conn.execute(
-                "UPDATE urbanos.registrations SET doc = %s WHERE tenant = %s AND id = %s",
-                (Jsonb(without_use(doc)), tenant, doc["id"]),
-            )
-            if cur.rowcount > 0:
-                await self._announce(conn, tenant)
-            return cur.rowcount > 0
+        try:
+            async with self.db.transaction() as conn:
+                cur = await conn.execute(
+                    "UPDATE urbanos.registrations SET doc = %s WHERE tenant = %s AND id = %s",
+                    (Jsonb(without_use(doc)), tenant, doc["id"]),
+                )
+                if cur.rowcount > 0:
+                    await self._announce(conn, tenant)
+                return cur.rowcount > 0
+        except psycopg.DataError as exc:
+            _refuse_nul(doc, exc)
+            raise
 
     async def delete(self, tenant: str, registration_id: str) -> bool:
         async with self.db.transaction() as conn:
@@ -127,3 +135,10 @@ class PostgresRegistrationStore:
                     " WHERE tenant = %s AND id = %s",
                     (at, tenant, registration_id),
                 )
+
+
+def _refuse_nul(doc: JSONObject, exc: Exception) -> None:
+    """A string holding U+0000 (JSON allows it, PostgreSQL text does not) is bad request
+    data, not a server error."""
+    if has_nul(doc):
+        raise BadRequestData("strings containing the character U+0000 cannot be stored") from exc

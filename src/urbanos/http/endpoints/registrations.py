@@ -1,0 +1,100 @@
+"""/csourceRegistrations (clauses 5.9 - 5.10, bindings 6.8 - 6.9): register context
+sources, and read, query, update and delete their registrations.
+
+Entity types and attribute names are expanded with the request's @context on the way in
+and compacted with the caller's @context on the way out, as for subscriptions.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from urbanos.core.entity import check_entity_id
+from urbanos.errors import BadRequestData
+from urbanos.http.context import link_url, request_context, services
+from urbanos.http.endpoints.subscriptions import read_json_body
+from urbanos.http.params import check_params, names, options, paging, uri_in_path
+from urbanos.http.respond import add_paging_links, empty, json_response
+from urbanos.services.registrations import RegistrationService
+
+PATH = "/ngsi-ld/v1/csourceRegistrations"
+
+
+def _service(request: Request) -> RegistrationService:
+    service = services(request).registrations
+    assert service is not None, "the registration service is wired in the app lifespan"
+    return service
+
+
+def _path_id(request: Request) -> str:
+    return uri_in_path(request, "registration_id", "registration")
+
+
+def _tenant_headers(tenant: str) -> dict[str, str]:
+    return {"NGSILD-Tenant": tenant} if tenant else {}
+
+
+async def create_registration(request: Request) -> Response:
+    """Register Context Source (clause 5.9.2, binding 6.8.3.1): 201 with Location."""
+    check_params(request.query_params, set())
+    body, ctx = await read_json_body(request)
+    reg_id = await _service(request).create(ctx.tenant, body, ctx.terms, guard=ctx.guard)
+    headers = {"Location": f"{PATH}/{quote(reg_id, safe=':')}"}
+    return empty(201, headers | _tenant_headers(ctx.tenant))
+
+
+async def query_registrations(request: Request) -> Response:
+    """Query Context Source Registrations (clause 5.10.2, binding 6.8.3.2): those that
+    cover the ``id``, ``type`` and ``attrs`` asked, paged, with a count."""
+    params = request.query_params
+    check_params(params, {"id", "type", "attrs", "limit", "offset", "count", "options"})
+    ctx = await request_context(request)
+    sys_attrs = "sysAttrs" in options(params, {"sysAttrs"})
+    limit, offset, count = paging(params, services(request).settings)
+    ids = types = None
+    if "id" in params:
+        ids = {check_entity_id(i.strip()) for i in params["id"].split(",")}
+    if "type" in params:
+        if not params["type"].strip():
+            raise BadRequestData("type must name at least one entity type")
+        types = set(names(params["type"], ctx.terms))
+    attrs = set(names(params["attrs"], ctx.terms)) if "attrs" in params else None
+    data, total = await _service(request).query(
+        ctx.tenant, ctx.terms, ids=ids, types=types, attrs=attrs, limit=limit,
+        offset=offset, sys_attrs=sys_attrs, guard=ctx.guard)
+    headers = {"NGSILD-Results-Count": str(total)} if count else {}
+    response = json_response(ctx, data, link_url=await link_url(request, ctx), headers=headers)
+    return add_paging_links(response, request, ctx, limit=limit, offset=offset, total=total)
+
+
+async def retrieve_registration(request: Request) -> Response:
+    """Retrieve Context Source Registration (clause 5.10.1, binding 6.9.3.1)."""
+    params = request.query_params
+    check_params(params, {"options"})
+    reg_id = _path_id(request)
+    ctx = await request_context(request)
+    sys_attrs = "sysAttrs" in options(params, {"sysAttrs"})
+    data = await _service(request).retrieve(ctx.tenant, reg_id, ctx.terms,
+                                            sys_attrs=sys_attrs, guard=ctx.guard)
+    return json_response(ctx, data, link_url=await link_url(request, ctx))
+
+
+async def update_registration(request: Request) -> Response:
+    """Update Context Source Registration (clause 5.9.3, binding 6.9.3.2): 204."""
+    check_params(request.query_params, set())
+    reg_id = _path_id(request)
+    body, ctx = await read_json_body(request)
+    await _service(request).update(ctx.tenant, reg_id, body, ctx.terms, guard=ctx.guard)
+    return empty(204, _tenant_headers(ctx.tenant))
+
+
+async def delete_registration(request: Request) -> Response:
+    """Delete Context Source Registration (clause 5.9.4, binding 6.9.3.3): 204."""
+    check_params(request.query_params, set())
+    reg_id = _path_id(request)
+    ctx = await request_context(request)
+    await _service(request).delete(ctx.tenant, reg_id, guard=ctx.guard)
+    return empty(204, _tenant_headers(ctx.tenant))

@@ -1,0 +1,90 @@
+"""Context source registrations (clauses 5.9, 5.10): what other brokers hold, per tenant.
+
+The document model and its rules are ``core.registration``; the documents live in the
+registration store (every backend, shared by the nodes of one PostgreSQL database). This
+service is what the API and, later, distributed operations use.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from urbanos.core.policy import Action
+from urbanos.core.registration import (
+    parse_registration,
+    patch_registration,
+    registration_matches,
+    render_registration,
+)
+from urbanos.core.timeutil import now_iso
+from urbanos.errors import ResourceNotFound
+from urbanos.services.guard import OPEN_GUARD, Guard
+from urbanos.storage.registrations import RegistrationStore
+from urbanos.types import JSON, JSONObject, Terms
+
+
+class RegistrationService:
+    def __init__(self, store: RegistrationStore, clock: Callable[[], str] = now_iso) -> None:
+        self.store = store
+        self.clock = clock
+
+    async def create(self, tenant: str, payload: JSON, terms: Terms, *,
+                     guard: Guard = OPEN_GUARD) -> str:
+        """Register Context Source (5.9.2); returns the id (made when absent). Registering
+        changes what the tenant's readers are shown: tenant administrators only."""
+        guard.require(Action.ADMIN)
+        doc = parse_registration(
+            payload, terms, self.clock(),
+            new_id=lambda: f"urn:ngsi-ld:ContextSourceRegistration:{uuid.uuid4()}",
+        )
+        await self.store.insert(tenant, doc)
+        await guard.record_ok([str(doc["id"])])
+        return str(doc["id"])
+
+    async def update(self, tenant: str, registration_id: str, fragment: JSON, terms: Terms,
+                     *, guard: Guard = OPEN_GUARD) -> None:
+        """Update Context Source Registration (5.9.3)."""
+        guard.require(Action.ADMIN)
+        doc = patch_registration(await self._stored(tenant, registration_id), fragment, terms,
+                                 self.clock())
+        if not await self.store.replace(tenant, doc):
+            raise ResourceNotFound(f"registration {registration_id} not found")
+        await guard.record_ok([registration_id])
+
+    async def delete(self, tenant: str, registration_id: str, *,
+                     guard: Guard = OPEN_GUARD) -> None:
+        """Delete Context Source Registration (5.9.4)."""
+        guard.require(Action.ADMIN)
+        if not await self.store.delete(tenant, registration_id):
+            raise ResourceNotFound(f"registration {registration_id} not found")
+        await guard.record_ok([registration_id])
+
+    async def retrieve(self, tenant: str, registration_id: str, terms: Terms, *,
+                       sys_attrs: bool = False, guard: Guard = OPEN_GUARD) -> JSONObject:
+        """Retrieve Context Source Registration (5.10.1)."""
+        guard.require_some(Action.READ)
+        doc = await self._stored(tenant, registration_id)
+        return render_registration(doc, terms, self.clock(), sys_attrs=sys_attrs)
+
+    async def query(self, tenant: str, terms: Terms, *, ids: set[str] | None = None,
+                    types: set[str] | None = None, attrs: set[str] | None = None,
+                    limit: int, offset: int, sys_attrs: bool = False,
+                    guard: Guard = OPEN_GUARD) -> tuple[list[JSONObject], int]:
+        """Query Context Source Registrations (5.10.2): those covering the ids, types and
+        attributes asked (all of them without a filter), in creation order, and the total."""
+        guard.require_some(Action.READ)
+        now = self.clock()
+        if ids is None and types is None and attrs is None:
+            docs, total = await self.store.page(tenant, limit, offset)
+        else:
+            found = [d for d in await self.store.all(tenant)
+                     if registration_matches(d, ids=ids, types=types, attrs=attrs)]
+            docs, total = found[offset:offset + limit], len(found)
+        return [render_registration(d, terms, now, sys_attrs=sys_attrs) for d in docs], total
+
+    async def _stored(self, tenant: str, registration_id: str) -> JSONObject:
+        doc = await self.store.get(tenant, registration_id)
+        if doc is None:
+            raise ResourceNotFound(f"registration {registration_id} not found")
+        return doc

@@ -1,0 +1,166 @@
+"""/csourceRegistrations through the API on every store: register, read, query, update,
+delete, and the errors of bad registrations (clauses 5.9, 5.10)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+R = "csourceRegistrations"
+CTX = {"@context": {"WaterLevel": "https://data.example/WaterLevel",
+                    "height": "https://data.example/height"}}
+
+
+def registration(rid: str = "urn:ngsi-ld:ContextSourceRegistration:uni", **more: Any
+                 ) -> dict[str, Any]:
+    return {"id": rid, "type": "ContextSourceRegistration",
+            "information": [{"entities": [{"type": "WaterLevelObserved"}],
+                             "propertyNames": ["waterLevel"]}],
+            "endpoint": "http://university.example:1026", **more}
+
+
+async def register(client: httpx.AsyncClient, body: dict[str, Any], **headers: str) -> str:
+    r = await client.post(R, json=body, headers=headers)
+    assert r.status_code == 201, r.text
+    assert r.content == b""
+    return str(r.headers["Location"])
+
+
+async def test_register_retrieve_update_delete(client: httpx.AsyncClient) -> None:
+    location = await register(client, registration(registrationName="uni gauges"))
+    assert location == f"/ngsi-ld/v1/{R}/urn:ngsi-ld:ContextSourceRegistration:uni"
+    r = await client.get(location.removeprefix("/ngsi-ld/v1/"))
+    assert r.status_code == 200
+    body = r.json()
+    assert body["id"] == "urn:ngsi-ld:ContextSourceRegistration:uni"
+    assert body["type"] == "ContextSourceRegistration"
+    assert body["information"] == [{"entities": [{"type": "WaterLevelObserved"}],
+                                    "propertyNames": ["waterLevel"]}]
+    assert body["endpoint"] == "http://university.example:1026"
+    assert body["registrationName"] == "uni gauges"
+    assert "createdAt" not in body
+    r = await client.get(f"{R}/{body['id']}", params={"options": "sysAttrs"})
+    assert "createdAt" in r.json() and "modifiedAt" in r.json()
+
+    r = await client.patch(f"{R}/{body['id']}", json={"registrationName": "renamed"})
+    assert r.status_code == 204
+    assert (await client.get(f"{R}/{body['id']}")).json()["registrationName"] == "renamed"
+
+    assert (await client.delete(f"{R}/{body['id']}")).status_code == 204
+    r = await client.get(f"{R}/{body['id']}")
+    assert r.status_code == 404 and r.json()["type"].endswith("ResourceNotFound")
+    assert (await client.delete(f"{R}/{body['id']}")).status_code == 404
+    assert (await client.patch(f"{R}/{body['id']}", json={"registrationName": "x"})
+            ).status_code == 404
+
+
+async def test_a_generated_id_and_a_duplicate(client: httpx.AsyncClient) -> None:
+    body = registration()
+    del body["id"]
+    location = await register(client, body)
+    assert location.startswith(f"/ngsi-ld/v1/{R}/urn:")
+    await register(client, registration())
+    r = await client.post(R, json=registration())
+    assert r.status_code == 409 and r.json()["type"].endswith("AlreadyExists")
+
+
+async def test_names_follow_the_callers_context(client: httpx.AsyncClient) -> None:
+    body = registration()
+    body["information"] = [{"entities": [{"type": "WaterLevel"}], "propertyNames": ["height"]}]
+    body["@context"] = CTX["@context"]
+    r = await client.post(R, json=body, headers={"Content-Type": "application/ld+json"})
+    assert r.status_code == 201, r.text
+    plain = (await client.get(f"{R}/{body['id']}")).json()  # core context: full IRIs
+    assert plain["information"][0]["entities"][0]["type"] == "https://data.example/WaterLevel"
+    assert plain["information"][0]["propertyNames"] == ["https://data.example/height"]
+    found = (await client.get(R, params={"type": "https://data.example/WaterLevel"})).json()
+    assert [f["id"] for f in found] == [body["id"]]
+
+
+async def test_query_by_type_id_and_attrs_with_paging(client: httpx.AsyncClient) -> None:
+    for n in range(3):
+        await register(client, registration(f"urn:ngsi-ld:ContextSourceRegistration:{n}"))
+    other = registration("urn:ngsi-ld:ContextSourceRegistration:lamps")
+    other["information"] = [{"entities": [{"id": "urn:ngsi-ld:Lamp:1", "type": "Lamp"}]}]
+    await register(client, other)
+    r = await client.get(R, params={"type": "WaterLevelObserved", "count": "true",
+                                    "limit": "2"})
+    assert r.status_code == 200
+    assert r.headers["NGSILD-Results-Count"] == "3"
+    assert [x["id"] for x in r.json()] == [f"urn:ngsi-ld:ContextSourceRegistration:{n}"
+                                          for n in (0, 1)]
+    assert 'rel="next"' in r.headers["Link"]
+    r = await client.get(R, params={"type": "WaterLevelObserved", "attrs": "waterLevel"})
+    assert len(r.json()) == 3
+    r = await client.get(R, params={"type": "WaterLevelObserved", "attrs": "speed"})
+    assert r.json() == []
+    r = await client.get(R, params={"id": "urn:ngsi-ld:Lamp:1"})
+    assert [x["id"] for x in r.json()] == ["urn:ngsi-ld:ContextSourceRegistration:lamps"]
+    r = await client.get(R, params={"type": "Lamp", "attrs": "anything"})
+    assert len(r.json()) == 1  # no names registered: every attribute of the entities
+    r = await client.get(R, params={"count": "true"})
+    assert r.headers["NGSILD-Results-Count"] == "4"
+
+
+async def test_tenants_do_not_see_each_others_registrations(client: httpx.AsyncClient) -> None:
+    await register(client, registration(), **{"NGSILD-Tenant": "sendai"})
+    r = await client.get(R, headers={"NGSILD-Tenant": "sendai"})
+    assert len(r.json()) == 1
+    r = await client.get(f"{R}/urn:ngsi-ld:ContextSourceRegistration:uni")
+    assert r.status_code == 404
+
+
+@pytest.mark.parametrize("change", [
+    {"endpoint": "not a url"},
+    {"endpoint": "ftp://university.example/"},
+    {"endpoint": "/relative"},
+    {"mode": "sideways"},
+    {"operations": ["flyAway"]},
+    {"information": []},
+    {"information": "all"},
+    {"information": [{}]},
+    {"type": "Registration"},
+    {"id": "not a uri"},
+    {"expiresAt": "2000-01-01T00:00:00Z"},
+    {"timesSent": 5},
+])
+async def test_bad_registrations_are_400_and_store_nothing(
+    client: httpx.AsyncClient, change: dict[str, Any]
+) -> None:
+    r = await client.post(R, json=registration() | change)
+    assert r.status_code == 400, (change, r.text)
+    assert r.json()["type"].endswith(("BadRequestData", "InvalidRequest"))
+    assert (await client.get(R)).json() == []
+
+
+async def test_a_bad_update_changes_nothing(client: httpx.AsyncClient) -> None:
+    await register(client, registration())
+    before = (await client.get(f"{R}/urn:ngsi-ld:ContextSourceRegistration:uni")).json()
+    for fragment in ({"endpoint": "nope"}, {"mode": "sideways"}, {"information": []}):
+        r = await client.patch(f"{R}/urn:ngsi-ld:ContextSourceRegistration:uni",
+                               json=fragment)
+        assert r.status_code == 400, (fragment, r.text)
+    after = (await client.get(f"{R}/urn:ngsi-ld:ContextSourceRegistration:uni")).json()
+    assert after == before
+
+
+async def test_bad_paths_and_parameters(client: httpx.AsyncClient) -> None:
+    assert (await client.get(f"{R}/not%20a%20uri")).status_code == 400
+    assert (await client.get(R, params={"unknown": "1"})).status_code == 400
+    assert (await client.get(R, params={"options": "keyValues"})).status_code == 400
+    assert (await client.post(R, content=b"{", headers={"Content-Type": "application/json"})
+            ).status_code == 400
+
+
+async def test_a_nul_character_is_kept_or_refused_never_a_server_error(
+    client: httpx.AsyncClient, store_url: str
+) -> None:
+    r = await client.post(R, json=registration(registrationName="before\u0000after"))
+    if store_url.startswith("postgresql"):  # PostgreSQL text cannot hold U+0000
+        assert r.status_code == 400 and r.json()["type"].endswith("BadRequestData"), r.text
+        assert (await client.get(R)).json() == []
+    else:
+        assert r.status_code == 201, r.text
+    await register(client, registration("urn:ngsi-ld:ContextSourceRegistration:next"))
