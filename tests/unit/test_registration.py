@@ -14,7 +14,7 @@ from urbanos.core.registration import (
     registration_matches,
     render_registration,
 )
-from urbanos.core.registration_info import conflicts, expand_operations
+from urbanos.core.registration_info import conflicts, expand_operations, supports
 from urbanos.errors import BadRequestData
 from urbanos.types import JSONObject
 
@@ -196,6 +196,9 @@ def test_operation_groups_expand() -> None:
     assert {"queryEntity", "retrieveEntityTypes", "createSubscription"} <= fed
     assert "createEntity" not in fed
     assert expand_operations(["queryTemporal", "updateOps"]) >= {"queryTemporal", "updateAttrs"}
+    assert supports(parse(body()), "queryEntity")
+    assert not supports(parse(body()), "createEntity")
+    assert supports(parse(body(operations=["createEntity"])), "createEntity")
 
 
 # --------------------------------------------------------------------------- render
@@ -353,8 +356,9 @@ def test_exclusive_conflicts() -> None:
     exclusive = parse(body(mode="exclusive"))
     assert conflicts(parse(body(mode="exclusive")), exclusive)
     assert conflicts(parse(body(mode="redirect")), exclusive)
-    assert conflicts(exclusive, parse(body(mode="redirect", information=[
-        {"entities": [{"type": "Vehicle"}]}])))
+    assert conflicts(parse(body(mode="redirect", information=[
+        {"entities": [{"type": "Vehicle"}]}])), exclusive)
+    assert not conflicts(exclusive, parse(body(mode="redirect")))
     assert not conflicts(parse(body(mode="inclusive")), exclusive)
     assert not conflicts(parse(body(mode="redirect")), parse(body(mode="redirect")))
     other_attr = parse(body(mode="exclusive", information=[

@@ -28,6 +28,7 @@ __all__ = [
     "expand_operations",
     "parse_information",
     "render_information",
+    "supports",
 ]
 
 #: the operations of clause 4.20 (Table 4.20-1) a registration may list one by one
@@ -241,17 +242,20 @@ def covers(info: Mapping[str, Any], *, ids: set[str] | None, types: set[str] | N
 
 
 def conflicts(new: Mapping[str, Any], existing: Mapping[str, Any]) -> bool:
-    """Clause 4.3.6.3: with an exclusive registration in place, no further exclusive or
-    redirect registration may cover the same entity id and attribute (and an exclusive one
-    may not be added over a redirect one)."""
-    modes = {new.get("mode", "inclusive"), existing.get("mode", "inclusive")}
-    if "exclusive" not in modes or not modes <= {"exclusive", "redirect"}:
+    """Clause 4.3.6.3: once an exclusive registration exists, no further exclusive or
+    redirect registration may cover one of its entity ids with one of its attributes (the
+    service answers 409 AlreadyExists)."""
+    if existing.get("mode") != "exclusive" or new.get("mode") not in ("exclusive", "redirect"):
         return False
-    exclusive, other = (new, existing) if new.get("mode") == "exclusive" else (existing, new)
-    for info in exclusive["information"]:
+    for info in existing["information"]:
         names = {n for key in _NAMES for n in info.get(key, ())}
         for entity in info["entities"]:
             ids, types = {entity["id"]}, _types_of(entity)
-            if any(covers(o, ids=ids, types=types, attrs=names) for o in other["information"]):
+            if any(covers(o, ids=ids, types=types, attrs=names) for o in new["information"]):
                 return True
     return False
+
+
+def supports(doc: Mapping[str, Any], operation: str) -> bool:
+    """Whether a registration's ``operations`` (groups expanded) include ``operation``."""
+    return operation in expand_operations(doc.get("operations", ("federationOps",)))
