@@ -96,8 +96,10 @@ async def test_query_by_type_id_and_attrs_with_paging(client: httpx.AsyncClient)
     assert len(r.json()) == 3
     r = await client.get(R, params={"type": "WaterLevelObserved", "attrs": "speed"})
     assert r.json() == []
-    r = await client.get(R, params={"id": "urn:ngsi-ld:Lamp:1"})
+    r = await client.get(R, params={"id": "urn:ngsi-ld:Lamp:1", "type": "Lamp"})
     assert [x["id"] for x in r.json()] == ["urn:ngsi-ld:ContextSourceRegistration:lamps"]
+    r = await client.get(R, params={"id": "urn:ngsi-ld:Lamp:2", "type": "Lamp"})
+    assert r.json() == []  # registered for another id of that type
     r = await client.get(R, params={"type": "Lamp", "attrs": "anything"})
     assert len(r.json()) == 1  # no names registered: every attribute of the entities
     r = await client.get(R, params={"count": "true"})
@@ -164,3 +166,32 @@ async def test_a_nul_character_is_kept_or_refused_never_a_server_error(
     else:
         assert r.status_code == 201, r.text
     await register(client, registration("urn:ngsi-ld:ContextSourceRegistration:next"))
+
+
+async def test_an_exclusive_registration_is_not_overlapped(client: httpx.AsyncClient) -> None:
+    def exclusive(rid: str, mode: str = "exclusive") -> dict[str, Any]:
+        return registration(rid, mode=mode, information=[{
+            "entities": [{"id": "urn:ngsi-ld:WaterLevelObserved:1",
+                          "type": "WaterLevelObserved"}],
+            "propertyNames": ["waterLevel"]}])
+
+    await register(client, exclusive("urn:ngsi-ld:ContextSourceRegistration:a"))
+    r = await client.post(R, json=exclusive("urn:ngsi-ld:ContextSourceRegistration:b"))
+    assert r.status_code == 409, r.text
+    r = await client.post(R, json=exclusive("urn:ngsi-ld:ContextSourceRegistration:c",
+                                            "redirect"))
+    assert r.status_code == 409
+    bad = exclusive("urn:ngsi-ld:ContextSourceRegistration:d")
+    bad["information"][0]["entities"][0] = {"idPattern": ".*", "type": "WaterLevelObserved"}
+    assert (await client.post(R, json=bad)).status_code == 400  # no idPattern when exclusive
+    assert [x["id"] for x in (await client.get(R)).json()] == [
+        "urn:ngsi-ld:ContextSourceRegistration:a"]
+
+
+async def test_an_endpoint_is_checked_as_the_broker_will_call_it(
+    client: httpx.AsyncClient
+) -> None:
+    for endpoint in ("http://169.254.169.254/latest", "mqtt://broker.example:1883"):
+        r = await client.post(R, json=registration(endpoint=endpoint))
+        assert r.status_code == 400, (endpoint, r.text)
+    assert (await client.get(R)).json() == []

@@ -31,7 +31,7 @@ from urbanos.core.registration_info import (
     parse_information,
     render_information,
 )
-from urbanos.core.subscription_payload import _expires, _pairs
+from urbanos.core.subscription_payload import check_expires, key_value_pairs
 from urbanos.core.temporal import parse_duration
 from urbanos.core.timeutil import parse_datetime
 from urbanos.core.validation import check_datetime, check_geometry, check_name, check_scopes, is_uri
@@ -161,9 +161,9 @@ def _member(doc: JSONObject, key: str, value: Any, terms: Terms, now: str) -> No
     elif key == "location" or key == "observationSpace" or key == "operationSpace":
         doc[key] = check_geometry(value, key)
     elif key == "expiresAt":
-        doc[key] = _expires(value, now)
+        doc[key] = check_expires(value, now)
     elif key == "contextSourceInfo":
-        doc[key] = _pairs(value, key, header_keys=True)
+        doc[key] = key_value_pairs(value, key, header_keys=True)
     elif key == "scope":
         scopes = check_scopes(value)
         doc[key] = value if isinstance(value, str) else scopes

@@ -158,7 +158,7 @@ def _geoq(value: object, terms: Terms) -> JSONObject:
     return out
 
 
-def _pairs(value: object, what: str, *, header_keys: bool) -> list[JSONObject]:
+def key_value_pairs(value: object, what: str, *, header_keys: bool) -> list[JSONObject]:
     """KeyValuePair arrays (clause 5.2.22): string key and value, nothing else, no CR/LF."""
     if not isinstance(value, list):
         raise _fail(f"{what} must be an array of key-value pairs")
@@ -202,10 +202,11 @@ def _endpoint(value: object) -> JSONObject:
         if key in value:
             out[key] = _number(value[key], f"notification.endpoint.{key}")
     if "receiverInfo" in value:
-        out["receiverInfo"] = _pairs(value["receiverInfo"], "receiverInfo",
-                                     header_keys=not parts.scheme.startswith("mqtt"))
+        out["receiverInfo"] = key_value_pairs(value["receiverInfo"], "receiverInfo",
+                                          header_keys=not parts.scheme.startswith("mqtt"))
     if "notifierInfo" in value:
-        out["notifierInfo"] = _pairs(value["notifierInfo"], "notifierInfo", header_keys=False)
+        out["notifierInfo"] = key_value_pairs(value["notifierInfo"], "notifierInfo",
+                                              header_keys=False)
         for pair in out["notifierInfo"]:
             if pair["key"] == "MQTT-QoS" and pair["value"] not in ("0", "1", "2"):
                 raise _fail("notifierInfo: MQTT-QoS must be 0, 1 or 2")
@@ -278,7 +279,7 @@ def _dataset_ids(value: object) -> list[str]:
     return list(value)
 
 
-def _expires(value: object, now: str) -> str:
+def check_expires(value: object, now: str) -> str:
     check_datetime(value, "expiresAt")
     assert isinstance(value, str)
     at, current = parse_datetime(value), parse_datetime(now)
@@ -322,7 +323,7 @@ def _member(doc: JSONObject, key: str, value: Any, terms: Terms, now: str) -> No
             raise _fail("isActive must be true or false")
         doc[key] = value
     elif key == "expiresAt":
-        doc[key] = _expires(value, now)
+        doc[key] = check_expires(value, now)
     elif key == "datasetId":
         doc[key] = _dataset_ids(value)
     elif key == "temporalQ":

@@ -83,7 +83,8 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
             settings=settings, store=the_store, entities=EntityService(the_store),
             contexts=contexts, subscriptions=subscriptions, access=access, auth=auth,
         )
-        app.state.services.registrations = RegistrationService(opened.registrations)
+        app.state.services.registrations = RegistrationService(
+            opened.registrations, policy=policy, own_origins=own_origins(settings))
         app.state.services.snapshots = SnapshotService(
             opened.snapshots, app.state.services.entities
         )

@@ -8,7 +8,7 @@ service is what the API and, later, distributed operations use.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from urbanos.core.policy import Action
 from urbanos.core.registration import (
@@ -17,17 +17,39 @@ from urbanos.core.registration import (
     registration_matches,
     render_registration,
 )
+from urbanos.core.registration_info import conflicts
 from urbanos.core.timeutil import now_iso
-from urbanos.errors import ResourceNotFound
+from urbanos.errors import AlreadyExists, ResourceNotFound
+from urbanos.outbound import OutboundPolicy
 from urbanos.services.guard import OPEN_GUARD, Guard
+from urbanos.services.subscriptions import check_endpoint
 from urbanos.storage.registrations import RegistrationStore
 from urbanos.types import JSON, JSONObject, Terms
 
+#: a context source is called over HTTP
+_SCHEMES = frozenset({"http", "https"})
+
 
 class RegistrationService:
-    def __init__(self, store: RegistrationStore, clock: Callable[[], str] = now_iso) -> None:
+    def __init__(self, store: RegistrationStore, *, policy: OutboundPolicy | None = None,
+                 own_origins: Iterable[tuple[str, int]] = (),
+                 clock: Callable[[], str] = now_iso) -> None:
+        """``policy`` and ``own_origins`` check each endpoint as the broker will call it:
+        the outbound policy, and never the broker itself."""
         self.store = store
+        self.policy = policy or OutboundPolicy()
+        self.own_origins = tuple(own_origins)
         self.clock = clock
+
+    async def _check(self, tenant: str, doc: JSONObject) -> None:
+        """What a document alone cannot tell: its endpoint as the broker will call it, and
+        no overlap with another's exclusive registration (clause 4.3.6.3: 409)."""
+        check_endpoint(str(doc["endpoint"]), self.policy, self.own_origins, _SCHEMES)
+        for other in await self.store.all(tenant):
+            if other["id"] != doc["id"] and conflicts(doc, other):
+                raise AlreadyExists(
+                    f"registration {doc['id']} overlaps the exclusive registration "
+                    f"{other['id']}")
 
     async def create(self, tenant: str, payload: JSON, terms: Terms, *,
                      guard: Guard = OPEN_GUARD) -> str:
@@ -38,6 +60,7 @@ class RegistrationService:
             payload, terms, self.clock(),
             new_id=lambda: f"urn:ngsi-ld:ContextSourceRegistration:{uuid.uuid4()}",
         )
+        await self._check(tenant, doc)
         await self.store.insert(tenant, doc)
         await guard.record_ok([str(doc["id"])])
         return str(doc["id"])
@@ -48,6 +71,7 @@ class RegistrationService:
         guard.require(Action.ADMIN)
         doc = patch_registration(await self._stored(tenant, registration_id), fragment, terms,
                                  self.clock())
+        await self._check(tenant, doc)
         if not await self.store.replace(tenant, doc):
             raise ResourceNotFound(f"registration {registration_id} not found")
         await guard.record_ok([registration_id])
@@ -69,17 +93,19 @@ class RegistrationService:
 
     async def query(self, tenant: str, terms: Terms, *, ids: set[str] | None = None,
                     types: set[str] | None = None, attrs: set[str] | None = None,
+                    id_pattern: str | None = None,
                     limit: int, offset: int, sys_attrs: bool = False,
                     guard: Guard = OPEN_GUARD) -> tuple[list[JSONObject], int]:
         """Query Context Source Registrations (5.10.2): those covering the ids, types and
         attributes asked (all of them without a filter), in creation order, and the total."""
         guard.require_some(Action.READ)
         now = self.clock()
-        if ids is None and types is None and attrs is None:
+        if ids is None and types is None and attrs is None and id_pattern is None:
             docs, total = await self.store.page(tenant, limit, offset)
         else:
             found = [d for d in await self.store.all(tenant)
-                     if registration_matches(d, ids=ids, types=types, attrs=attrs)]
+                     if registration_matches(d, ids=ids, types=types, attrs=attrs,
+                                             id_pattern=id_pattern)]
             docs, total = found[offset:offset + limit], len(found)
         return [render_registration(d, terms, now, sys_attrs=sys_attrs) for d in docs], total
 

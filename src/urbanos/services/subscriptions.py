@@ -234,17 +234,7 @@ class SubscriptionService:
     # -- the API operations ------------------------------------------------------------
 
     def _check_endpoint(self, doc: JSONObject) -> None:
-        """The outbound policy, and never the broker itself (a notification loop)."""
-        uri = doc["notification"]["endpoint"]["uri"]
-        check_url(uri, self.policy, schemes=ENDPOINT_SCHEMES)
-        parts = urlsplit(uri)
-        host = (parts.hostname or "").lower()
-        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower(), 0)
-        for own_host, own_port in self.own_origins:
-            same_host = host == own_host or (
-                host in _LOOPBACK_NAMES and own_host in _LOOPBACK_NAMES)
-            if same_host and port == own_port:
-                raise BadRequestData(f"the endpoint {uri} is this broker")
+        check_endpoint(doc["notification"]["endpoint"]["uri"], self.policy, self.own_origins)
 
     async def _resolve_context(self, doc: JSONObject, context: JSON, tenant: str) -> None:
         """Fetch the @contexts the subscription will need (504 if unavailable), and set
@@ -631,6 +621,22 @@ def own_origins(settings: Settings) -> list[tuple[str, int]]:
         default = 443 if public.scheme == "https" else 80
         out.append((public.hostname, public.port or default))
     return out
+
+
+def check_endpoint(uri: str, policy: OutboundPolicy,
+                   own_origins: Iterable[tuple[str, int]] = (),
+                   schemes: frozenset[str] | None = None) -> None:
+    """A URL the broker will send to: the outbound policy, and never the broker itself (a
+    loop). For notification endpoints and context sources alike."""
+    check_url(uri, policy, schemes=schemes if schemes is not None else ENDPOINT_SCHEMES)
+    parts = urlsplit(uri)
+    host = (parts.hostname or "").lower()
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower(), 0)
+    for own_host, own_port in own_origins:
+        same_host = host == own_host or (
+            host in _LOOPBACK_NAMES and own_host in _LOOPBACK_NAMES)
+        if same_host and port == own_port:
+            raise BadRequestData(f"the endpoint {uri} is this broker")
 
 
 #: where a subscription keeps its owner (members starting with _ are never rendered)

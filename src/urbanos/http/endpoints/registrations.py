@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from urbanos.core.entity import check_entity_id
+from urbanos.core.selection import check_id_pattern
 from urbanos.errors import BadRequestData
 from urbanos.http.context import link_url, request_context, services
 from urbanos.http.endpoints.subscriptions import read_json_body
@@ -50,7 +51,8 @@ async def query_registrations(request: Request) -> Response:
     """Query Context Source Registrations (clause 5.10.2, binding 6.8.3.2): those that
     cover the ``id``, ``type`` and ``attrs`` asked, paged, with a count."""
     params = request.query_params
-    check_params(params, {"id", "type", "attrs", "limit", "offset", "count", "options"})
+    check_params(params, {"id", "idPattern", "type", "attrs", "limit", "offset", "count",
+                          "options"})
     ctx = await request_context(request)
     sys_attrs = "sysAttrs" in options(params, {"sysAttrs"})
     limit, offset, count = paging(params, services(request).settings)
@@ -62,8 +64,12 @@ async def query_registrations(request: Request) -> Response:
             raise BadRequestData("type must name at least one entity type")
         types = set(names(params["type"], ctx.terms))
     attrs = set(names(params["attrs"], ctx.terms)) if "attrs" in params else None
+    id_pattern = params.get("idPattern")
+    if id_pattern is not None:
+        check_id_pattern(id_pattern)
     data, total = await _service(request).query(
-        ctx.tenant, ctx.terms, ids=ids, types=types, attrs=attrs, limit=limit,
+        ctx.tenant, ctx.terms, ids=ids, types=types, attrs=attrs, id_pattern=id_pattern,
+        limit=limit,
         offset=offset, sys_attrs=sys_attrs, guard=ctx.guard)
     headers = {"NGSILD-Results-Count": str(total)} if count else {}
     response = json_response(ctx, data, link_url=await link_url(request, ctx), headers=headers)
