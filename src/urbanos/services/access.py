@@ -53,6 +53,7 @@ from urbanos.storage.access import (
     AuditRecord,
     Issuer,
 )
+from urbanos.storage.base import Write
 from urbanos.types import JSONObject
 
 __all__ = ["AccessService", "ApiKey", "AuditFilter", "AuditNote", "AuditRecord",
@@ -585,18 +586,29 @@ class AccessService:
              request_id: str | None = None) -> AuditNote:
         return AuditNote(principal.key, principal.client, operation, request_id)
 
-    def audited(self, note: AuditNote, plan: Callable[[dict[str, JSONObject]], tuple[list, T]]
+    def audited(self, note: AuditNote, plan: Callable[[dict[str, JSONObject]], tuple[list, T]],
+                attached: list[Write] | None = None,
                 ) -> Callable[[dict[str, JSONObject]], tuple[list, T]]:
-        """``plan`` whose writes carry ``note``: their audit record commits with them."""
-        notes = self.store.notes
-
+        """``plan`` whose writes carry ``note``: their audit record commits with them.
+        With ``attached``, the noted writes are kept there: a run of the plan forgets the
+        notes of the run before (a store may run a plan again), and ``forget`` those of a
+        transaction that failed."""
         def with_note(current: dict[str, JSONObject]) -> tuple[list, T]:
+            if attached:
+                self.forget(attached)
             writes, result = plan(current)
             for write in writes:
-                notes.attach(write, note)
+                self.store.notes.attach(write, note)
+            if attached is not None:
+                attached.extend(writes)
             return writes, result
 
         return with_note
+
+    def forget(self, attached: list[Write]) -> None:
+        """Drop the notes of writes that never reached the store's hook."""
+        self.store.notes.discard(attached)
+        attached.clear()
 
     def _record(self, principal: Principal, tenant: str, operation: str, outcome: str,
                 status: int, entity_ids: Iterable[str] = (), request_id: str | None = None,

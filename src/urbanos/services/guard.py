@@ -36,7 +36,7 @@ from urbanos.types import JSONObject
 
 if TYPE_CHECKING:
     from urbanos.services.access import AccessService
-    from urbanos.storage.access import AuditNote, AuditNotes
+    from urbanos.storage.access import AuditNote
 
 T = TypeVar("T")
 Plan = Callable[[dict[str, JSONObject]], tuple[list[Write], T]]
@@ -44,26 +44,20 @@ Plan = Callable[[dict[str, JSONObject]], tuple[list[Write], T]]
 
 
 class Guard:
-    __slots__ = ("principal", "tenant", "grants", "note", "notes", "access", "_view")
+    __slots__ = ("principal", "tenant", "grants", "note", "access", "_view")
 
     def __init__(self, principal: Principal, tenant: str, grants: Sequence[Grant] = (),
-                 note: AuditNote | None = None, notes: AuditNotes | None = None,
-                 access: AccessService | None = None) -> None:
+                 note: AuditNote | None = None, access: AccessService | None = None) -> None:
         self.principal = principal
         self.tenant = tenant
         self.grants = tuple(grants)
         self.note = note
-        self.notes = notes
-        self.access = access  # where the request's other audit records go
+        self.access = access  # where the request's audit records go
         self._view: View | None = None
 
     @property
     def open(self) -> bool:
         return self.principal.kind == "open"
-
-    def for_tenant(self, tenant: str) -> Guard:
-        return self if self.open else Guard(self.principal, tenant, self.grants, self.note,
-                                            self.notes, self.access)
 
     # -- reads ---------------------------------------------------------------------------
     @property
@@ -183,12 +177,10 @@ class Guard:
         if self.open and self.note is None:
             return await store.modify(tenant, ids, plan)
         self.may_write_somewhere()
-        attached: list[Write] = []
         refused: dict[str, NgsiLdError] = {}
 
         def guarded(current: dict[str, JSONObject]) -> tuple[list[Write], T]:
-            self._forget(attached)  # a store may run a plan again (more ids to lock)
-            refused.clear()
+            refused.clear()  # a store may run a plan again (more ids to lock)
             writes, result = plan(current)
             if batch:
                 writes = self._refuse_some(writes, result, refused)
@@ -197,16 +189,16 @@ class Guard:
                     err = self.problem(w)
                     if err is not None:
                         raise err
-            if self.note is not None and self.notes is not None:
-                for w in writes:
-                    self.notes.attach(w, self.note)
-                attached.extend(writes)
             return writes, result
 
+        access, note = self.access, self.note
+        if access is None or note is None:
+            return await store.modify(tenant, ids, guarded)
+        attached: list[Write] = []
         try:
-            outcome = await store.modify(tenant, ids, guarded)
+            outcome = await store.modify(tenant, ids, access.audited(note, guarded, attached))
         finally:
-            self._forget(attached)
+            access.forget(attached)
         for status in sorted({e.status for e in refused.values()}):
             await self._record("denied", status, tuple(
                 i for i, e in refused.items() if e.status == status))
@@ -237,11 +229,6 @@ class Guard:
         result.created = [i for i in result.created if i not in refused]
         result.errors.extend(refused.items())
         return [w for w in writes if w.entity_id not in refused]
-
-    def _forget(self, attached: list[Write]) -> None:
-        if attached and self.notes is not None:
-            self.notes.discard(attached)
-            attached.clear()
 
 
 #: compiled views by (principal, tenant): reused while the principal object (a verified
@@ -303,8 +290,7 @@ async def guard_for(access: AccessService, principal: Principal, tenant: str,
     if principal.kind == "open":
         return OPEN_GUARD
     note = access.note(principal, operation, request_id)
-    guard = Guard(principal, tenant, await access.grants(tenant), note, access.store.notes,
-                  access)
+    guard = Guard(principal, tenant, await access.grants(tenant), note, access)
     if principal.kind == "anonymous" and guard.view.types == frozenset() and not any(
             g.assignee.covers(principal) for g in guard.grants):
         # nothing here is open to the public: ask for credentials rather than answer
