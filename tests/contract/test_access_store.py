@@ -5,18 +5,17 @@ log and its filters, and the audit hook that commits a write's record with the w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
 import psycopg
 import pytest
 
-from tests.conftest import reset_postgres
+from tests.contract.conftest import Backend
 from urbanos.core.policy import Action, Assignee, Grant, Role, Target
-from urbanos.storage import Stores, open_stores
+from urbanos.storage import Stores
 from urbanos.storage.access import (
     AccessStore,
     ApiKey,
@@ -31,53 +30,6 @@ from urbanos.storage.postgres.access import ACCESS_CHANNEL
 from urbanos.types import JSONObject
 
 X = "https://ex.org/"
-
-
-@dataclass
-class Backend:
-    """One backend's URL; ``open`` may be called again after ``close`` (reopening)."""
-
-    kind: str
-    url: str
-    opened: list[Stores] = field(default_factory=list)
-
-    async def open(self) -> Stores:
-        stores = open_stores(self.url, readers=1)
-        await stores.open()
-        self.opened.append(stores)
-        return stores
-
-    async def close(self, stores: Stores) -> None:
-        self.opened.remove(stores)
-        await stores.close()
-
-
-async def _backend(kind: str, request: pytest.FixtureRequest,
-                   tmp_path: Path) -> AsyncIterator[Backend]:
-    url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/access.db"}.get(kind, "")
-    if kind == "postgres":
-        url = request.getfixturevalue("postgres_database")
-    backend = Backend(kind, url)
-    try:
-        yield backend
-    finally:
-        for stores in list(backend.opened):
-            await backend.close(stores)
-        if kind == "postgres":
-            reset_postgres(url)
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    async for b in _backend(request.param, request, tmp_path):
-        yield b
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def durable(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    """The backends that keep data across a restart and roll transactions back."""
-    async for b in _backend(request.param, request, tmp_path):
-        yield b
 
 
 @pytest.fixture
@@ -518,12 +470,6 @@ async def test_everything_survives_a_reopen(durable: Backend) -> None:
 
 
 # --------------------------------------------------------------------------- cluster
-
-
-@pytest.fixture
-async def pg(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    async for b in _backend("postgres", request, tmp_path):
-        yield b
 
 
 async def test_changes_of_access_are_announced_to_the_cluster_by_tenant(pg: Backend) -> None:

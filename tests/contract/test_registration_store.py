@@ -4,17 +4,12 @@ every node, each change announced to the cluster."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import orjson
 import psycopg
 import pytest
 
-from tests.conftest import reset_postgres
+from tests.contract.conftest import Backend
 from urbanos.errors import AlreadyExists
-from urbanos.storage import Stores, open_stores
 from urbanos.storage.postgres.listen import REGISTRATIONS_CHANNEL, node_for
 from urbanos.storage.postgres.registrations import PostgresRegistrationStore
 from urbanos.storage.registrations import USE_MEMBERS
@@ -23,59 +18,6 @@ from urbanos.types import JSONObject
 T1 = "2024-01-01T00:00:01.000Z"
 T2 = "2024-01-01T00:00:02.000Z"
 T3 = "2024-01-01T00:00:03.000Z"
-
-
-@dataclass
-class Backend:
-    """One backend's URL; ``open`` may be called again after ``close`` (a restart), or
-    twice (two nodes of one database)."""
-
-    kind: str
-    url: str
-    opened: list[Stores] = field(default_factory=list)
-
-    async def open(self) -> Stores:
-        stores = open_stores(self.url, readers=1)
-        await stores.open()
-        self.opened.append(stores)
-        return stores
-
-    async def close(self, stores: Stores) -> None:
-        self.opened.remove(stores)
-        await stores.close()
-
-
-async def _backend(kind: str, request: pytest.FixtureRequest,
-                   tmp_path: Path) -> AsyncIterator[Backend]:
-    url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/reg.db"}.get(kind, "")
-    if kind == "postgres":
-        url = request.getfixturevalue("postgres_database")
-    backend = Backend(kind, url)
-    try:
-        yield backend
-    finally:
-        for stores in list(backend.opened):
-            await backend.close(stores)
-        if kind == "postgres":
-            reset_postgres(url)
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    async for b in _backend(request.param, request, tmp_path):
-        yield b
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def durable(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    async for b in _backend(request.param, request, tmp_path):
-        yield b
-
-
-@pytest.fixture
-async def pg(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    async for b in _backend("postgres", request, tmp_path):
-        yield b
 
 
 def rid(n: int) -> str:
