@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from urbanos.core.policy import Grant, Role
 from urbanos.storage.base import Write
@@ -163,6 +163,35 @@ def noted_records(notes: AuditNotes, tenant: str, writes: Sequence[Write],
 def operation_matches(wanted: str, operation: str) -> bool:
     """``entity.`` (ending with a dot) selects a family of operations, anything else one."""
     return operation.startswith(wanted) if wanted.endswith(".") else operation == wanted
+
+
+def audit_where(where: AuditFilter, mark: str, prefix: str, entity: str
+                ) -> tuple[str, list[Any]]:
+    """The SQL conditions of ``where`` (agreeing with ``audit_matches``) for both SQL
+    stores: ``mark`` is their placeholder; ``prefix`` the condition of an operation family
+    (``grant.``: one placeholder for the prefix), ``entity`` that of an entity id (one
+    placeholder), which each spells its own way."""
+    parts: list[str] = []
+    params: list[Any] = []
+    for column in ("tenant", "principal", "outcome"):
+        value = getattr(where, column)
+        if value is not None:
+            parts.append(f"{column} = {mark}")
+            params.append(value)
+    if where.operation is not None:
+        family = where.operation.endswith(".")
+        parts.append(prefix if family else f"operation = {mark}")
+        params.append(where.operation)
+    if where.entity_id is not None:
+        parts.append(entity)
+        params.append(where.entity_id)
+    if where.since is not None:
+        parts.append(f"time >= {mark}")
+        params.append(where.since)
+    if where.until is not None:
+        parts.append(f"time < {mark}")
+        params.append(where.until)
+    return (" WHERE " + " AND ".join(parts)) if parts else "", params
 
 
 def audit_matches(where: AuditFilter, record: AuditRecord) -> bool:

@@ -26,6 +26,7 @@ from urbanos.storage.access import (
     AuditNotes,
     AuditRecord,
     Issuer,
+    audit_where,
     noted_records,
 )
 from urbanos.storage.base import Write
@@ -71,28 +72,8 @@ async def _insert(conn: AsyncConnection, records: Sequence[AuditRecord]) -> None
 
 
 def _where(where: AuditFilter) -> tuple[str, list[Any]]:
-    """SQL conditions agreeing with ``storage.access.audit_matches``."""
-    parts: list[str] = []
-    params: list[Any] = []
-    for column in ("tenant", "principal", "outcome"):
-        value = getattr(where, column)
-        if value is not None:
-            parts.append(f"{column} = %s")
-            params.append(value)
-    if where.operation is not None:
-        parts.append("starts_with(operation, %s)" if where.operation.endswith(".")
-                     else "operation = %s")
-        params.append(where.operation)
-    if where.entity_id is not None:
-        parts.append("entity_ids @> ARRAY[%s]::text[]")
-        params.append(where.entity_id)
-    if where.since is not None:
-        parts.append("time >= %s")
-        params.append(where.since)
-    if where.until is not None:
-        parts.append("time < %s")
-        params.append(where.until)
-    return (" WHERE " + " AND ".join(parts)) if parts else "", params
+    return audit_where(where, "%s", "starts_with(operation, %s)",
+                       "entity_ids @> ARRAY[%s]::text[]")
 
 
 class PostgresAccessStore:

@@ -23,6 +23,7 @@ from urbanos.storage.access import (
     AuditNotes,
     AuditRecord,
     Issuer,
+    audit_where,
     noted_records,
 )
 from urbanos.storage.base import Write
@@ -119,31 +120,9 @@ def _insert(conn: sqlite3.Connection, records: Sequence[AuditRecord]) -> None:
 
 
 def _where(where: AuditFilter) -> tuple[str, list[Any]]:
-    """SQL conditions agreeing with ``storage.access.audit_matches``."""
-    parts: list[str] = []
-    params: list[Any] = []
-    for column in ("tenant", "principal", "outcome"):
-        value = getattr(where, column)
-        if value is not None:
-            parts.append(f"{column} = ?")
-            params.append(value)
-    if where.operation is not None:
-        if where.operation.endswith("."):
-            parts.append("substr(operation, 1, ?) = ?")
-            params += [len(where.operation), where.operation]
-        else:
-            parts.append("operation = ?")
-            params.append(where.operation)
-    if where.entity_id is not None:
-        parts.append("seq IN (SELECT seq FROM audit_entities WHERE entity_id = ?)")
-        params.append(where.entity_id)
-    if where.since is not None:
-        parts.append("time >= ?")
-        params.append(where.since)
-    if where.until is not None:
-        parts.append("time < ?")
-        params.append(where.until)
-    return (" WHERE " + " AND ".join(parts)) if parts else "", params
+    # not LIKE, which would read _ and % in the prefix as wildcards
+    return audit_where(where, "?", "instr(operation, ?) = 1",
+                       "seq IN (SELECT seq FROM audit_entities WHERE entity_id = ?)")
 
 
 class SqliteAccessStore:
