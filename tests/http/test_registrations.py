@@ -9,6 +9,8 @@ import httpx
 import pytest
 
 R = "csourceRegistrations"
+#: every registration (an unrestricted query is too wide, clause 5.10.2.4)
+ALL = {"type": "*"}
 CTX = {"@context": {"WaterLevel": "https://data.example/WaterLevel",
                     "height": "https://data.example/height"}}
 
@@ -102,13 +104,13 @@ async def test_query_by_type_id_and_attrs_with_paging(client: httpx.AsyncClient)
     assert r.json() == []  # registered for another id of that type
     r = await client.get(R, params={"type": "Lamp", "attrs": "anything"})
     assert len(r.json()) == 1  # no names registered: every attribute of the entities
-    r = await client.get(R, params={"count": "true"})
+    r = await client.get(R, params={"type": "*", "count": "true"})
     assert r.headers["NGSILD-Results-Count"] == "4"
 
 
 async def test_tenants_do_not_see_each_others_registrations(client: httpx.AsyncClient) -> None:
     await register(client, registration(), **{"NGSILD-Tenant": "sendai"})
-    r = await client.get(R, headers={"NGSILD-Tenant": "sendai"})
+    r = await client.get(R, params=ALL, headers={"NGSILD-Tenant": "sendai"})
     assert len(r.json()) == 1
     r = await client.get(f"{R}/urn:ngsi-ld:ContextSourceRegistration:uni")
     assert r.status_code == 404
@@ -134,7 +136,7 @@ async def test_bad_registrations_are_400_and_store_nothing(
     r = await client.post(R, json=registration() | change)
     assert r.status_code == 400, (change, r.text)
     assert r.json()["type"].endswith(("BadRequestData", "InvalidRequest"))
-    assert (await client.get(R)).json() == []
+    assert (await client.get(R, params=ALL)).json() == []
 
 
 async def test_a_bad_update_changes_nothing(client: httpx.AsyncClient) -> None:
@@ -162,7 +164,7 @@ async def test_a_nul_character_is_kept_or_refused_never_a_server_error(
     r = await client.post(R, json=registration(registrationName="before\u0000after"))
     if store_url.startswith("postgresql"):  # PostgreSQL text cannot hold U+0000
         assert r.status_code == 400 and r.json()["type"].endswith("BadRequestData"), r.text
-        assert (await client.get(R)).json() == []
+        assert (await client.get(R, params=ALL)).json() == []
     else:
         assert r.status_code == 201, r.text
     await register(client, registration("urn:ngsi-ld:ContextSourceRegistration:next"))
@@ -184,7 +186,7 @@ async def test_an_exclusive_registration_is_not_overlapped(client: httpx.AsyncCl
     bad = exclusive("urn:ngsi-ld:ContextSourceRegistration:d")
     bad["information"][0]["entities"][0] = {"idPattern": ".*", "type": "WaterLevelObserved"}
     assert (await client.post(R, json=bad)).status_code == 400  # no idPattern when exclusive
-    assert [x["id"] for x in (await client.get(R)).json()] == [
+    assert [x["id"] for x in (await client.get(R, params=ALL)).json()] == [
         "urn:ngsi-ld:ContextSourceRegistration:a"]
 
 
@@ -194,4 +196,85 @@ async def test_an_endpoint_is_checked_as_the_broker_will_call_it(
     for endpoint in ("http://169.254.169.254/latest", "mqtt://broker.example:1883"):
         r = await client.post(R, json=registration(endpoint=endpoint))
         assert r.status_code == 400, (endpoint, r.text)
-    assert (await client.get(R)).json() == []
+    assert (await client.get(R, params=ALL)).json() == []
+
+
+async def test_an_unrestricted_query_is_too_wide(client: httpx.AsyncClient) -> None:
+    await register(client, registration())
+    for params in ({}, {"count": "true"}, {"limit": "5"}, {"options": "sysAttrs"}):
+        r = await client.get(R, params=params)
+        assert r.status_code == 400, params
+        problem = r.json()
+        assert problem["type"] == "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
+        assert "too wide" in problem["title"] + problem.get("detail", "")
+    assert len((await client.get(R, params=ALL)).json()) == 1
+
+
+async def test_query_by_csf_scope_geo_and_time(client: httpx.AsyncClient) -> None:
+    inside = {"type": "Point", "coordinates": [130.76, 32.21]}
+    await register(client, registration(
+        "urn:ngsi-ld:ContextSourceRegistration:kuma", scope="/Kumamoto/Hitoyoshi",
+        location=inside, operator="river office", information=[
+            {"entities": [{"type": "WaterLevelObserved"}]}]))
+    await register(client, registration(
+        "urn:ngsi-ld:ContextSourceRegistration:tokyo", scope="/Tokyo",
+        location={"type": "Point", "coordinates": [139.69, 35.69]}))
+    await register(client, registration(
+        "urn:ngsi-ld:ContextSourceRegistration:archive",
+        observationInterval={"startAt": "2020-01-01T00:00:00Z",
+                             "endAt": "2021-01-01T00:00:00Z"}))
+
+    async def ids(**params: str) -> list[str]:
+        r = await client.get(R, params={"type": "WaterLevelObserved", **params})
+        assert r.status_code == 200, (params, r.text)
+        return [x["id"].rsplit(":", 1)[1] for x in r.json()]
+
+    assert await ids() == ["kuma", "tokyo"]  # no temporal query: latest information only
+    assert await ids(csf='operator=="river office"') == ["kuma"]
+    assert await ids(csf='endpoint=="http://university.example:1026";scope=="/Tokyo"') == [
+        "tokyo"]
+    assert await ids(scopeQ="/Kumamoto/#") == ["kuma"]
+    assert await ids(georel="near;maxDistance==2000", geometry="Point",
+                     coordinates="[130.765,32.21]") == ["kuma"]
+    assert await ids(georel="within", geometry="Polygon", geoproperty="location",
+                     coordinates="[[[130,32],[131,32],[131,33],[130,33],[130,32]]]") == ["kuma"]
+    assert await ids(timerel="before", timeAt="2020-06-01T00:00:00Z") == ["archive"]
+    assert await ids(timerel="after", timeAt="2020-06-01T00:00:00Z",
+                     timeproperty="createdAt") == []  # no managementInterval
+    # q names entity attributes: those sources registering other names are left out
+    assert await ids(q="waterLevel>3.0") == ["kuma", "tokyo"]
+    assert await ids(q="speed>3.0") == ["kuma"]
+
+
+@pytest.mark.parametrize("params", [
+    {"id": "invalidUri"}, {"q": "(invalidQuery"}, {"georel": "within"},
+    {"timerel": "before"}, {"type": "T", "csf": "endpoint=="}, {"type": "T", "scopeQ": "//"},
+    {"type": "T", "timerel": "after", "timeAt": "2020-01-01T00:00:00Z",
+     "timeproperty": "observationInterval"},
+    {"type": "T", "geoproperty": "location"},
+])
+async def test_invalid_filters_are_bad_request_data(
+    client: httpx.AsyncClient, params: dict[str, str]
+) -> None:
+    r = await client.get(R, params=params)
+    assert r.status_code == 400, (params, r.text)
+    problem = r.json()
+    assert problem["type"] == "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
+    assert problem["title"]
+
+
+async def test_paging_links_keep_the_callers_query(client: httpx.AsyncClient) -> None:
+    for n in range(3):
+        await register(client, registration(f"urn:ngsi-ld:ContextSourceRegistration:{n}"))
+    r = await client.get(f"{R}?type=WaterLevelObserved&limit=1&offset=1&attrs=waterLevel,height")
+    links = [link.strip() for link in r.headers["Link"].split(",")
+             if "json-ld#context" not in link]
+    assert links[-2:] == [
+        f'</ngsi-ld/v1/{R}?type=WaterLevelObserved&limit=1&offset=0&attrs=waterLevel%2Cheight>;'
+        ' rel="prev"; type="application/ld+json"',
+        f'</ngsi-ld/v1/{R}?type=WaterLevelObserved&limit=1&offset=2&attrs=waterLevel%2Cheight>;'
+        ' rel="next"; type="application/ld+json"',
+    ], links
+    r = await client.get(f"{R}?offset=2&type=WaterLevelObserved")  # the default limit
+    assert any("?offset=0&type=WaterLevelObserved&limit=" in link
+               for link in r.headers["Link"].split(","))

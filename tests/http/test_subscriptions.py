@@ -153,8 +153,8 @@ async def test_query_pages_and_counts(client: httpx.AsyncClient) -> None:
     assert [s["id"] for s in r.json()] == [f"{SID}:1"]
     assert r.headers["NGSILD-Results-Count"] == "3"
     links = r.headers["Link"]
-    assert '</ngsi-ld/v1/subscriptions?count=true&limit=1&offset=0>; rel="prev"' in links
-    assert '</ngsi-ld/v1/subscriptions?count=true&limit=1&offset=2>; rel="next"' in links
+    assert '</ngsi-ld/v1/subscriptions?limit=1&offset=0&count=true>; rel="prev"' in links
+    assert '</ngsi-ld/v1/subscriptions?limit=1&offset=2&count=true>; rel="next"' in links
     r = await client.get("subscriptions", params={"limit": 0})
     assert r.status_code == 400
 

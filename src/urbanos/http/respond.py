@@ -86,15 +86,21 @@ def empty(status: int = 204, headers: dict[str, str] | None = None) -> Response:
     return Response(status_code=status, headers=headers)
 
 
+#: characters left as they are in a paging link's values (readable ids and IRIs); a comma
+#: is encoded, so that a Link header's list splits on its own commas only
+_SAFE = ":/@!$*()"
+
+
 def add_paging_links(response: Response, request: Request, ctx: RequestContext, *,
                      limit: int, offset: int, total: int) -> Response:
     """The prev/next Links of a page (clause 6.3.13): the same query with another
-    offset, after the response's own Link header."""
+    offset, after the response's own Link header. They do not depend on the media type
+    ``ctx`` negotiated for the response (see ``_page_link``)."""
     links = []
     if limit and offset > 0:
-        links.append(_page_link(request, ctx, max(0, offset - limit), limit, "prev"))
+        links.append(_page_link(request, max(0, offset - limit), limit, "prev"))
     if limit and offset + limit < total:
-        links.append(_page_link(request, ctx, offset + limit, limit, "next"))
+        links.append(_page_link(request, offset + limit, limit, "next"))
     if links:
         existing = response.headers.get("Link")
         paging = ", ".join(links)
@@ -102,7 +108,19 @@ def add_paging_links(response: Response, request: Request, ctx: RequestContext, 
     return response
 
 
-def _page_link(request: Request, ctx: RequestContext, offset: int, limit: int, rel: str) -> str:
-    params = {**dict(request.query_params), "offset": str(offset), "limit": str(limit)}
-    query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in sorted(params.items()))
-    return f'<{request.url.path}?{query}>; rel="{rel}"; type="{ctx.accept}"'
+def _page_link(request: Request, offset: int, limit: int, rel: str) -> str:
+    """The caller's query as it was written (parameters in the caller's order, repeated
+    ones kept) with ``offset`` and ``limit`` replaced, or added at the end. ``type`` is
+    a hint (RFC 8288) naming JSON-LD, the representation every NGSI-LD page has, as the
+    clause's examples do."""
+    paging = {"offset": str(offset), "limit": str(limit)}
+    items: list[tuple[str, str]] = []
+    for key, value in request.query_params.multi_items():
+        if key in paging:
+            if key in dict(items):
+                continue  # a repeated offset or limit: the page's value once
+            value = paging[key]
+        items.append((key, value))
+    items += [(k, v) for k, v in paging.items() if k not in request.query_params]
+    query = "&".join(f"{quote(k, safe='')}={quote(v, safe=_SAFE)}" for k, v in items)
+    return f'<{request.url.path}?{query}>; rel="{rel}"; type="{JSONLD_MT}"'

@@ -14,10 +14,10 @@ from urbanos.core.policy import Action
 from urbanos.core.registration import (
     parse_registration,
     patch_registration,
-    registration_matches,
     render_registration,
 )
 from urbanos.core.registration_info import conflicts
+from urbanos.core.registration_query import RegistrationQuery
 from urbanos.core.timeutil import now_iso
 from urbanos.errors import AlreadyExists, ResourceNotFound
 from urbanos.outbound import OutboundPolicy
@@ -91,23 +91,16 @@ class RegistrationService:
         doc = await self._stored(tenant, registration_id)
         return render_registration(doc, terms, self.clock(), sys_attrs=sys_attrs)
 
-    async def query(self, tenant: str, terms: Terms, *, ids: set[str] | None = None,
-                    types: set[str] | None = None, attrs: set[str] | None = None,
-                    id_pattern: str | None = None,
+    async def query(self, tenant: str, terms: Terms, query: RegistrationQuery, *,
                     limit: int, offset: int, sys_attrs: bool = False,
                     guard: Guard = OPEN_GUARD) -> tuple[list[JSONObject], int]:
-        """Query Context Source Registrations (5.10.2): those covering the ids, types and
-        attributes asked (all of them without a filter), in creation order, and the total."""
+        """Query Context Source Registrations (5.10.2): those ``query`` matches
+        (``core.registration_query``), in creation order, and their total."""
         guard.require_some(Action.READ)
         now = self.clock()
-        if ids is None and types is None and attrs is None and id_pattern is None:
-            docs, total = await self.store.page(tenant, limit, offset)
-        else:
-            found = [d for d in await self.store.all(tenant)
-                     if registration_matches(d, ids=ids, types=types, attrs=attrs,
-                                             id_pattern=id_pattern)]
-            docs, total = found[offset:offset + limit], len(found)
-        return [render_registration(d, terms, now, sys_attrs=sys_attrs) for d in docs], total
+        found = [d for d in await self.store.all(tenant) if query.matches(d)]
+        docs = found[offset:offset + limit]
+        return [render_registration(d, terms, now, sys_attrs=sys_attrs) for d in docs], len(found)
 
     async def _stored(self, tenant: str, registration_id: str) -> JSONObject:
         doc = await self.store.get(tenant, registration_id)

@@ -12,12 +12,10 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from urbanos.core.entity import check_entity_id
-from urbanos.core.selection import check_id_pattern
-from urbanos.errors import BadRequestData
+from urbanos.core.registration_query import PARAMS, parse_registration_query
 from urbanos.http.context import link_url, request_context, services
 from urbanos.http.endpoints.subscriptions import read_json_body
-from urbanos.http.params import check_params, names, options, paging, uri_in_path
+from urbanos.http.params import check_params, options, paging, uri_in_path
 from urbanos.http.respond import add_paging_links, empty, json_response
 from urbanos.services.registrations import RegistrationService
 
@@ -48,29 +46,18 @@ async def create_registration(request: Request) -> Response:
 
 
 async def query_registrations(request: Request) -> Response:
-    """Query Context Source Registrations (clause 5.10.2, binding 6.8.3.2): those that
-    cover the ``id``, ``type`` and ``attrs`` asked, paged, with a count."""
+    """Query Context Source Registrations (clause 5.10.2, binding 6.8.3.2): those matching
+    the entity, attribute, ``q``, ``csf``, geo, temporal and scope filters
+    (``core.registration_query``), paged, with a count."""
     params = request.query_params
-    check_params(params, {"id", "idPattern", "type", "attrs", "limit", "offset", "count",
-                          "options"})
+    check_params(params, PARAMS | {"limit", "offset", "count", "options"})
     ctx = await request_context(request)
     sys_attrs = "sysAttrs" in options(params, {"sysAttrs"})
+    query = parse_registration_query(params, ctx.terms)
     limit, offset, count = paging(params, services(request).settings)
-    ids = types = None
-    if "id" in params:
-        ids = {check_entity_id(i.strip()) for i in params["id"].split(",")}
-    if "type" in params:
-        if not params["type"].strip():
-            raise BadRequestData("type must name at least one entity type")
-        types = set(names(params["type"], ctx.terms))
-    attrs = set(names(params["attrs"], ctx.terms)) if "attrs" in params else None
-    id_pattern = params.get("idPattern")
-    if id_pattern is not None:
-        check_id_pattern(id_pattern)
     data, total = await _service(request).query(
-        ctx.tenant, ctx.terms, ids=ids, types=types, attrs=attrs, id_pattern=id_pattern,
-        limit=limit,
-        offset=offset, sys_attrs=sys_attrs, guard=ctx.guard)
+        ctx.tenant, ctx.terms, query, limit=limit, offset=offset, sys_attrs=sys_attrs,
+        guard=ctx.guard)
     headers = {"NGSILD-Results-Count": str(total)} if count else {}
     response = json_response(ctx, data, link_url=await link_url(request, ctx), headers=headers)
     return add_paging_links(response, request, ctx, limit=limit, offset=offset, total=total)
