@@ -3,9 +3,14 @@ delete, and the errors of bad subscriptions (clauses 5.11.2 - 5.11.6)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
+import pytest
+
+from tests.http.access_harness import Broker, LocalIssuer, broker, local_issuer, secured_settings
+from urbanos.core.policy import OPEN, Action, Assignee, Grant, Role, Target
 
 CS = "csourceSubscriptions"
 LD = "application/ld+json"
@@ -144,3 +149,47 @@ async def test_tenants_are_apart(client: httpx.AsyncClient) -> None:
     r = await client.get(f"{CS}/urn:ngsi-ld:Subscription:cs1",
                          headers={"NGSILD-Tenant": "gent"})
     assert r.status_code == 200
+
+
+# -- with access control ------------------------------------------------------------------
+
+
+@pytest.fixture
+def issuer() -> Iterator[LocalIssuer]:
+    with local_issuer() as it:
+        yield it
+
+
+@pytest.fixture
+async def city(store_url: str, issuer: LocalIssuer) -> AsyncIterator[Broker]:
+    async with broker(secured_settings(store_url, issuer)) as b:
+        yield b
+
+
+async def test_a_csource_subscription_belongs_to_its_creator(
+    city: Broker, issuer: LocalIssuer,
+) -> None:
+    path = f"/ngsi-ld/v1/{CS}"
+    async with city.client(token=issuer.token("mio")) as mio:
+        r = await mio.post(path, json=csub())
+        assert r.status_code == 403  # no right to subscribe yet
+    g = Grant(id="urn:ngsi-ld:Permission:0", tenant="", assignee=Assignee.parse("authenticated"),
+              actions=frozenset({Action.READ, Action.SUBSCRIBE}), target=Target())
+    await city.services.access.add_grant(OPEN, g)
+    async with city.client(token=issuer.token("mio")) as mio:
+        r = await mio.post(path, json=csub())
+        assert r.status_code == 201, r.text
+        location = r.headers["Location"]
+        assert (await mio.get(location)).status_code == 200
+        assert len((await mio.get(path)).json()) == 1
+    async with city.client(token=issuer.token("ren")) as ren:
+        assert (await ren.get(location)).status_code == 404
+        assert (await ren.get(path)).json() == []
+        assert (await ren.patch(location, json={"throttling": 5})).status_code == 404
+        assert (await ren.delete(location)).status_code == 404
+    async with city.client() as anon:
+        assert (await anon.post(path, json=csub("urn:x:anon"))).status_code == 401
+    _, token = await city.services.access.create_key(OPEN, "", Role.TENANT_ADMIN, "admin key")
+    async with city.client(key=token) as admin:
+        assert len((await admin.get(path)).json()) == 1
+        assert (await admin.delete(location)).status_code == 204

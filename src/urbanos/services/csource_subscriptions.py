@@ -110,8 +110,10 @@ class CsourceSubscriptionService:
     async def create(self, tenant: str, payload: JSON, terms: Terms, context: JSON, *,
                      guard: Guard = OPEN_GUARD) -> str:
         """Create Csource Registration Subscription (5.11.2); returns the id. The
-        registrations it selects now are notified at once (newlyMatching)."""
+        registrations it selects now are notified at once (newlyMatching). The caller
+        owns it, and must be one who may read registrations and subscribe."""
         guard.require_some(Action.SUBSCRIBE)
+        guard.require_some(Action.READ)
         doc = parse_csource_subscription(
             payload, terms, self.clock(),
             new_id=lambda: f"urn:ngsi-ld:Subscription:{uuid.uuid4()}")
