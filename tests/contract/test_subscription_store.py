@@ -132,11 +132,14 @@ async def test_kinds_are_apart_and_ids_unique_over_both(store: SubscriptionStore
     assert [s.doc["id"] for s in await store.load("")] == [doc(1)["id"]]
     assert not await store.replace("", doc(2, isActive=False))
     assert not await store.delete("", "urn:ngsi-ld:Subscription:2")
+    # a delivery names only the id: it is counted whichever kind the subscription is
     await store.record_delivery("", "urn:ngsi-ld:Subscription:2", ok=True, at=NOW, error=None)
     await csource.record_delivery("", "urn:ngsi-ld:Subscription:2", ok=False, at=NOW,
                                   error="HTTP 500 from the receiver")
     found = await csource.get("", "urn:ngsi-ld:Subscription:2")
-    assert found is not None and found.stats.times_sent == 1 and found.stats.status == "failed"
+    assert found is not None and found.stats.times_sent == 2 and found.stats.status == "failed"
+    entity = await store.get("", "urn:ngsi-ld:Subscription:1")
+    assert entity is not None and entity.stats.times_sent == 0
     assert await csource.replace("", doc(2, isActive=False))
     assert await csource.delete("", "urn:ngsi-ld:Subscription:2")
     assert await store.get("", "urn:ngsi-ld:Subscription:1") is not None

@@ -310,8 +310,11 @@ class CsourceSubscriptionService:
 
     async def delivered(self, tenant: str, subscription_id: str, *, ok: bool, at: str,
                         error: str | None = None) -> None:
-        """Count one delivery attempt (nothing happens for an entity subscription's)."""
-        await self.store.record_delivery(tenant, subscription_id, ok=ok, at=at, error=error)
+        """Nothing to write: the outcome of every delivery is counted once, whatever the
+        kind of its subscription, by the store's ``record_delivery``, which the entity
+        subscription service (the engine's first source, ``SubscriptionSources``) calls.
+        So a delivery of either kind costs one write, not one per kind."""
+        return None
 
     async def get(self, tenant: str, subscription_id: str) -> JSONObject | None:
         """A subscription rendered with its own @context, None when unknown."""

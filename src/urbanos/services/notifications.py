@@ -108,9 +108,10 @@ class SubscriptionSource(Protocol):
 
 class SubscriptionSources:
     """Several kinds of subscription (on entities, on context source registrations) as
-    the one source the engine delivers for. Subscription ids are unique per tenant over
-    every kind (one store table), so a delivery's outcome is counted by the one source
-    that has the subscription; the others ignore it."""
+    the one source the engine delivers for. They share one subscription table, whose ids
+    are unique per tenant over every kind: the first source's ``delivered`` counts a
+    delivery of any kind there (``SubscriptionStore.record_delivery``), the others only
+    keep their own bookkeeping in memory."""
 
     def __init__(self, *sources: SubscriptionSource) -> None:
         self.sources = sources

@@ -6,10 +6,11 @@ counters never overwrites a concurrent Update Subscription, and the other way ro
 Listing order is creation order.
 
 Entity subscriptions (clause 5.8) and context source registration subscriptions (5.11)
-share one table and one delivery bookkeeping, told apart by a *kind*: a store sees the
-subscriptions of its own kind only (``ENTITY`` unless built with ``of_kind``), while ids
-stay unique per tenant over both kinds, so a delivery (tenant, subscription id) names
-exactly one subscription whichever kind it is.
+share one table and one delivery bookkeeping, told apart by a *kind*: a store reads and
+changes the subscriptions of its own kind only (``ENTITY`` unless built with ``of_kind``),
+while ids stay unique per tenant over both kinds, so a delivery (tenant, subscription id)
+names exactly one subscription whichever kind it is, and ``record_delivery`` counts it
+whatever the kind: one write per outcome.
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ class SubscriptionStore(Protocol):
     async def record_delivery(
         self, tenant: str, subscription_id: str, *, ok: bool, at: str, error: str | None
     ) -> None:
-        """Count one delivery attempt; nothing happens for an unknown subscription."""
+        """Count one delivery attempt of the subscription with this id, whatever its kind
+        (a delivery names only the id, unique over the kinds): the engine reports each
+        outcome once. Nothing happens for an unknown subscription."""
         ...
 
 
@@ -170,7 +173,7 @@ class MemorySubscriptionStore:
     ) -> None:
         table = self._tenants.get(tenant, {})
         found = table.get(subscription_id)
-        if found is None or found[0] != self.kind:
+        if found is None:
             return
         kind, doc, stats = found
         table[subscription_id] = (kind, doc, record(stats, ok=ok, at=at))

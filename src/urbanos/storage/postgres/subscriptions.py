@@ -147,14 +147,14 @@ class PostgresSubscriptionStore:
                 await conn.execute(
                     "UPDATE urbanos.subscriptions SET times_sent = times_sent + 1,"
                     " last_notification = %s, last_success = %s, last_status = 'ok'"
-                    " WHERE tenant = %s AND id = %s AND kind = %s",
-                    (at, at, tenant, subscription_id, self.kind),
+                    " WHERE tenant = %s AND id = %s",
+                    (at, at, tenant, subscription_id),
                 )
             else:
                 await conn.execute(
                     "UPDATE urbanos.subscriptions SET times_sent = times_sent + 1,"
                     " times_failed = times_failed + 1, last_notification = %s,"
                     " last_failure = %s, last_status = 'failed', last_error = %s"
-                    " WHERE tenant = %s AND id = %s AND kind = %s",
-                    (at, at, error, tenant, subscription_id, self.kind),
+                    " WHERE tenant = %s AND id = %s",
+                    (at, at, error, tenant, subscription_id),
                 )

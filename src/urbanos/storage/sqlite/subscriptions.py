@@ -167,16 +167,16 @@ class SqliteSubscriptionStore:
                 conn.execute(
                     "UPDATE subscriptions SET times_sent = times_sent + 1,"
                     " last_notification = ?, last_success = ?, last_status = 'ok'"
-                    " WHERE tenant = ? AND id = ? AND kind = ?",
-                    (at, at, tenant, subscription_id, self.kind),
+                    " WHERE tenant = ? AND id = ?",
+                    (at, at, tenant, subscription_id),
                 )
             else:
                 conn.execute(
                     "UPDATE subscriptions SET times_sent = times_sent + 1,"
                     " times_failed = times_failed + 1, last_notification = ?,"
                     " last_failure = ?, last_status = 'failed', last_error = ?"
-                    " WHERE tenant = ? AND id = ? AND kind = ?",
-                    (at, at, error, tenant, subscription_id, self.kind),
+                    " WHERE tenant = ? AND id = ?",
+                    (at, at, error, tenant, subscription_id),
                 )
 
         await self.db.transact(run)
