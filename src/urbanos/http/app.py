@@ -26,8 +26,10 @@ from urbanos.services.access import AccessService
 from urbanos.services.auth import Authenticator
 from urbanos.services.cluster import ACCESS, CONTEXTS, SUBSCRIPTIONS, Invalidations, listen
 from urbanos.services.contexts import ContextService
+from urbanos.services.csource_subscriptions import CSOURCE, CsourceSubscriptionService
 from urbanos.services.entities import EntityService
 from urbanos.services.expiry import ExpirySweeper
+from urbanos.services.notifications import SubscriptionSources
 from urbanos.services.ratelimit import RateLimits
 from urbanos.services.registrations import RegistrationService
 from urbanos.services.snapshots import SnapshotService
@@ -83,8 +85,12 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
             settings=settings, store=the_store, entities=EntityService(the_store),
             contexts=contexts, subscriptions=subscriptions, access=access, auth=auth,
         )
-        app.state.services.registrations = RegistrationService(
+        registrations = app.state.services.registrations = RegistrationService(
             opened.registrations, policy=policy, own_origins=own_origins(settings))
+        csubs = app.state.services.csource_subscriptions = CsourceSubscriptionService(
+            opened.subscriptions.of_kind(CSOURCE), opened.registrations, contexts,
+            own_origins=own_origins(settings))
+        registrations.on_change = csubs.registration_changed
         app.state.services.snapshots = SnapshotService(
             opened.snapshots, app.state.services.entities
         )
@@ -100,10 +106,13 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
         await subscriptions.open()
         # before serving: the outbox has recorded every write since it was built
         app.state.workers = await start_workers(
-            settings, opened.outbox, subscriptions, policy, leader=the_store.try_lead
+            settings, opened.outbox, SubscriptionSources(subscriptions, csubs), policy,
+            leader=the_store.try_lead,
         )
         if app.state.workers.engine is not None:
             subscriptions.outcomes = app.state.workers.engine.settled
+            csubs.outcomes = app.state.workers.engine.settled
+            csubs.notify = app.state.workers.engine.notify
         app.state.services.notifications = app.state.workers.engine
         app.state.workers.run("contexts.uses", contexts.run_flush)
         app.state.workers.run("access.keys", access.run_flush)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from urbanos.services.access import AccessService
     from urbanos.services.auth import Authenticator
     from urbanos.services.contexts import ContextService
+    from urbanos.services.csource_subscriptions import CsourceSubscriptionService
     from urbanos.services.entities import EntityService
     from urbanos.services.notifications import NotificationEngine
     from urbanos.services.registrations import RegistrationService
@@ -48,6 +49,7 @@ class Services:
     snapshots: SnapshotService | None = None
     access: AccessService | None = None  # None: URBANOS_AUTH=none, no grants, no audit
     registrations: RegistrationService | None = None
+    csource_subscriptions: CsourceSubscriptionService | None = None
     auth: Authenticator | None = None
 
 

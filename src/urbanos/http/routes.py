@@ -9,6 +9,7 @@ from urbanos.http.admin_routes import ADMIN_ROUTES
 from urbanos.http.endpoints import (
     admin,
     batch,
+    csource_subscriptions,
     discovery,
     entities,
     entity_maps,
@@ -41,6 +42,7 @@ E = P + "/entities/{entity_id:segment}"
 S = P + "/subscriptions/{subscription_id:segment}"
 SN = P + "/snapshots/{snapshot_id:segment}"
 CR = P + "/csourceRegistrations/{registration_id:segment}"
+CS = P + "/csourceSubscriptions/{subscription_id:segment}"
 
 ROUTES = [
     Route("/", landing.landing, methods=["GET"]),
@@ -94,6 +96,13 @@ ROUTES = [
     Route(CR, registrations.retrieve_registration, methods=["GET"]),
     Route(CR, registrations.update_registration, methods=["PATCH"]),
     Route(CR, registrations.delete_registration, methods=["DELETE"]),
+    Route(P + "/csourceSubscriptions", csource_subscriptions.create_csource_subscription,
+          methods=["POST"]),
+    Route(P + "/csourceSubscriptions", csource_subscriptions.query_csource_subscriptions,
+          methods=["GET"]),
+    Route(CS, csource_subscriptions.retrieve_csource_subscription, methods=["GET"]),
+    Route(CS, csource_subscriptions.update_csource_subscription, methods=["PATCH"]),
+    Route(CS, csource_subscriptions.delete_csource_subscription, methods=["DELETE"]),
     Route(P + "/snapshots", snapshots.create_snapshot, methods=["POST"]),
     Route(P + "/snapshots", snapshots.list_snapshots, methods=["GET"]),
     Route(P + "/snapshots", snapshots.purge_snapshots, methods=["DELETE"]),

@@ -106,6 +106,49 @@ class SubscriptionSource(Protocol):
     async def get(self, tenant: str, subscription_id: str) -> dict[str, Any] | None: ...
 
 
+class SubscriptionSources:
+    """Several kinds of subscription (on entities, on context source registrations) as
+    the one source the engine delivers for. They share one subscription table, whose ids
+    are unique per tenant over every kind: the first source's ``delivered`` counts a
+    delivery of any kind there (``SubscriptionStore.record_delivery``), the others only
+    keep their own bookkeeping in memory."""
+
+    def __init__(self, *sources: SubscriptionSource) -> None:
+        self.sources = sources
+
+    async def match(self, change: Change, only: str | None = None) -> Matched:
+        outgoing: list[Outgoing] = []
+        failed: dict[str, str] = {}
+        for source in self.sources:
+            matched = await source.match(change, only)
+            outgoing.extend(matched.outgoing)
+            failed.update(matched.failed)
+        return Matched(outgoing, failed)
+
+    def fired(self, outgoing: list[Outgoing], *, recorded: bool) -> None:
+        for source in self.sources:
+            source.fired(outgoing, recorded=recorded)
+
+    async def periodic_due(self, now: str) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        for source in self.sources:
+            out.extend(await source.periodic_due(now))
+        return out
+
+    async def delivered(
+        self, tenant: str, subscription_id: str, *, ok: bool, at: str, error: str | None = None
+    ) -> None:
+        for source in self.sources:
+            await source.delivered(tenant, subscription_id, ok=ok, at=at, error=error)
+
+    async def get(self, tenant: str, subscription_id: str) -> dict[str, Any] | None:
+        for source in self.sources:
+            found = await source.get(tenant, subscription_id)
+            if found is not None:
+                return found
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryConfig:
     timeout: float = 10.0  # seconds for one send, connection included
@@ -324,6 +367,13 @@ class NotificationEngine:
             log.info("dead letter %s (change of %s) retried: %d notification(s)",
                      letter.id, letter.change.entity_id, len(new))
         return len(due)
+
+    async def notify(self, outgoing: list[Outgoing]) -> None:
+        """Record notifications that no entity change caused (a context source
+        registration changed, a csource subscription was created) for delivery, as the
+        periodic ones are: durable once this returns, then sent like every other."""
+        if outgoing:
+            await self._record(outgoing)
 
     def _new_delivery(self, out: Outgoing, claim: bool = False) -> NewDelivery:
         envelope = envelope_of(out)

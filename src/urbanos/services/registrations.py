@@ -7,8 +7,9 @@ service is what the API and, later, distributed operations use.
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from urbanos.core.policy import Action
 from urbanos.core.registration import (
@@ -28,6 +29,9 @@ from urbanos.types import JSON, JSONObject, Terms
 
 #: a context source is called over HTTP
 _SCHEMES = frozenset({"http", "https"})
+log = logging.getLogger("urbanos.registrations")
+#: told of each registration write: (tenant, before, after), None for absent
+ChangeHook = Callable[[str, JSONObject | None, JSONObject | None], Awaitable[None]]
 
 
 class RegistrationService:
@@ -40,6 +44,20 @@ class RegistrationService:
         self.policy = policy or OutboundPolicy()
         self.own_origins = tuple(own_origins)
         self.clock = clock
+        #: told of every registration created, updated or deleted, once written (the
+        #: csource subscriptions' notifications, clause 5.11.7)
+        self.on_change: ChangeHook | None = None
+
+    async def _changed(self, tenant: str, before: JSONObject | None,
+                       after: JSONObject | None) -> None:
+        """Announce a committed write; its failure is logged, the write stands."""
+        if self.on_change is None:
+            return
+        try:
+            await self.on_change(tenant, before, after)
+        except Exception:  # noqa: BLE001 - the registration is written: do not fail it
+            log.exception("announcing the change of registration %s failed",
+                          (after or before or {}).get("id"))
 
     async def _check(self, tenant: str, doc: JSONObject) -> None:
         """What a document alone cannot tell: its endpoint as the broker will call it, and
@@ -63,26 +81,31 @@ class RegistrationService:
         await self._check(tenant, doc)
         await self.store.insert(tenant, doc)
         await guard.record_ok([str(doc["id"])])
+        await self._changed(tenant, None, doc)
         return str(doc["id"])
 
     async def update(self, tenant: str, registration_id: str, fragment: JSON, terms: Terms,
                      *, guard: Guard = OPEN_GUARD) -> None:
         """Update Context Source Registration (5.9.3)."""
         guard.require(Action.ADMIN)
-        doc = patch_registration(await self._stored(tenant, registration_id), fragment, terms,
-                                 self.clock())
+        before = await self._stored(tenant, registration_id)
+        doc = patch_registration(before, fragment, terms, self.clock())
         await self._check(tenant, doc)
         if not await self.store.replace(tenant, doc):
             raise ResourceNotFound(f"registration {registration_id} not found")
         await guard.record_ok([registration_id])
+        await self._changed(tenant, before, doc)
 
     async def delete(self, tenant: str, registration_id: str, *,
                      guard: Guard = OPEN_GUARD) -> None:
         """Delete Context Source Registration (5.9.4)."""
         guard.require(Action.ADMIN)
+        before = await self.store.get(tenant, registration_id) if self.on_change else None
         if not await self.store.delete(tenant, registration_id):
             raise ResourceNotFound(f"registration {registration_id} not found")
         await guard.record_ok([registration_id])
+        if before is not None:
+            await self._changed(tenant, before, None)
 
     async def retrieve(self, tenant: str, registration_id: str, terms: Terms, *,
                        sys_attrs: bool = False, guard: Guard = OPEN_GUARD) -> JSONObject:

@@ -1,9 +1,11 @@
-"""Subscriptions in PostgreSQL (``urbanos.subscriptions``, catalog migration 0001).
+"""Subscriptions in PostgreSQL (``urbanos.subscriptions``, catalog migrations 0001, 0010).
 
 Same rows as the SQLite store: the document, and the delivery counters in their own
 columns. Every insert, replace and delete also NOTIFYs ``urbanos_subscriptions`` in its own
 transaction, so the other nodes drop their index of that tenant once it has committed
-(``listen.PostgresNode``; the app lifespan wires the handler). Bound parameters only.
+(``listen.PostgresNode``; the app lifespan wires the handler). ``kind`` tells entity
+subscriptions from context source registration subscriptions (``storage.subscriptions``).
+Bound parameters only.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from urbanos.storage.postgres.listen import (
     node_for,
     subscription_payload,
 )
-from urbanos.storage.subscriptions import StoredSubscription
+from urbanos.storage.subscriptions import ENTITY, StoredSubscription
 from urbanos.types import JSONObject
 
 if TYPE_CHECKING:
@@ -47,9 +49,14 @@ def _row(row: tuple[Any, ...]) -> StoredSubscription:
 class PostgresSubscriptionStore:
     """Shares the entity store's pool; its table comes with the catalog migrations."""
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: PostgresStore, kind: str = ENTITY) -> None:
+        self.store = store
         self.db = store.db
         self.node = node_for(store)
+        self.kind = kind
+
+    def of_kind(self, kind: str) -> PostgresSubscriptionStore:
+        return PostgresSubscriptionStore(self.store, kind)
 
     async def open(self) -> None:
         return None  # the catalog migrations ran when the entity store opened
@@ -68,8 +75,9 @@ class PostgresSubscriptionStore:
         try:
             async with self.db.transaction() as conn:
                 await conn.execute(
-                    "INSERT INTO urbanos.subscriptions (tenant, id, doc) VALUES (%s, %s, %s)",
-                    (tenant, doc["id"], Json(doc)),
+                    "INSERT INTO urbanos.subscriptions (tenant, id, doc, kind)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (tenant, doc["id"], Json(doc), self.kind),
                 )
                 await self._announce(conn, tenant)
         except psycopg.errors.UniqueViolation as exc:
@@ -78,8 +86,9 @@ class PostgresSubscriptionStore:
     async def replace(self, tenant: str, doc: JSONObject) -> bool:
         async with self.db.transaction() as conn:
             cur = await conn.execute(
-                "UPDATE urbanos.subscriptions SET doc = %s WHERE tenant = %s AND id = %s",
-                (Json(doc), tenant, doc["id"]),
+                "UPDATE urbanos.subscriptions SET doc = %s"
+                " WHERE tenant = %s AND id = %s AND kind = %s",
+                (Json(doc), tenant, doc["id"], self.kind),
             )
             if cur.rowcount > 0:
                 await self._announce(conn, tenant)
@@ -88,8 +97,8 @@ class PostgresSubscriptionStore:
     async def delete(self, tenant: str, subscription_id: str) -> bool:
         async with self.db.transaction() as conn:
             cur = await conn.execute(
-                "DELETE FROM urbanos.subscriptions WHERE tenant = %s AND id = %s",
-                (tenant, subscription_id),
+                "DELETE FROM urbanos.subscriptions WHERE tenant = %s AND id = %s AND kind = %s",
+                (tenant, subscription_id, self.kind),
             )
             if cur.rowcount > 0:
                 await self._announce(conn, tenant)
@@ -98,7 +107,8 @@ class PostgresSubscriptionStore:
     async def get(self, tenant: str, subscription_id: str) -> StoredSubscription | None:
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                _SELECT + " WHERE tenant = %s AND id = %s", (tenant, subscription_id)
+                _SELECT + " WHERE tenant = %s AND id = %s AND kind = %s",
+                (tenant, subscription_id, self.kind),
             )
             row = await cur.fetchone()
         return _row(row) if row else None
@@ -108,12 +118,13 @@ class PostgresSubscriptionStore:
     ) -> tuple[list[StoredSubscription], int]:
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                _SELECT + " WHERE tenant = %s ORDER BY seq LIMIT %s OFFSET %s",
-                (tenant, limit, offset),
+                _SELECT + " WHERE tenant = %s AND kind = %s ORDER BY seq LIMIT %s OFFSET %s",
+                (tenant, self.kind, limit, offset),
             )
             rows = await cur.fetchall()
             cur = await conn.execute(
-                "SELECT count(*) FROM urbanos.subscriptions WHERE tenant = %s", (tenant,)
+                "SELECT count(*) FROM urbanos.subscriptions WHERE tenant = %s AND kind = %s",
+                (tenant, self.kind),
             )
             total = await cur.fetchone()
         return [_row(r) for r in rows], int(total[0]) if total else 0
@@ -121,9 +132,10 @@ class PostgresSubscriptionStore:
     async def load(self, tenant: str | None = None) -> list[StoredSubscription]:
         async with self.db.connection() as conn:
             if tenant is None:
-                cur = await conn.execute(_SELECT + " ORDER BY seq")
+                cur = await conn.execute(_SELECT + " WHERE kind = %s ORDER BY seq", (self.kind,))
             else:
-                cur = await conn.execute(_SELECT + " WHERE tenant = %s ORDER BY seq", (tenant,))
+                cur = await conn.execute(_SELECT + " WHERE tenant = %s AND kind = %s ORDER BY seq",
+                                         (tenant, self.kind))
             rows = await cur.fetchall()
         return [_row(r) for r in rows]
 

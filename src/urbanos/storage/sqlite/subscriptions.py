@@ -2,7 +2,9 @@
 
 One row per subscription: the document as JSON, and the delivery counters in their own
 columns, so counting a delivery never rewrites (or races with) the document. ``seq`` keeps
-creation order for paging. Bound parameters only.
+creation order for paging. ``kind`` tells entity subscriptions from context source
+registration subscriptions (``storage.subscriptions``); files from before it get the
+column at open, their rows being entity subscriptions. Bound parameters only.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import orjson
 from urbanos.core.subscription import DeliveryStats
 from urbanos.errors import AlreadyExists
 from urbanos.storage.sqlite.database import Database
-from urbanos.storage.subscriptions import StoredSubscription
+from urbanos.storage.subscriptions import ENTITY, StoredSubscription
 from urbanos.types import JSONObject
 
 __all__ = ["SCHEMA", "SqliteSubscriptionStore"]
@@ -33,6 +35,7 @@ SCHEMA = [
         last_failure TEXT,
         last_status TEXT,
         last_error TEXT,
+        kind TEXT NOT NULL DEFAULT 'entity',
         UNIQUE (tenant, id)
     )""",
 ]
@@ -54,15 +57,24 @@ def _row(row: tuple[Any, ...]) -> StoredSubscription:
 
 
 class SqliteSubscriptionStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, kind: str = ENTITY) -> None:
         self.db = db
+        self.kind = kind
+
+    def of_kind(self, kind: str) -> SqliteSubscriptionStore:
+        return SqliteSubscriptionStore(self.db, kind)
 
     async def open(self) -> None:
-        """Create the table; the Database itself is opened by the entity store."""
+        """Create the table (or add the kind column to one of an earlier version); the
+        Database itself is opened by the entity store."""
 
         def migrate(conn: sqlite3.Connection) -> None:
             for stmt in SCHEMA:
                 conn.execute(stmt)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(subscriptions)")}
+            if "kind" not in columns:
+                conn.execute("ALTER TABLE subscriptions ADD COLUMN kind TEXT NOT NULL"
+                             " DEFAULT 'entity'")
 
         await self.db.transact(migrate)
 
@@ -73,8 +85,8 @@ class SqliteSubscriptionStore:
         def run(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
-                    "INSERT INTO subscriptions (tenant, id, doc) VALUES (?, ?, ?)",
-                    (tenant, doc["id"], orjson.dumps(doc).decode()),
+                    "INSERT INTO subscriptions (tenant, id, doc, kind) VALUES (?, ?, ?, ?)",
+                    (tenant, doc["id"], orjson.dumps(doc).decode(), self.kind),
                 )
             except sqlite3.IntegrityError as exc:
                 raise AlreadyExists(f"subscription {doc['id']} already exists") from exc
@@ -84,8 +96,8 @@ class SqliteSubscriptionStore:
     async def replace(self, tenant: str, doc: JSONObject) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
-                "UPDATE subscriptions SET doc = ? WHERE tenant = ? AND id = ?",
-                (orjson.dumps(doc).decode(), tenant, doc["id"]),
+                "UPDATE subscriptions SET doc = ? WHERE tenant = ? AND id = ? AND kind = ?",
+                (orjson.dumps(doc).decode(), tenant, doc["id"], self.kind),
             )
             return cur.rowcount > 0
 
@@ -94,7 +106,8 @@ class SqliteSubscriptionStore:
     async def delete(self, tenant: str, subscription_id: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
-                "DELETE FROM subscriptions WHERE tenant = ? AND id = ?", (tenant, subscription_id)
+                "DELETE FROM subscriptions WHERE tenant = ? AND id = ? AND kind = ?",
+                (tenant, subscription_id, self.kind),
             )
             return cur.rowcount > 0
 
@@ -103,8 +116,9 @@ class SqliteSubscriptionStore:
     async def get(self, tenant: str, subscription_id: str) -> StoredSubscription | None:
         def run(conn: sqlite3.Connection) -> StoredSubscription | None:
             row = conn.execute(
-                f"SELECT {_COLUMNS} FROM subscriptions WHERE tenant = ? AND id = ?",  # noqa: S608
-                (tenant, subscription_id),
+                f"SELECT {_COLUMNS} FROM subscriptions"  # noqa: S608
+                " WHERE tenant = ? AND id = ? AND kind = ?",
+                (tenant, subscription_id, self.kind),
             ).fetchone()
             return _row(row) if row else None
 
@@ -116,11 +130,12 @@ class SqliteSubscriptionStore:
         def run(conn: sqlite3.Connection) -> tuple[list[StoredSubscription], int]:
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM subscriptions WHERE tenant = ?"  # noqa: S608
-                " ORDER BY seq LIMIT ? OFFSET ?",
-                (tenant, limit, offset),
+                " AND kind = ? ORDER BY seq LIMIT ? OFFSET ?",
+                (tenant, self.kind, limit, offset),
             ).fetchall()
             total = conn.execute(
-                "SELECT COUNT(*) FROM subscriptions WHERE tenant = ?", (tenant,)
+                "SELECT COUNT(*) FROM subscriptions WHERE tenant = ? AND kind = ?",
+                (tenant, self.kind),
             ).fetchone()[0]
             return [_row(r) for r in rows], int(total)
 
@@ -130,13 +145,15 @@ class SqliteSubscriptionStore:
         def run(conn: sqlite3.Connection) -> list[StoredSubscription]:
             if tenant is None:
                 rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM subscriptions ORDER BY seq"  # noqa: S608
+                    f"SELECT {_COLUMNS} FROM subscriptions WHERE kind = ?"  # noqa: S608
+                    " ORDER BY seq",
+                    (self.kind,),
                 ).fetchall()
             else:
                 rows = conn.execute(
                     f"SELECT {_COLUMNS} FROM subscriptions WHERE tenant = ?"  # noqa: S608
-                    " ORDER BY seq",
-                    (tenant,),
+                    " AND kind = ? ORDER BY seq",
+                    (tenant, self.kind),
                 ).fetchall()
             return [_row(r) for r in rows]
 
