@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from urbanos.services.auth import Authenticator
     from urbanos.services.contexts import ContextService
     from urbanos.services.entities import EntityService
+    from urbanos.services.federation import Federation
     from urbanos.services.notifications import NotificationEngine
     from urbanos.services.registrations import RegistrationService
     from urbanos.services.snapshots import SnapshotService
@@ -49,6 +50,7 @@ class Services:
     access: AccessService | None = None  # None: URBANOS_AUTH=none, no grants, no audit
     registrations: RegistrationService | None = None
     auth: Authenticator | None = None
+    federation: Federation | None = None  # distributed operations (clause 4.3.6)
 
 
 def services(request: Request) -> Services:
