@@ -297,3 +297,23 @@ async def test_an_unreachable_source_is_reported(client: httpx.AsyncClient) -> N
     assert r.status_code == 207, r.text
     assert r.json()["success"] == [V + "1"]
     assert r.headers["NGSILD-Warning"].startswith("199 ")
+
+
+async def test_an_entity_of_another_type_is_not_forwarded(client: httpx.AsyncClient,
+                                                          source: ContextSource) -> None:
+    await register(client, source, "inclusive")  # every Vehicle
+    building = {"id": "urn:ngsi-ld:Building:1", "type": "Building",
+                "height": {"type": "Property", "value": 1}}
+    assert (await client.post("entities", json=building)).status_code == 201
+    r = await client.patch("entities/urn:ngsi-ld:Building:1/attrs",
+                           json={"height": {"type": "Property", "value": 2}})
+    assert r.status_code == 204, r.text
+    r = await client.post("entityOperations/update", json=[
+        {"id": "urn:ngsi-ld:Building:1", "height": {"type": "Property", "value": 3}}])
+    assert r.status_code == 204, r.text
+    assert (await client.delete("entities/urn:ngsi-ld:Building:1")).status_code == 204
+    assert source.requests == []
+    # a Vehicle named by id only is still forwarded once its type is known here
+    await client.post("entities", json=vehicle(V + "1"), params={"local": "true"})
+    assert (await client.delete(f"entities/{V}1")).status_code == 204
+    assert [r.path for r in source.requests] == [f"/ngsi-ld/v1/entities/{V}1"]

@@ -34,6 +34,7 @@ from urbanos.core.timeutil import now_iso
 from urbanos.errors import NgsiLdError
 from urbanos.services.contexts import ContextService
 from urbanos.services.federation import Federation, Reply
+from urbanos.services.stores import EntityStore
 from urbanos.types import JSON, JSONObject, Terms
 
 __all__ = ["Entry", "FederatedWrites", "Forwarded", "Written"]
@@ -179,29 +180,58 @@ class FederatedWrites:
     """The distributed-write use cases over one Federation (per process)."""
 
     def __init__(self, federation: Federation, contexts: ContextService,
-                 clock: Callable[[], str] = now_iso) -> None:
+                 store: EntityStore | None = None, clock: Callable[[], str] = now_iso) -> None:
+        """``store``: where the types of an entity a write names only by id are read, so
+        that registrations of other types are not asked (None: match by id alone)."""
         self.federation = federation
         self.contexts = contexts
+        self.store = store
         self.clock = clock
+
+    async def _stored_types(self, tenant: str, ids: list[str]) -> dict[str, set[str]]:
+        """The types of the entities this broker holds among ``ids``."""
+        if self.store is None or not ids:
+            return {}
+        try:
+            found = await self.store.get_many(tenant, ids)
+        except NgsiLdError:  # e.g. a tenant that does not exist here
+            return {}
+        return {eid: set(e["type"]) for eid, e in found.items() if e.get("type")}
 
     # -- planning --------------------------------------------------------------------------
     async def plan(
         self, tenant: str, operation: str, *, ids: set[str] | None = None,
         types: set[str] | None = None, attrs: frozenset[str] | None = None,
         id_pattern: str | None = None, via: str | None = None, whole_entity: bool = False,
+        lookup: str | None = None,
     ) -> WritePlan:
         """How a write splits (``core.distributed_writes.plan_write``). LoopDetected (508)
-        when it came round to an exclusive or redirect source (``Federation.targets``)."""
+        when it came round to an exclusive or redirect source (``Federation.targets``).
+        ``lookup``: an entity named by id only, whose stored types (if this broker holds
+        it) narrow the registrations that match."""
         docs = await self.federation.registrations(tenant)
         if not docs:
             return LOCAL_ONLY
         asked = set(attrs) if attrs else None
+        plan = await self._plan(tenant, operation, docs, ids, types, asked, id_pattern, via,
+                                whole_entity)
+        if plan.distributed and types is None and lookup is not None:
+            stored = (await self._stored_types(tenant, [lookup])).get(lookup)
+            if stored:
+                plan = await self._plan(tenant, operation, docs, ids, stored, asked,
+                                        id_pattern, via, whole_entity)
+        return plan
+
+    async def _plan(self, tenant: str, operation: str, docs: Sequence[JSONObject],
+                    ids: set[str] | None, types: set[str] | None, attrs: set[str] | None,
+                    id_pattern: str | None, via: str | None, whole_entity: bool) -> WritePlan:
         targets = await self.federation.targets(
-            tenant, operation, ids=ids, types=types, attrs=asked, id_pattern=id_pattern,
+            tenant, operation, ids=ids, types=types, attrs=attrs, id_pattern=id_pattern,
             via=via)
         refused = refusing(docs, operation, now=canonical(self.clock()), ids=ids, types=types,
-                           attrs=asked)
-        return plan_write(targets, refused, attrs if attrs else None, whole_entity=whole_entity)
+                           attrs=attrs)
+        return plan_write(targets, refused, frozenset(attrs) if attrs else None,
+                          whole_entity=whole_entity)
 
     # -- one entity ------------------------------------------------------------------------
     async def write(
@@ -284,6 +314,14 @@ class FederatedWrites:
                 whole_entity=whole_entity))
         if not any(p.distributed for p in plans):
             return None
+        untyped = [i for i, p in enumerate(plans) if p.distributed and not entries[i].types]
+        stored = await self._stored_types(tenant, [entries[i].entity_id for i in untyped])
+        for i in untyped:
+            if entries[i].entity_id in stored:
+                plans[i] = await self.plan(
+                    tenant, operation, ids={entries[i].entity_id},
+                    types=stored[entries[i].entity_id], attrs=entries[i].attrs, via=via,
+                    whole_entity=whole_entity)
         written = Written(LOCAL_ONLY)
         kept = {i: p.kept for i, p in enumerate(plans) if p.local}
         per_target: dict[str, tuple[Target, list[int]]] = {}

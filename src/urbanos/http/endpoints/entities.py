@@ -116,7 +116,7 @@ def federated(request: Request) -> FederatedWrites | None:
     svc = services(request)
     if svc.federation is None or flag(request.query_params, "local"):
         return None
-    return FederatedWrites(svc.federation, svc.contexts)
+    return FederatedWrites(svc.federation, svc.contexts, svc.store)
 
 
 def forwarded(request: Request, path: str, ctx: RequestContext, body: JSON = None, *,
@@ -224,7 +224,7 @@ async def delete_entity(request: Request) -> Response:
     if fw is not None:
         via = request.headers.get("via")
         plan = await fw.plan(ctx.tenant, "deleteEntity", ids={entity_id}, via=via,
-                             types=_gate_types(type_gate), whole_entity=True)
+                             types=_gate_types(type_gate), whole_entity=True, lookup=entity_id)
         if plan.distributed:
             written = await fw.write(
                 ctx.tenant, "deleteEntity", plan,
@@ -280,7 +280,7 @@ async def merge_entity(request: Request) -> Response:
         attrs = frozenset(fragment["attrs"])
         types = set(fragment["type"]) if fragment.get("type") else None
         plan = await fw.plan(ctx.tenant, "mergeEntity", ids={entity_id}, types=types,
-                             attrs=attrs, via=via)
+                             attrs=attrs, via=via, lookup=entity_id)
         if plan.distributed:
             written = await fw.write(
                 ctx.tenant, "mergeEntity", plan,
@@ -451,7 +451,7 @@ async def _attribute_write(
     concerned). ``name``: the one attribute of the path, as the client named it."""
     via = request.headers.get("via")
     plan = await fw.plan(ctx.tenant, operation, ids={entity_id}, attrs=attrs or None, via=via,
-                         types=_gate_types(_type_gate(request, ctx.terms)))
+                         types=_gate_types(_type_gate(request, ctx.terms)), lookup=entity_id)
     if not plan.distributed:
         return None
     path = entity_path(entity_id, "attrs", *((name,) if name is not None else ()))
