@@ -9,7 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.http.access_harness import broker, local_issuer, secured_settings
 from tests.http.context_source import ContextSource
+from urbanos.core.policy import OPEN, Role
 
 V = "urn:ngsi-ld:Vehicle:"
 SPEED = "https://uri.etsi.org/ngsi-ld/default-context/speed"
@@ -317,3 +319,32 @@ async def test_an_entity_of_another_type_is_not_forwarded(client: httpx.AsyncCli
     await client.post("entities", json=vehicle(V + "1"), params={"local": "true"})
     assert (await client.delete(f"entities/{V}1")).status_code == 204
     assert [r.path for r in source.requests] == [f"/ngsi-ld/v1/entities/{V}1"]
+
+
+async def test_a_caller_may_not_forward_what_it_may_not_write(store_url: str,
+                                                              source: ContextSource) -> None:
+    with local_issuer() as issuer:
+        async with broker(secured_settings(store_url, issuer)) as b:
+            access = b.services.access
+            _, admin = await access.create_key(OPEN, "", Role.TENANT_ADMIN, "admin")
+            _, reader = await access.create_key(OPEN, "", Role.READER, "reader")
+            _, writer = await access.create_key(OPEN, "", Role.WRITER, "writer")
+            async with b.client(key=admin) as c:
+                r = await c.post("/ngsi-ld/v1/csourceRegistrations", json={
+                    "type": "ContextSourceRegistration", "endpoint": source.base,
+                    "mode": "redirect", "operations": ["redirectionOps", "createBatch"],
+                    "information": [{"entities": [{"type": "Vehicle"}]}]})
+                assert r.status_code == 201, r.text
+            async with b.client(key=reader) as c:
+                r = await c.post("/ngsi-ld/v1/entities", json=vehicle(V + "1"))
+                assert r.status_code == 403, r.text
+                r = await c.delete("/ngsi-ld/v1/entities", params={"type": "Vehicle"})
+                assert r.status_code == 403, r.text
+                r = await c.post("/ngsi-ld/v1/entityOperations/create", json=[vehicle(V + "2")])
+                assert r.status_code == 207, r.text
+                assert r.json()["errors"][0]["error"]["status"] == 403
+                assert source.requests == []
+            async with b.client(key=writer) as c:
+                r = await c.post("/ngsi-ld/v1/entities", json=vehicle(V + "1"))
+                assert r.status_code == 201, r.text
+                assert [r.path for r in source.requests] == ["/ngsi-ld/v1/entities"]

@@ -109,6 +109,8 @@ class WritePlan:
     kept: frozenset[str] | None
     forward: tuple[Target, ...] = ()
     refused: tuple[Target, ...] = ()
+    #: the entity types the write was matched with (None: unknown), for access checks
+    types: frozenset[str] | None = None
 
     @property
     def distributed(self) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import orjson
@@ -30,10 +30,12 @@ from urbanos.core.distributed_writes import (
 )
 from urbanos.core.expiry import canonical
 from urbanos.core.federation import Target
+from urbanos.core.policy import Action
 from urbanos.core.timeutil import now_iso
 from urbanos.errors import NgsiLdError
 from urbanos.services.contexts import ContextService
 from urbanos.services.federation import Federation, Reply
+from urbanos.services.guard import OPEN_GUARD, Guard
 from urbanos.services.stores import EntityStore
 from urbanos.types import JSON, JSONObject, Terms
 
@@ -230,8 +232,9 @@ class FederatedWrites:
             via=via)
         refused = refusing(docs, operation, now=canonical(self.clock()), ids=ids, types=types,
                            attrs=attrs)
-        return plan_write(targets, refused, frozenset(attrs) if attrs else None,
+        plan = plan_write(targets, refused, frozenset(attrs) if attrs else None,
                           whole_entity=whole_entity)
+        return replace(plan, types=frozenset(types)) if types and plan.distributed else plan
 
     # -- one entity ------------------------------------------------------------------------
     async def write(
@@ -239,9 +242,18 @@ class FederatedWrites:
         ids: list[str], attrs: frozenset[str] | None,
         local: Callable[[frozenset[str] | None], Awaitable[T]],
         local_outcome: Callable[[T], Outcome] | None = None, via: str | None = None,
+        guard: Guard = OPEN_GUARD,
     ) -> Written:
         """Run ``local`` (given the attributes this broker keeps) if the plan has a local
-        part, and send each source its part, at once."""
+        part, and send each source its part, at once. What is forwarded is first checked
+        against the caller's rights, as a write here would be (``Guard.check_write``):
+        a source is never asked what the caller may not do."""
+        if plan.forward and not guard.open:
+            if not ids:  # a purge: the sources' entities cannot be checked one by one
+                guard.require(Action.WRITE)
+            for eid in ids:
+                guard.check_write({"id": eid, "type": sorted(plan.types or ())},
+                                  attrs or frozenset())
         written = Written(plan)
         names = sorted(attrs) if attrs else []
 
@@ -298,6 +310,7 @@ class FederatedWrites:
         self, tenant: str, operation: str, entries: Sequence[Entry], request: Forwarded, *,
         local: Callable[[list[int], dict[int, frozenset[str] | None]], Awaitable[list[Outcome]]],
         via: str | None = None, whole_entity: bool = False, creating: bool = False,
+        guard: Guard = OPEN_GUARD,
     ) -> Written | None:
         """A batch split entity by entity: ``local`` is given the indexes of the entries
         this broker writes (with the attributes it keeps of each) and returns their
@@ -323,6 +336,17 @@ class FederatedWrites:
                     types=stored[entries[i].entity_id], attrs=entries[i].attrs, via=via,
                     whole_entity=whole_entity)
         written = Written(LOCAL_ONLY)
+        if not guard.open:  # what the caller may not write is not forwarded either
+            for i, p in enumerate(plans):
+                if not p.forward:
+                    continue
+                try:
+                    guard.check_write({"id": entries[i].entity_id,
+                                       "type": sorted(p.types or ())},
+                                      entries[i].attrs or frozenset())
+                except NgsiLdError as exc:
+                    written.outcomes.append(_error_outcome(exc, [entries[i].entity_id], []))
+                    plans[i] = replace(p, local=False, forward=(), refused=())
         kept = {i: p.kept for i, p in enumerate(plans) if p.local}
         per_target: dict[str, tuple[Target, list[int]]] = {}
         for i, p in enumerate(plans):

@@ -141,7 +141,7 @@ async def _distributed(
     path = OPERATIONS + request.url.path.rstrip("/").rsplit("/", 1)[-1]
     return await fw.batch(ctx.tenant, operation, entries, forwarded(request, path, ctx),
                           local=run_local, via=request.headers.get("via"),
-                          whole_entity=whole_entity, creating=creating)
+                          whole_entity=whole_entity, creating=creating, guard=ctx.guard)
 
 
 def _distributed_answer(ctx: RequestContext, written: Written, invalid: BatchResult,

@@ -199,7 +199,7 @@ async def create_entity(request: Request) -> Response:
         if plan.distributed:
             written = await fw.write(
                 ctx.tenant, "createEntity", plan, forwarded(request, ENTITIES, ctx, body),
-                ids=[entity["id"]], attrs=attrs, via=via,
+                ids=[entity["id"]], attrs=attrs, via=via, guard=ctx.guard,
                 local=lambda kept: svc.entities.create(ctx.tenant, keep_attrs(entity, kept),
                                                        guard=ctx.guard))
             return distributed_answer(ctx, written, empty(201, headers | tenant_headers(ctx)))
@@ -229,7 +229,7 @@ async def delete_entity(request: Request) -> Response:
             written = await fw.write(
                 ctx.tenant, "deleteEntity", plan,
                 forwarded(request, entity_path(entity_id), ctx), ids=[entity_id], attrs=None,
-                via=via,
+                via=via, guard=ctx.guard,
                 local=lambda _: svc.entities.delete(ctx.tenant, entity_id, type_gate=type_gate,
                                                     guard=ctx.guard))
             return distributed_answer(ctx, written, empty(204, tenant_headers(ctx)))
@@ -254,7 +254,7 @@ async def replace_entity(request: Request) -> Response:
             written = await fw.write(
                 ctx.tenant, "replaceEntity", plan,
                 forwarded(request, entity_path(entity_id), ctx, body), ids=[entity_id],
-                attrs=attrs, via=via,
+                attrs=attrs, via=via, guard=ctx.guard,
                 local=lambda kept: svc.entities.replace(ctx.tenant, entity_id,
                                                         keep_attrs(new, kept), guard=ctx.guard))
             return distributed_answer(ctx, written, empty(204, tenant_headers(ctx)))
@@ -285,7 +285,7 @@ async def merge_entity(request: Request) -> Response:
             written = await fw.write(
                 ctx.tenant, "mergeEntity", plan,
                 forwarded(request, entity_path(entity_id), ctx, body), ids=[entity_id],
-                attrs=attrs, via=via,
+                attrs=attrs, via=via, guard=ctx.guard,
                 local=lambda kept: svc.entities.merge(ctx.tenant, entity_id,
                                                       keep_attrs(fragment, kept),
                                                       guard=ctx.guard))
@@ -463,7 +463,8 @@ async def _attribute_write(
         return _updated(entity_id)(value)
 
     return await fw.write(ctx.tenant, operation, plan, request_out, ids=[entity_id],
-                          attrs=attrs, via=via, local=local, local_outcome=outcome)
+                          attrs=attrs, via=via, local=local, local_outcome=outcome,
+                          guard=ctx.guard)
 
 
 _SYSTEM = frozenset({"createdAt", "modifiedAt", "deletedAt", NGSI_LD + "createdAt",
@@ -508,7 +509,7 @@ async def purge_entities(request: Request) -> Response:
         if plan.distributed:
             written = await fw.write(
                 ctx.tenant, "purgeEntity", plan, forwarded(request, ENTITIES, ctx), ids=[],
-                attrs=None, via=via,
+                attrs=None, via=via, guard=ctx.guard,
                 local=lambda _: svc.entities.purge(ctx.tenant, query, keep=keep, drop=drop,
                                                    guard=ctx.guard))
             return distributed_answer(ctx, written, empty(204, tenant_headers(ctx)))
