@@ -169,6 +169,7 @@ async def test_a_missing_local_entity_with_a_source_is_partial(
     assert r.status_code == 207
     [error] = r.json()["errors"]
     assert error["registrationId"] == rid and error["error"]["status"] == 404
+    assert r.headers["NGSILD-Warning"].startswith(f'299 {source.base} "')
     assert (await local(client, V + "1")).status_code == 404
 
 

@@ -29,7 +29,7 @@ from urbanos.core.distributed_writes import (
     refusing,
 )
 from urbanos.core.expiry import canonical
-from urbanos.core.federation import Target
+from urbanos.core.federation import Target, warning
 from urbanos.core.policy import Action
 from urbanos.core.timeutil import now_iso
 from urbanos.errors import NgsiLdError
@@ -108,6 +108,16 @@ class Written:
     @property
     def headers(self) -> dict[str, str]:
         return {"NGSILD-Warning": ", ".join(self.warnings)} if self.warnings else {}
+
+
+def _warn(written: Written, reply: Reply, ok: bool) -> None:
+    """The source's failure in NGSILD-Warning (clause 6.3.17), also for answers the
+    engine does not flag (a 404 is no anomaly for a read, it is one for a write)."""
+    if reply.warning:
+        written.warnings.append(reply.warning)
+    elif not ok or reply.status == 207:
+        written.warnings.append(warning(299, reply.target.endpoint,
+                                        f"the source answered {reply.status}"))
 
 
 def _refusal(target: Target, operation: str, ids: list[str], attrs: list[str]) -> Outcome:
@@ -301,9 +311,9 @@ class FederatedWrites:
         ))
         for replies in sent:
             for reply in replies:
-                if reply.warning:
-                    written.warnings.append(reply.warning)
-                written.outcomes.append(single_outcome(reply, ids, sent_attrs[reply.target.id]))
+                outcome = single_outcome(reply, ids, sent_attrs[reply.target.id])
+                _warn(written, reply, outcome.ok)
+                written.outcomes.append(outcome)
 
     # -- batches ---------------------------------------------------------------------------
     async def batch(
@@ -371,10 +381,10 @@ class FederatedWrites:
                 for target, indexes in per_target.values()
             ))
             for target, reply in sent:
-                if reply.warning:
-                    written.warnings.append(reply.warning)
                 ids = [entries[i].entity_id for i in per_target[target.id][1]]
-                written.outcomes.extend(batch_outcomes(reply, ids, creating=creating))
+                outcomes = batch_outcomes(reply, ids, creating=creating)
+                _warn(written, reply, all(o.ok for o in outcomes))
+                written.outcomes.extend(outcomes)
 
         await asyncio.gather(run_local(), run_remote())
         return written
