@@ -409,12 +409,6 @@ class FederatedWrites:
                                              content_type=ctype, link=link, via=via)
         return target, replies[0]
 
-    # -- purge -----------------------------------------------------------------------------
-    async def forward_only(self, tenant: str, targets: Sequence[Target], request: Forwarded,
-                           written: Written, via: str | None) -> None:
-        """Send a request without payload (a purge) to ``targets``."""
-        await self._forward_single(tenant, targets, request, written, [], [], via)
-
     # -- payloads --------------------------------------------------------------------------
     async def _payload(self, tenant: str, target: Target, request: Forwarded,
                        attrs: frozenset[str] | None) -> tuple[bytes | None, str, str | None]:
