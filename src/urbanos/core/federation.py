@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from urbanos.core.expiry import canonical
+from urbanos.core.query.ast import QExpr
+from urbanos.core.query.evaluate import matches_q
 from urbanos.core.registration_info import supports
 from urbanos.core.selection import compile_id_pattern
 from urbanos.errors import NgsiLdError
@@ -33,6 +35,7 @@ __all__ = [
     "merge_sources",
     "parse_via",
     "select_targets",
+    "source_properties",
     "warning",
 ]
 
@@ -71,9 +74,28 @@ class Target:
 
     @property
     def local_only(self) -> bool:
-        """``management.localOnly`` (clause 5.2.34): the source answers from its own data."""
+        """``management.localOnly`` (clause 5.2.34), or ``localOnly`` given as a member of
+        the registration: the source answers from its own data (``local=true``)."""
         management = self.doc.get("management")
-        return isinstance(management, dict) and management.get("localOnly") is True
+        if isinstance(management, dict) and management.get("localOnly") is True:
+            return True
+        return any(v is True and (k == "localOnly" or k.endswith(("/localOnly", ":localOnly")))
+                   for k, v in self.doc.items())
+
+    def registered_ids(self) -> list[str] | None:
+        """The entity ids the registration names, when each of its EntityInfo names one
+        (exclusive registrations always do); None when it holds groups of entities."""
+        ids: list[str] = []
+        for info in self.doc["information"]:
+            entities = info.get("entities")
+            if not entities:
+                return None
+            for entity in entities:
+                if "id" not in entity:
+                    return None
+                if entity["id"] not in ids:
+                    ids.append(entity["id"])
+        return ids
 
 
 def alias_of(doc: Mapping[str, Any]) -> str | None:
@@ -84,6 +106,18 @@ def alias_of(doc: Mapping[str, Any]) -> str | None:
             value = pair.get("value")
             return value if isinstance(value, str) and value else None
     return None
+
+
+def source_properties(doc: Mapping[str, Any]) -> JSONObject:
+    """The registration as an entity whose Properties are its Context Source Properties
+    (members stored under their IRIs) and its ``mode``, for a ``csf`` query (clause 4.9)."""
+    attrs: dict[str, list[JSONObject]] = {}
+    for key, value in doc.items():
+        if ":" in key and not key.startswith("_"):
+            if isinstance(value, dict) and "value" in value:  # written as a Property
+                value = value["value"]
+            attrs[key] = [{"type": "Property", "value": value}]
+    return {"id": doc["id"], "type": [], "attrs": attrs}
 
 
 def _expired(doc: Mapping[str, Any], now: str) -> bool:
@@ -147,14 +181,15 @@ def select_targets(
     docs: Iterable[JSONObject], operation: str, *, now: str,
     ids: set[str] | None = None, types: set[str] | None = None,
     attrs: set[str] | None = None, id_pattern: str | None = None,
-    via: Sequence[str] = (), own_alias: str | None = None,
+    via: Sequence[str] = (), own_alias: str | None = None, csf: QExpr | None = None,
 ) -> list[Target]:
     """The registrations ``operation`` is forwarded to: they support it (clause 4.20),
     cover the entities and attributes asked, are not expired, and their source's alias
     is not already in ``via`` (clause 6.3.18).
 
     ``now`` is canonical (``core.expiry.canonical``). A request whose ``via`` already names
-    this broker (``own_alias``) has come round: it is forwarded nowhere. A source skipped
+    this broker (``own_alias``) has come round: it is forwarded nowhere. ``csf`` (a parsed
+    q) keeps the registrations whose Context Source Properties match it. A source skipped
     for a loop that is exclusive or redirect (the data is held only there) raises
     LoopDetected (508); skipped inclusive and auxiliary sources are simply left out.
     """
@@ -162,6 +197,8 @@ def select_targets(
     out: list[Target] = []
     for doc in docs:
         if not supports(doc, operation) or _expired(doc, now):
+            continue
+        if csf is not None and not matches_q(csf, source_properties(doc)):
             continue
         narrowed = _narrowed(doc, ids, types, attrs, id_pattern)
         if narrowed is False:

@@ -25,6 +25,7 @@ import orjson
 
 from urbanos.core.expiry import canonical
 from urbanos.core.federation import Target, add_via, parse_via, select_targets, warning
+from urbanos.core.query.ast import QExpr
 from urbanos.core.timeutil import now_iso
 from urbanos.outbound import GuardedTransport, OutboundPolicy, OutboundRefused
 from urbanos.services.cluster import Generations
@@ -36,6 +37,8 @@ __all__ = ["Federation", "Reply"]
 log = logging.getLogger("urbanos.federation")
 
 DEFAULT_TENANT_HEADER = "NGSILD-Tenant"
+#: a contextSourceInfo value standing for the triggering request's header of that name
+FROM_REQUEST = "urn:ngsi-ld:request"
 #: headers a registration's contextSourceInfo may not set: the tenant, the connection's
 #: own, and those the broker writes itself
 _RESERVED = frozenset({
@@ -135,7 +138,7 @@ class Federation:
     async def targets(
         self, tenant: str, operation: str, *, ids: set[str] | None = None,
         types: set[str] | None = None, attrs: set[str] | None = None,
-        id_pattern: str | None = None, via: str | None = None,
+        id_pattern: str | None = None, via: str | None = None, csf: QExpr | None = None,
     ) -> list[Target]:
         """The registrations ``operation`` goes to (``core.federation.select_targets``),
         minus those cooling down; [] at almost no cost when the tenant has none.
@@ -148,6 +151,7 @@ class Federation:
         found = select_targets(
             docs, operation, now=canonical(self.clock()), ids=ids, types=types, attrs=attrs,
             id_pattern=id_pattern, via=parse_via(via), own_alias=self.own_alias(tenant),
+            csf=csf,
         )
         if not self._cooling:
             return found
@@ -161,6 +165,7 @@ class Federation:
         content_type: str | None = None, link: str | None = None, via: str | None = None,
         accept: str = "application/json",
         params_for: Callable[[Target], Sequence[tuple[str, str]]] | None = None,
+        incoming: Mapping[str, str] | None = None,
     ) -> list[Reply]:
         """The same request to every target at once; ``path`` is appended to each
         endpoint (e.g. ``/ngsi-ld/v1/entities/urn:x``). Each request carries Via, Accept,
@@ -169,7 +174,9 @@ class Federation:
         ``management.timeout`` and the response size limit, and its outcome is recorded in
         the registration's status and counters. ``params_for`` gives a target's own query
         parameters (instead of ``params``); ``local=true`` is added for a registration
-        with ``management.localOnly``."""
+        with ``management.localOnly``. ``incoming`` are the triggering request's headers
+        (lower-case names): a contextSourceInfo value ``urn:ngsi-ld:request`` copies that
+        header from it, or sends nothing when it is absent (clause 4.3.6.5)."""
         if not targets:
             return []
         outgoing_via = add_via(via, self.own_alias(tenant))
@@ -177,19 +184,27 @@ class Federation:
             self._one(tenant, t, method, path,
                       params=params_for(t) if params_for is not None else params,
                       body=body, content_type=content_type, link=link, via=outgoing_via,
-                      accept=accept)
+                      accept=accept, incoming=incoming)
             for t in targets
         ))
         await self._record(tenant, replies)
         return list(replies)
 
     def _headers(self, tenant: str, target: Target, *, via: str, accept: str,
-                 link: str | None, content_type: str | None) -> dict[str, str]:
+                 link: str | None, content_type: str | None,
+                 incoming: Mapping[str, str] | None) -> dict[str, str]:
         headers = {"Accept": accept, "Via": via}
         for pair in target.doc.get("contextSourceInfo") or ():
             key = pair.get("key") if isinstance(pair, dict) else None
-            if isinstance(key, str) and key.lower() not in _RESERVED:
-                headers[key] = str(pair.get("value", ""))
+            if not isinstance(key, str) or key.lower() in _RESERVED:
+                continue
+            value = str(pair.get("value", ""))
+            if value == FROM_REQUEST:
+                copied = (incoming or {}).get(key.lower())
+                if copied is None:
+                    continue
+                value = copied
+            headers[key] = value
         forwarded_tenant = target.doc.get("tenant")
         if not forwarded_tenant and tenant and tenant != "urn:ngsi-ld:default":
             forwarded_tenant = tenant
@@ -220,13 +235,13 @@ class Federation:
     async def _one(self, tenant: str, target: Target, method: str, path: str, *,
                    params: Sequence[tuple[str, str]], body: bytes | None,
                    content_type: str | None, link: str | None, via: str,
-                   accept: str) -> Reply:
+                   accept: str, incoming: Mapping[str, str] | None) -> Reply:
         url = target.endpoint.rstrip("/") + path
         query = list(params)
         if target.local_only and not any(k == "local" for k, _ in query):
             query.append(("local", "true"))
         headers = self._headers(tenant, target, via=via, accept=accept, link=link,
-                                content_type=content_type)
+                                content_type=content_type, incoming=incoming)
         timeout = self._timeout(target)
         agent = target.endpoint
         try:
