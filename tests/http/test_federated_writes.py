@@ -237,12 +237,15 @@ async def test_purge_is_forwarded_with_the_query(client: httpx.AsyncClient,
 async def test_registered_content_type_and_context(client: httpx.AsyncClient,
                                                    source: ContextSource) -> None:
     await register(client, source, "exclusive", ids=[V + "1"], names=["speed"],
-                   contextSourceInfo=[{"key": "contentType", "value": "application/ld+json"}])
-    r = await client.post("entities", json=vehicle(V + "1", speed=1))
+                   contextSourceInfo=[{"key": "contentType", "value": "application/ld+json"},
+                                      {"key": "X-Trace", "value": "urn:ngsi-ld:request"}])
+    r = await client.post("entities", json=vehicle(V + "1", speed=1),
+                          headers={"X-Trace": "t-1"})
     assert r.status_code == 201, r.text
     [sent] = source.on("POST")
     assert sent.header("Content-Type") == "application/ld+json"
     assert sent.json()["@context"] == CTX and sent.json()["speed"]["value"] == 1
+    assert sent.header("X-Trace") == "t-1"  # copied from the request (clause 4.3.6.5)
 
 
 async def test_batch_create_splits_per_entity(client: httpx.AsyncClient,

@@ -11,7 +11,7 @@ there, at the cost of one dict lookup when the tenant has no registration).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -62,6 +62,9 @@ class Forwarded:
     terms: Terms | None = None
     members: bool = True
     content_type: str = JSON_MT
+    #: the client's headers (lower-case names), for contextSourceInfo values that copy one
+    #: of them (``urn:ngsi-ld:request``, clause 4.3.6.5)
+    incoming: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +309,7 @@ class FederatedWrites:
             self.federation.send(tenant, group, request.method, request.path,
                                  params=request.params, body=body,
                                  content_type=ctype if body is not None else None, link=link,
-                                 via=via)
+                                 via=via, incoming=request.incoming)
             for (body, ctype, link), group in groups.items()
         ))
         for replies in sent:
@@ -397,7 +400,8 @@ class FederatedWrites:
         for entry, plan in zip(entries, plans, strict=True):
             part = next((t for t in plan.forward if t.id == target.id), target)
             one = Forwarded(request.method, request.path, request.params, entry.raw,
-                            entry.context, entry.terms, request.members)
+                            entry.context, entry.terms, request.members,
+                            incoming=request.incoming)
             if not isinstance(entry.raw, dict):
                 items.append(entry.raw)
                 continue
@@ -406,7 +410,8 @@ class FederatedWrites:
         body = orjson.dumps(items)
         replies = await self.federation.send(tenant, [target], request.method, request.path,
                                              params=request.params, body=body,
-                                             content_type=ctype, link=link, via=via)
+                                             content_type=ctype, link=link, via=via,
+                                             incoming=request.incoming)
         return target, replies[0]
 
     # -- payloads --------------------------------------------------------------------------

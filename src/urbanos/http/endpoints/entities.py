@@ -127,7 +127,8 @@ def forwarded(request: Request, path: str, ctx: RequestContext, body: JSON = Non
     ctype = media_type(request.headers.get("content-type"))
     return Forwarded(request.method, path, params, body, ctx.context, ctx.terms,
                      members=members,
-                     content_type=MERGE_PATCH_MT if ctype == MERGE_PATCH_MT else JSON_MT)
+                     content_type=MERGE_PATCH_MT if ctype == MERGE_PATCH_MT else JSON_MT,
+                     incoming=dict(request.headers))
 
 
 def entity_path(entity_id: str, *rest: str) -> str:
