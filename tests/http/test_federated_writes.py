@@ -352,3 +352,26 @@ async def test_a_caller_may_not_forward_what_it_may_not_write(store_url: str,
                 r = await c.post("/ngsi-ld/v1/entities", json=vehicle(V + "1"))
                 assert r.status_code == 201, r.text
                 assert [r.path for r in source.requests] == ["/ngsi-ld/v1/entities"]
+
+
+async def test_a_batch_of_entities_with_different_contexts(client: httpx.AsyncClient,
+                                                           source: ContextSource) -> None:
+    await register(client, source, "inclusive", operations=["createBatch"])
+    other = {"speed": "https://example.org/speed"}
+    items = [{**vehicle(V + "1", speed=1), "@context": CTX},
+             {**vehicle(V + "2", speed=2), "@context": [other, CTX]}]
+    r = await client.post("entityOperations/create", json=items,
+                          headers={"Content-Type": "application/ld+json"})
+    assert r.status_code == 201, r.text
+    [sent] = source.on("POST")
+    assert sent.header("Content-Type") == "application/ld+json" and sent.header("Link") is None
+    assert [e["@context"] for e in sent.json()] == [CTX, [other, CTX]]
+    # one @context for all: JSON with a Link
+    r = await client.post("entityOperations/create", headers={"Link": (
+        f'<{CTX}>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"')},
+        json=[vehicle(V + "3")])
+    assert r.status_code == 201, r.text
+    last = source.on("POST")[-1]
+    assert last.header("Content-Type") == "application/json" and CTX in (last.header("Link")
+                                                                          or "")
+    assert last.json() == [vehicle(V + "3")]

@@ -397,6 +397,10 @@ class FederatedWrites:
                           via: str | None) -> tuple[Target, Reply]:
         items: list[Any] = []
         ctype, link = JSON_MT, None
+        # one Link header cannot carry the @contexts of entities that came with different
+        # ones: then each goes as JSON-LD with its own
+        inline = len({orjson.dumps(e.context) for e in entries}) > 1 \
+            and not _source_info(target.doc).get("jsonldContext")
         for entry, plan in zip(entries, plans, strict=True):
             part = next((t for t in plan.forward if t.id == target.id), target)
             one = Forwarded(request.method, request.path, request.params, entry.raw,
@@ -405,7 +409,8 @@ class FederatedWrites:
             if not isinstance(entry.raw, dict):
                 items.append(entry.raw)
                 continue
-            item, ctype, link = await self._document(tenant, target, one, part.attrs)
+            item, ctype, link = await self._document(tenant, target, one, part.attrs,
+                                                     inline=inline)
             items.append(item)
         body = orjson.dumps(items)
         replies = await self.federation.send(tenant, [target], request.method, request.path,
@@ -429,10 +434,12 @@ class FederatedWrites:
         return orjson.dumps(doc), ctype, link
 
     async def _document(self, tenant: str, target: Target, request: Forwarded,
-                        attrs: frozenset[str] | None) -> tuple[JSONObject, str, str | None]:
+                        attrs: frozenset[str] | None, *, inline: bool = False
+                        ) -> tuple[JSONObject, str, str | None]:
         """One payload for one source, in the form its registration asks for (clause
         4.3.6.6): re-compacted with its ``jsonldContext``, or JSON-LD with the @context in
-        the body for ``contentType`` application/ld+json, else JSON with a Link."""
+        the body for ``contentType`` application/ld+json (or ``inline``), else JSON with a
+        Link."""
         assert isinstance(request.raw, dict) and request.terms is not None
         info = _source_info(target.doc)
         into: Terms | None = None
@@ -446,7 +453,7 @@ class FederatedWrites:
             doc = forward_body(raw, request.terms, attrs, into=into)
         else:
             doc = {k: v for k, v in raw.items() if k != "@context"}
-        if info.get("contentType") == JSONLD_MT:
+        if inline or info.get("contentType") == JSONLD_MT:
             url = await self.contexts.link_url(context, tenant=tenant)
             doc["@context"] = context if context is not None else url
             return doc, JSONLD_MT, None
