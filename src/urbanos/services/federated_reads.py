@@ -225,6 +225,9 @@ class FederatedReads:
                    offset: int) -> list[Reply]:
         c = terms.compact
 
+        async def check(reply: Reply) -> str | None:
+            return await self._validate(tenant, reply, terms)
+
         def names(target: Target) -> list[str] | None:
             return sorted(c(a) for a in target.attrs) if target.attrs is not None else None
 
@@ -249,7 +252,7 @@ class FederatedReads:
             path = f"{_ENTITIES}/{quote(sel.ids[0], safe=':')}"
             return await self.federation.send(
                 tenant, targets, "GET", path, link=link, via=via, params_for=retrieve_params,
-                accept="application/ld+json", incoming=sel.incoming)
+                accept="application/ld+json", incoming=sel.incoming, check=check)
 
         def ids(target: Target) -> list[str] | None:
             if sel.ids:
@@ -283,7 +286,7 @@ class FederatedReads:
 
             return await self.federation.send(
                 tenant, targets, "GET", _ENTITIES, link=link, via=via, params_for=query_params,
-                accept="application/ld+json", incoming=sel.incoming)
+                accept="application/ld+json", incoming=sel.incoming, check=check)
         # queryBatch: one POST per target (each its own body)
         replies: list[Reply] = []
         for target in targets:
@@ -308,29 +311,31 @@ class FederatedReads:
             replies.extend(await self.federation.send(
                 tenant, [target], "POST", _QUERY, params=params, body=orjson.dumps(body),
                 content_type="application/json", link=link, via=via,
-                accept="application/ld+json", incoming=sel.incoming))
+                accept="application/ld+json", incoming=sel.incoming, check=check))
         return replies
 
-    async def _take(self, tenant: str, reply: Reply, found: Found, sel: Selection, *,
-                    terms: Terms, guard: Guard) -> int:
-        """Validate one reply's entities into ``found``; how many the source sent."""
-        if reply.warning is not None:
-            found.warnings.append(reply.warning)
-            return 0
+    async def _validate(self, tenant: str, reply: Reply, terms: Terms) -> str | None:
+        """A source's answer validated as a client's input would be: its entities in the
+        stored form in ``reply.parsed``, or the 111 warning saying why not."""
         body = reply.body
-        if body is None:
-            return 0
         items = body if isinstance(body, list) else [body]
-        agent = reply.target.endpoint
         try:
             context = _context_of(items, reply.headers)
             their_terms = terms if context is None else await self.contexts.term_map(
                 context, tenant=tenant)
             now = now_iso()
-            entities = [_expand(item, their_terms, now) for item in items]
+            reply.parsed = [_expand(item, their_terms, now) for item in items]
         except NgsiLdError as exc:
-            found.warnings.append(warning(111, agent, f"invalid payload: {exc.detail}"))
+            return warning(111, reply.target.endpoint, f"invalid payload: {exc.detail}")
+        return None
+
+    async def _take(self, tenant: str, reply: Reply, found: Found, sel: Selection, *,
+                    terms: Terms, guard: Guard) -> int:
+        """One validated reply's entities into ``found``; how many the source sent."""
+        if reply.warning is not None:
+            found.warnings.append(reply.warning)
             return 0
+        entities: list[JSONObject] = reply.parsed or []
         for entity in entities:
             if sel.ids and entity["id"] not in sel.ids:
                 continue
@@ -343,7 +348,7 @@ class FederatedReads:
                 entity["attrs"] = {k: v for k, v in entity["attrs"].items()
                                    if k in reply.target.attrs}
             found.fragments.setdefault(entity["id"], []).append((reply.target, entity))
-        return len(items)
+        return len(entities)
 
 
 def _type_set(types: TypeExpr | None) -> frozenset[str] | None:

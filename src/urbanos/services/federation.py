@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,8 @@ class Reply:
     body: Any = None
     headers: Mapping[str, str] = field(default_factory=dict)
     warning: str | None = None
+    #: what a ``check`` made of ``body`` (e.g. entities in the stored form)
+    parsed: Any = None
 
     @property
     def ok(self) -> bool:
@@ -166,6 +168,7 @@ class Federation:
         accept: str = "application/json",
         params_for: Callable[[Target], Sequence[tuple[str, str]]] | None = None,
         incoming: Mapping[str, str] | None = None,
+        check: Callable[[Reply], Awaitable[str | None]] | None = None,
     ) -> list[Reply]:
         """The same request to every target at once; ``path`` is appended to each
         endpoint (e.g. ``/ngsi-ld/v1/entities/urn:x``). Each request carries Via, Accept,
@@ -176,17 +179,23 @@ class Federation:
         parameters (instead of ``params``); ``local=true`` is added for a registration
         with ``management.localOnly``. ``incoming`` are the triggering request's headers
         (lower-case names): a contextSourceInfo value ``urn:ngsi-ld:request`` copies that
-        header from it, or sends nothing when it is absent (clause 4.3.6.5)."""
+        header from it, or sends nothing when it is absent (clause 4.3.6.5). ``check``
+        validates a 2xx answer's body before the outcome is recorded: the warning it
+        returns (111, an invalid payload) makes the reply a failure."""
         if not targets:
             return []
         outgoing_via = add_via(via, self.own_alias(tenant))
-        replies = await asyncio.gather(*(
-            self._one(tenant, t, method, path,
-                      params=params_for(t) if params_for is not None else params,
-                      body=body, content_type=content_type, link=link, via=outgoing_via,
-                      accept=accept, incoming=incoming)
-            for t in targets
-        ))
+        async def one(target: Target) -> Reply:
+            reply = await self._one(
+                tenant, target, method, path,
+                params=params_for(target) if params_for is not None else params,
+                body=body, content_type=content_type, link=link, via=outgoing_via,
+                accept=accept, incoming=incoming)
+            if check is not None and reply.ok and reply.body is not None:
+                reply.warning = await check(reply)
+            return reply
+
+        replies = await asyncio.gather(*(one(t) for t in targets))
         await self._record(tenant, replies)
         return list(replies)
 
