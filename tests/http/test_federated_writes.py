@@ -375,3 +375,21 @@ async def test_a_batch_of_entities_with_different_contexts(client: httpx.AsyncCl
     assert last.header("Content-Type") == "application/json" and CTX in (last.header("Link")
                                                                           or "")
     assert last.json() == [vehicle(V + "3")]
+
+
+async def test_a_cooling_exclusive_source_is_not_replaced_by_this_broker(
+        client: httpx.AsyncClient) -> None:
+    with ContextSource() as gone:
+        base = gone.base
+    r = await client.post("csourceRegistrations", json={
+        "type": "ContextSourceRegistration", "endpoint": base, "mode": "exclusive",
+        "operations": ["redirectionOps"], "management": {"cooldown": 60000},
+        "information": [{"entities": [{"id": V + "1", "type": "Vehicle"}],
+                         "propertyNames": ["speed"]}]})
+    assert r.status_code == 201, r.text
+    r = await client.post("entities", json=vehicle(V + "1", speed=1, brand="x"))
+    assert r.status_code == 207, r.text  # the source is down: its part failed
+    r = await client.patch(f"entities/{V}1/attrs", json={"speed": {"type": "Property",
+                                                                    "value": 2}})
+    assert r.status_code == 503, r.text  # cooling down: neither sent nor kept here
+    assert "speed" not in (await local(client, V + "1")).json()

@@ -97,6 +97,9 @@ def test_refusing_lists_holders_that_do_not_take_the_operation() -> None:
                      attrs={SPEED, BRAND})
     assert [(t.id, t.attrs) for t in found] == [("urn:e", frozenset({SPEED}))]
     assert refusing(docs, "createEntity", now=NOW, ids={"urn:v:2"}, attrs={SPEED}) == []
+    cooling = refusing(docs, "createEntity", now=NOW, ids={"urn:v:1"}, attrs={SPEED},
+                       selected=set())  # the redirect one takes it, but was not selected
+    assert [t.id for t in cooling] == ["urn:e", "urn:r"]
 
 
 # --------------------------------------------------------------------------- payloads

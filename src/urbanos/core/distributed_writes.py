@@ -18,7 +18,7 @@ keep the data itself. ``services.federated_writes`` does the I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ from urbanos.types import JSONObject, Terms
 
 __all__ = [
     "Conflict",
+    "SourceUnavailable",
     "Outcome",
     "WritePlan",
     "batch_result",
@@ -57,6 +58,14 @@ class Conflict(NgsiLdError):
     title = "Conflict"
 
 
+class SourceUnavailable(NgsiLdError):
+    """503: the only source of the data is cooling down after failures (clause 5.2.34
+    ``cooldown``); the write is not done here in its place."""
+
+    status = 503
+    title = "Service unavailable"
+
+
 # --------------------------------------------------------------------------- planning
 
 
@@ -80,13 +89,19 @@ def _held_names(doc: Mapping[str, Any], ids: set[str] | None, types: set[str] | 
 
 def refusing(docs: Iterable[Mapping[str, Any]], operation: str, *, now: str,
              ids: set[str] | None = None, types: set[str] | None = None,
-             attrs: set[str] | None = None) -> list[Target]:
-    """The exclusive and redirect registrations that hold (part of) what is written but do
-    not list ``operation``: their part is refused with a Conflict. ``now`` is canonical."""
+             attrs: set[str] | None = None, selected: Collection[str] | None = None
+             ) -> list[Target]:
+    """The exclusive and redirect registrations that hold (part of) what is written but
+    will not take it: they do not list ``operation`` (their part is a Conflict), or, when
+    ``selected`` (the ids of the registrations the write goes to) is given, they were left
+    out of it (their source is cooling down after failures: their part fails, it is not
+    written here instead). ``now`` is canonical."""
     out: list[Target] = []
     for doc in docs:
         mode = doc.get("mode", "inclusive")
-        if mode not in _HOLDING or supports(doc, operation):
+        if mode not in _HOLDING:
+            continue
+        if supports(doc, operation) and (selected is None or doc.get("id") in selected):
             continue
         at = doc.get("expiresAt")
         if isinstance(at, str) and canonical(at) <= now:
@@ -202,6 +217,8 @@ class Outcome:
     attrs: list[str] = field(default_factory=list)
     not_updated: list[tuple[str, str]] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
+    #: the error itself, when this broker decided it (raised as such when nothing else ran)
+    error: NgsiLdError | None = None
 
     @property
     def ok(self) -> bool:

@@ -21,6 +21,7 @@ from urbanos.core.distributed_writes import (
     LOCAL_ONLY,
     Conflict,
     Outcome,
+    SourceUnavailable,
     WritePlan,
     forward_body,
     link_value,
@@ -31,6 +32,7 @@ from urbanos.core.distributed_writes import (
 from urbanos.core.expiry import canonical
 from urbanos.core.federation import Target, warning
 from urbanos.core.policy import Action
+from urbanos.core.registration_info import supports
 from urbanos.core.timeutil import now_iso
 from urbanos.errors import NgsiLdError
 from urbanos.services.contexts import ContextService
@@ -101,8 +103,8 @@ class Written:
         if self.local_error is not None:
             raise self.local_error
         if not self.plan.local and self.outcomes and not any(o.ok for o in self.outcomes):
-            problem = self.outcomes[0].problem or {}
-            raise Conflict(str(problem.get("detail", "")))
+            first = self.outcomes[0]
+            raise first.error or Conflict(str((first.problem or {}).get("detail", "")))
 
     @property
     def complete(self) -> bool:
@@ -124,9 +126,16 @@ def _warn(written: Written, reply: Reply, ok: bool) -> None:
 
 
 def _refusal(target: Target, operation: str, ids: list[str], attrs: list[str]) -> Outcome:
-    error = Conflict(f"registration {target.id} ({target.mode}) holds this data but does not "
-                     f"take {operation}")
-    return Outcome(target.id, ids, error.problem(), attrs=attrs)
+    """The part of a holder that will not take the write (``core.distributed_writes.
+    refusing``): a Conflict, or a source cooling down."""
+    error: NgsiLdError
+    if supports(target.doc, operation):
+        error = SourceUnavailable(f"the source of registration {target.id} ({target.mode}) "
+                                  "is cooling down after failures")
+    else:
+        error = Conflict(f"registration {target.id} ({target.mode}) holds this data but does "
+                         f"not take {operation}")
+    return Outcome(target.id, ids, error.problem(), attrs=attrs, error=error)
 
 
 def _error_outcome(exc: NgsiLdError, ids: list[str], attrs: list[str]) -> Outcome:
@@ -244,7 +253,7 @@ class FederatedWrites:
             tenant, operation, ids=ids, types=types, attrs=attrs, id_pattern=id_pattern,
             via=via)
         refused = refusing(docs, operation, now=canonical(self.clock()), ids=ids, types=types,
-                           attrs=attrs)
+                           attrs=attrs, selected={t.id for t in targets})
         plan = plan_write(targets, refused, frozenset(attrs) if attrs else None,
                           whole_entity=whole_entity)
         return replace(plan, types=frozenset(types)) if types and plan.distributed else plan
