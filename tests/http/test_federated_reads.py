@@ -193,3 +193,29 @@ async def test_registration_changes_reach_the_cache_and_maps_name_sources(
     r = await broker.get("entities", params={"type": "Vehicle"})
     assert r.json() == []
     assert len(source.on("GET")) == 1
+
+
+async def test_types_and_attributes_include_the_sources(
+    broker: httpx.AsyncClient, source: ContextSource
+) -> None:
+    assert (await broker.post("entities", json=vehicle(V1, speed=10))).status_code == 201
+    await register(broker, source.base, entities=[{"type": "Lamp"}])
+    source.answer("GET", "/ngsi-ld/v1/types", 200, {"id": "urn:x", "type": "EntityTypeList",
+                                                    "typeList": ["Lamp"]})
+    source.answer("GET", "/ngsi-ld/v1/types/Lamp", 200, {
+        "id": "urn:x", "type": "EntityTypeInfo", "typeName": "Lamp", "entityCount": 3,
+        "attributeDetails": [{"id": "urn:a", "type": "Attribute", "attributeName": "level",
+                              "attributeTypes": ["Property"]}]})
+    source.answer("GET", "/ngsi-ld/v1/attributes", 200, {"attributeList": ["level"]})
+    r = await broker.get("types")
+    assert sorted(r.json()["typeList"]) == ["Lamp", "Vehicle"]
+    info = (await broker.get("types/Lamp")).json()
+    assert info["entityCount"] == 3 and info["attributeDetails"][0]["attributeName"] == "level"
+    attrs = await broker.get("attributes")
+    assert sorted(attrs.json()["attributeList"]) == ["level", "speed"]
+    local = await broker.get("types", params={"local": "true"})
+    assert local.json()["typeList"] == ["Vehicle"]
+    source.answer("GET", "/ngsi-ld/v1/types", 200, {"typeList": [1, 2]})
+    bad = await broker.get("types")
+    assert bad.json()["typeList"] == ["Vehicle"]
+    assert bad.headers["NGSILD-Warning"].startswith("111 ")

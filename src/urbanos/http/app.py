@@ -36,6 +36,7 @@ from urbanos.services.cluster import (
 from urbanos.services.contexts import ContextService
 from urbanos.services.entities import EntityService
 from urbanos.services.expiry import ExpirySweeper
+from urbanos.services.federated_discovery import FederatedDiscovery
 from urbanos.services.federated_reads import FederatedReads
 from urbanos.services.federation import Federation
 from urbanos.services.ratelimit import RateLimits
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
         app.state.services.federation = federation
         app.state.services.federated = FederatedReads(
             federation, contexts, app.state.services.entities)
+        app.state.services.discovery = FederatedDiscovery(federation, contexts)
         app.state.services.registrations = RegistrationService(
             federation.watch(opened.registrations), policy=policy,
             own_origins=own_origins(settings))

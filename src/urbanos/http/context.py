@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from urbanos.services.auth import Authenticator
     from urbanos.services.contexts import ContextService
     from urbanos.services.entities import EntityService
+    from urbanos.services.federated_discovery import FederatedDiscovery
     from urbanos.services.federated_reads import FederatedReads
     from urbanos.services.federation import Federation
     from urbanos.services.notifications import NotificationEngine
@@ -53,6 +54,7 @@ class Services:
     auth: Authenticator | None = None
     federation: Federation | None = None  # distributed operations (clause 4.3.6)
     federated: FederatedReads | None = None  # reads merged with the context sources'
+    discovery: FederatedDiscovery | None = None  # /types and /attributes, likewise
 
 
 def services(request: Request) -> Services:

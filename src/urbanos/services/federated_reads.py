@@ -320,7 +320,7 @@ class FederatedReads:
         body = reply.body
         items = body if isinstance(body, list) else [body]
         try:
-            context = _context_of(items, reply.headers)
+            context = context_of_answer(items, reply.headers)
             their_terms = terms if context is None else await self.contexts.term_map(
                 context, tenant=tenant)
             now = now_iso()
@@ -364,7 +364,7 @@ def _registered_types(doc: Mapping[str, Any]) -> set[str]:
     return out
 
 
-def _context_of(items: list[Any], headers: Mapping[str, str]) -> Any:
+def context_of_answer(items: list[Any], headers: Mapping[str, str]) -> Any:
     """The @context a source's answer is written in: the body's, else its Link header's,
     else None (the one the request was sent with)."""
     for item in items:
