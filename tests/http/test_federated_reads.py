@@ -219,3 +219,21 @@ async def test_types_and_attributes_include_the_sources(
     bad = await broker.get("types")
     assert bad.json()["typeList"] == ["Vehicle"]
     assert bad.headers["NGSILD-Warning"].startswith("111 ")
+
+
+async def test_hostile_answers_are_left_out(
+    broker: httpx.AsyncClient, source: ContextSource
+) -> None:
+    await register(broker, source.base)
+    hostile: list[Any] = [
+        [1, "x", None],
+        {"id": "not a uri", "type": "Vehicle"},
+        {"id": V1, "type": "Vehicle", "@context": "http://169.254.169.254/latest/ctx"},
+        {"id": V1, "type": "Vehicle", "@context": {"@vocab": 5}},
+        {"id": V1, "type": "Vehicle", "speed": {"type": "Relationship", "object": "x y"}},
+    ]
+    for body in hostile:
+        source.answer("GET", f"/ngsi-ld/v1/entities/{V1}", 200, body)
+        r = await broker.get(f"entities/{V1}")
+        assert r.status_code == 404, (body, r.text)
+        assert r.headers["NGSILD-Warning"].startswith("111 "), body

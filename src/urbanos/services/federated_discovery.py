@@ -77,6 +77,8 @@ class FederatedDiscovery:
                     context, tenant=tenant)
             except NgsiLdError as exc:
                 return warning(111, reply.target.endpoint, f"invalid @context: {exc.detail}")
+            except Exception:  # noqa: BLE001 - whatever a hostile @context trips over
+                return warning(111, reply.target.endpoint, "invalid @context")
             return None
 
         replies = await self.federation.send(
@@ -115,6 +117,9 @@ class FederatedDiscovery:
             except _Invalid as exc:
                 warnings.append(warning(111, reply.target.endpoint, f"invalid payload: {exc}"))
                 continue
+            except Exception:  # noqa: BLE001 - whatever a hostile answer trips over
+                warnings.append(warning(111, reply.target.endpoint, "invalid payload"))
+                continue
             for info in found:
                 held = merged.setdefault(info.type, TypeInfo(info.type, 0, {}))
                 for attr, kinds in info.attributes.items():
@@ -145,6 +150,9 @@ class FederatedDiscovery:
                 found = _attribute_infos(reply.body, their, name=name, details=details)
             except _Invalid as exc:
                 warnings.append(warning(111, reply.target.endpoint, f"invalid payload: {exc}"))
+                continue
+            except Exception:  # noqa: BLE001 - whatever a hostile answer trips over
+                warnings.append(warning(111, reply.target.endpoint, "invalid payload"))
                 continue
             for info in found:
                 held = merged.get(info.attr) or AttributeInfo(info.attr, 0, set(), set())

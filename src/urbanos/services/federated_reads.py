@@ -11,6 +11,7 @@ applied after the merge; the page and the count are taken over the merged result
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -33,6 +34,8 @@ from urbanos.services.guard import OPEN_GUARD, Guard
 from urbanos.types import JSONObject, Terms
 
 __all__ = ["FederatedReads", "Found", "LOCAL"]
+
+log = logging.getLogger("urbanos.federation")
 
 #: the name of the local broker in an entity map (clause 5.2.39)
 LOCAL = "@none"
@@ -327,6 +330,9 @@ class FederatedReads:
             reply.parsed = [_expand(item, their_terms, now) for item in items]
         except NgsiLdError as exc:
             return warning(111, reply.target.endpoint, f"invalid payload: {exc.detail}")
+        except Exception as exc:  # noqa: BLE001 - whatever a hostile answer trips over
+            log.warning("an answer of %s could not be read: %r", reply.target.endpoint, exc)
+            return warning(111, reply.target.endpoint, "invalid payload")
         return None
 
     async def _take(self, tenant: str, reply: Reply, found: Found, sel: Selection, *,

@@ -101,6 +101,7 @@ class Federation:
             timeout=None,
         )
         self._docs: dict[str, tuple[JSONObject, ...]] = {}
+        self.max_tenants = 10_000
         self._generations = Generations()
         self._cooling: dict[tuple[str, str], float] = {}
         self._aliases: dict[str, str] = {}
@@ -128,12 +129,16 @@ class Federation:
         token = self._generations.token()
         docs = tuple(await self.store.all(tenant))
         if self._generations.fresh(token, tenant):
+            while len(self._docs) >= self.max_tenants:  # bounded: tenants are client input
+                del self._docs[next(iter(self._docs))]
             self._docs[tenant] = docs
         return docs
 
     def own_alias(self, tenant: str) -> str:
         found = self._aliases.get(tenant)
         if found is None:
+            if len(self._aliases) >= self.max_tenants:
+                self._aliases.clear()
             found = self._aliases[tenant] = self.alias(tenant)
         return found
 
