@@ -237,3 +237,35 @@ async def test_hostile_answers_are_left_out(
         r = await broker.get(f"entities/{V1}")
         assert r.status_code == 404, (body, r.text)
         assert r.headers["NGSILD-Warning"].startswith("111 "), body
+
+
+async def test_temporal_retrieve_unites_the_sources_instances(
+    broker: httpx.AsyncClient, source: ContextSource
+) -> None:
+    def at(day: int, value: Any) -> dict[str, Any]:
+        return {"type": "Property", "value": value, "observedAt": f"2025-01-0{day}T00:00:00Z"}
+
+    r = await broker.post("temporal/entities", json={
+        "id": V1, "type": "Vehicle", "speed": [at(1, 1), at(3, 3)]})
+    assert r.status_code == 201, r.text
+    await register(broker, source.base, operations=["retrieveTemporal"])
+    source.answer("GET", f"/ngsi-ld/v1/temporal/entities/{V1}", 200, {
+        "id": V1, "type": "Vehicle", "speed": [at(2, 2), at(3, 3)], "brand": [at(1, "x")]})
+    got = await broker.get(f"temporal/entities/{V1}")
+    assert got.status_code == 200, got.text
+    assert [i["value"] for i in got.json()["speed"]] == [1, 2, 3]
+    brand = got.json()["brand"]
+    assert (brand if isinstance(brand, list) else [brand])[0]["value"] == "x"
+    last = await broker.get(f"temporal/entities/{V1}", params={"lastN": "1", "attrs": "speed"})
+    speed = last.json()["speed"]
+    assert (speed if isinstance(speed, list) else [speed])[0]["value"] == 3
+    assert ("lastN", "1") in source.on("GET")[-1].query
+    local = await broker.get(f"temporal/entities/{V1}", params={"local": "true"})
+    assert "brand" not in local.json()
+    source.answer("GET", "/ngsi-ld/v1/temporal/entities/urn:ngsi-ld:Vehicle:9", 200, {
+        "id": "urn:ngsi-ld:Vehicle:9", "type": "Vehicle", "speed": [at(1, 7)]})
+    remote_only = await broker.get("temporal/entities/urn:ngsi-ld:Vehicle:9")
+    assert remote_only.status_code == 200, remote_only.text
+    source.answer("GET", f"/ngsi-ld/v1/temporal/entities/{V1}", 200, {"id": 5})
+    bad = await broker.get(f"temporal/entities/{V1}")
+    assert bad.status_code == 200 and bad.headers["NGSILD-Warning"].startswith("111 ")

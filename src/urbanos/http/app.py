@@ -38,6 +38,7 @@ from urbanos.services.entities import EntityService
 from urbanos.services.expiry import ExpirySweeper
 from urbanos.services.federated_discovery import FederatedDiscovery
 from urbanos.services.federated_reads import FederatedReads
+from urbanos.services.federated_temporal import FederatedTemporal
 from urbanos.services.federation import Federation
 from urbanos.services.ratelimit import RateLimits
 from urbanos.services.registrations import RegistrationService
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
         app.state.services.federated = FederatedReads(
             federation, contexts, app.state.services.entities)
         app.state.services.discovery = FederatedDiscovery(federation, contexts)
+        app.state.services.temporal_sources = FederatedTemporal(federation, contexts)
         app.state.services.registrations = RegistrationService(
             federation.watch(opened.registrations), policy=policy,
             own_origins=own_origins(settings))

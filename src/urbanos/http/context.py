@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from urbanos.services.entities import EntityService
     from urbanos.services.federated_discovery import FederatedDiscovery
     from urbanos.services.federated_reads import FederatedReads
+    from urbanos.services.federated_temporal import FederatedTemporal
     from urbanos.services.federation import Federation
     from urbanos.services.notifications import NotificationEngine
     from urbanos.services.registrations import RegistrationService
@@ -55,6 +56,7 @@ class Services:
     federation: Federation | None = None  # distributed operations (clause 4.3.6)
     federated: FederatedReads | None = None  # reads merged with the context sources'
     discovery: FederatedDiscovery | None = None  # /types and /attributes, likewise
+    temporal_sources: FederatedTemporal | None = None  # temporal retrieve, likewise
 
 
 def services(request: Request) -> Services:

@@ -47,6 +47,7 @@ from urbanos.http.params import (
     parse_join,
     projection,
 )
+from urbanos.http.problems import handle_ngsi_error
 from urbanos.http.query_body import query_from_body
 from urbanos.http.respond import json_response
 from urbanos.services.temporal import HistoryRequest
@@ -128,6 +129,11 @@ def parse_read(params: QueryParams, terms: Terms, limit: int, *, temporal: JSONO
     return Asked(view, query, select, fetch)
 
 
+WARNING = "NGSILD-Warning"
+#: the parameters of a temporal retrieve a context source is asked with as they are
+_WINDOW = ("timerel", "timeAt", "endTimeAt", "timeproperty", "lastN")
+
+
 def _temporal_params(params: QueryParams) -> JSONObject:
     return {k: params[k] for k in _TEMPORAL if k in params}
 
@@ -171,13 +177,37 @@ async def retrieve_temporal(request: Request) -> Response:
                        fmt=fmt, sys_attrs=sys_attrs, attrs=_attrs(params, ctx.terms),
                        pick=params.get("pick"), omit=params.get("omit"),
                        datasets=params.get("datasetId"), lang=params.get("lang"))
-    flag(params, "local")
-    found = await svc.retrieve(ctx.tenant, entity_id, asked.fetch, guard=ctx.guard)
+    local = flag(params, "local")
+    fed = services(request).temporal_sources
+    warnings: list[str] = []
+    if (not local and fed is not None and asked.view.aggregation is None
+            and await fed.active(ctx.tenant)):
+        try:
+            mine: EntityHistory | None = await svc.retrieve(ctx.tenant, entity_id, asked.fetch,
+                                                            guard=ctx.guard)
+        except ResourceNotFound:
+            mine = None
+        merged, warnings = await fed.retrieve(
+            ctx.tenant, entity_id, mine, asked.fetch, terms=ctx.terms,
+            link=await link_url(request, ctx), via=request.headers.get("via"),
+            window=[(k, params[k]) for k in _WINDOW if k in params],
+            incoming=dict(request.headers))
+        if merged is None:
+            response = await handle_ngsi_error(
+                request, ResourceNotFound(f"no temporal representation of {entity_id}"))
+            if warnings:
+                response.headers[WARNING] = ", ".join(warnings)
+            return response
+        found = merged
+    else:
+        found = await svc.retrieve(ctx.tenant, entity_id, asked.fetch, guard=ctx.guard)
     (history,), window = _paged([found], asked.query)
     data = render_history(history, ctx.terms, asked.view)
     if not data:
         raise ResourceNotFound(f"nothing of {entity_id} is left after pick/omit")
     headers, _ = _Maps(request, ctx.tenant).headers([entity_id])
+    if warnings:
+        headers[WARNING] = ", ".join(warnings)
     return await _respond(request, ctx, data, window, headers)
 
 
