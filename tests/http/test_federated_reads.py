@@ -269,3 +269,32 @@ async def test_temporal_retrieve_unites_the_sources_instances(
     source.answer("GET", f"/ngsi-ld/v1/temporal/entities/{V1}", 200, {"id": 5})
     bad = await broker.get(f"temporal/entities/{V1}")
     assert bad.status_code == 200 and bad.headers["NGSILD-Warning"].startswith("111 ")
+
+
+async def test_temporal_query_unites_local_and_remote_entities(
+    broker: httpx.AsyncClient, source: ContextSource
+) -> None:
+    def at(day: int, value: Any) -> dict[str, Any]:
+        return {"type": "Property", "value": value, "observedAt": f"2025-01-0{day}T00:00:00Z"}
+
+    for eid in (V1, V2):
+        r = await broker.post("temporal/entities", json={
+            "id": eid, "type": "Vehicle", "speed": [at(1, 1)]})
+        assert r.status_code == 201, r.text
+    await register(broker, source.base, operations=["queryTemporal"])
+    source.answer("GET", "/ngsi-ld/v1/temporal/entities", 200, [
+        {"id": V2, "type": "Vehicle", "speed": [at(2, 2)]},
+        {"id": "urn:ngsi-ld:Vehicle:9", "type": "Vehicle", "speed": [at(3, 9)]}])
+    r = await broker.get("temporal/entities", params={
+        "type": "Vehicle", "count": "true", "limit": "2", "timerel": "after",
+        "timeAt": "2024-01-01T00:00:00Z"})
+    assert r.status_code == 200, r.text
+    assert r.headers["NGSILD-Results-Count"] == "3"
+    assert [e["id"] for e in r.json()] == [V1, V2]
+    second = r.json()[1]["speed"]
+    assert [i["value"] for i in second] == [1, 2]
+    (sent,) = source.on("GET", "/ngsi-ld/v1/temporal/entities")
+    assert ("timerel", "after") in sent.query and ("type", "Vehicle") in sent.query
+    rest = await broker.get("temporal/entities", params={
+        "type": "Vehicle", "offset": "2", "timerel": "after", "timeAt": "2024-01-01T00:00:00Z"})
+    assert [e["id"] for e in rest.json()] == ["urn:ngsi-ld:Vehicle:9"]

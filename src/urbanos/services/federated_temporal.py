@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 from urllib.parse import quote
 
 import orjson
 
-from urbanos.core.federation import warning
+from urbanos.core.federation import Target, warning
 from urbanos.core.temporal import time_of
 from urbanos.core.temporal_input import expand_temporal_entity
 from urbanos.core.temporal_render import EntityHistory, Series
@@ -97,6 +98,82 @@ class FederatedTemporal:
             if reply.warning is None and reply.parsed is not None:
                 merged = _merge(merged, reply.parsed, reply.target.attrs, request)
         return merged, warnings
+
+
+    async def query(
+        self, tenant: str, local: list[EntityHistory], request: HistoryRequest, *,
+        ids: tuple[str, ...] | None, id_pattern: str | None, types: frozenset[str] | None,
+        terms: Terms, link: str, via: str | None, params: Sequence[tuple[str, str]],
+        incoming: Mapping[str, str] | None = None,
+    ) -> tuple[list[EntityHistory], list[str]] | None:
+        """Every local match (``local``) united with the sources' answers to the same query
+        (``params``: its selection, filters and window as given), the local ones first;
+        None when no registration serves ``queryTemporal`` for it."""
+        attrs = set(request.attrs) if request.attrs is not None else None
+        targets = await self.federation.targets(
+            tenant, "queryTemporal", ids=set(ids) if ids else None,
+            types=set(types) if types else None, attrs=attrs, id_pattern=id_pattern, via=via)
+        if not targets:
+            return None
+        link_header = f'<{link}>; rel="http://www.w3.org/ns/json-ld#context"; ' \
+                      'type="application/ld+json"'
+
+        def params_for(target: Target) -> list[tuple[str, str]]:
+            out = [(k, v) for k, v in params if k != "attrs"]
+            if not any(k == "type" for k, _ in out):
+                kinds = sorted(terms.compact(t) for t in _registered_types(target.doc))
+                if kinds:
+                    out.insert(0, ("type", ",".join(kinds)))
+            if target.attrs:
+                out.append(("attrs", ",".join(sorted(terms.compact(a) for a in target.attrs))))
+            out.append(("limit", str(_MOST_PER_SOURCE)))
+            return out
+
+        async def check(reply: Reply) -> str | None:
+            items = reply.body if isinstance(reply.body, list) else [reply.body]
+            try:
+                context = context_of_answer(items, reply.headers)
+                their = terms if context is None else await self.contexts.term_map(
+                    context, tenant=tenant)
+                now = now_iso()
+                reply.parsed = [expand_temporal_entity(
+                    {k: v for k, v in item.items() if k != "@context"}
+                    if isinstance(item, dict) else item, their, now) for item in items]
+            except NgsiLdError as exc:
+                return warning(111, reply.target.endpoint, f"invalid payload: {exc.detail}")
+            except Exception as exc:  # noqa: BLE001 - whatever a hostile answer trips over
+                log.warning("an answer of %s could not be read: %r", reply.target.endpoint, exc)
+                return warning(111, reply.target.endpoint, "invalid payload")
+            return None
+
+        replies = await self.federation.send(
+            tenant, targets, "GET", _PATH.rstrip("/"), link=link_header, via=via,
+            accept="application/ld+json", incoming=incoming, params_for=params_for,
+            check=check)
+        warnings = [r.warning for r in replies if r.warning is not None]
+        merged = {h.id: h for h in local}
+        for reply in replies:
+            if reply.warning is not None:
+                continue
+            for entity in reply.parsed or ():
+                if ids and entity["id"] not in ids:
+                    continue
+                merged[entity["id"]] = _merge(merged.get(entity["id"]), entity,
+                                              reply.target.attrs, request)
+        return list(merged.values()), warnings
+
+
+#: the most temporal entities asked of one source for one query
+_MOST_PER_SOURCE = 1000
+
+
+def _registered_types(doc: Mapping[str, Any]) -> set[str]:
+    out: set[str] = set()
+    for info in doc["information"]:
+        for entity in info.get("entities", ()):
+            kind = entity["type"]
+            out.update([kind] if isinstance(kind, str) else kind)
+    return out
 
 
 def _key(inst: JSONObject, prop: str) -> tuple[int | None, bytes]:

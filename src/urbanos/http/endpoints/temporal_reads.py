@@ -15,6 +15,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
+from urbanos.core.selection import simple_type_set
 from urbanos.core.temporal import (
     TemporalQuery,
     parse_aggr_methods,
@@ -132,6 +133,11 @@ def parse_read(params: QueryParams, terms: Terms, limit: int, *, temporal: JSONO
 WARNING = "NGSILD-Warning"
 #: the parameters of a temporal retrieve a context source is asked with as they are
 _WINDOW = ("timerel", "timeAt", "endTimeAt", "timeproperty", "lastN")
+#: ... and of a temporal query (selection and filters: not split between sources)
+_FORWARDED = frozenset({*_WINDOW, "type", "id", "idPattern", "attrs", "q", "scopeQ",
+                        "georel", "geometry", "coordinates", "geoproperty"})
+#: the most local entities a distributed temporal query unites with the sources' answers
+_MOST = 10_000
 
 
 def _temporal_params(params: QueryParams) -> JSONObject:
@@ -285,9 +291,39 @@ async def query_temporal(request: Request) -> Response:
                        pick=params.get("pick"), omit=params.get("omit"),
                        datasets=params.get("datasetId"), lang=params.get("lang"))
     maps = _Maps(request, ctx.tenant)
-    histories, total = await svc.query(ctx.tenant, selection, asked.select, fetch=asked.fetch,
-                                       order=order, only=maps.only, guard=ctx.guard)
+    fed = services(request).temporal_sources
+    warnings: list[str] = []
+    federated = None
+    if (not flag(params, "local") and fed is not None and asked.view.aggregation is None
+            and await fed.active(ctx.tenant)):
+        try:
+            mine, _ = await svc.query(
+                ctx.tenant, replace(selection, offset=0, limit=_MOST, count=False),
+                asked.select, fetch=asked.fetch, order=order, only=maps.only,
+                guard=ctx.guard)
+        except ResourceNotFound:  # the tenant exists only at the sources
+            mine = []
+        federated = await fed.query(
+            ctx.tenant, mine, asked.fetch, ids=selection.ids, id_pattern=selection.id_pattern,
+            types=simple_type_set(selection.types) if selection.types is not None else None,
+            terms=ctx.terms, link=await link_url(request, ctx), via=request.headers.get("via"),
+            params=[(k, v) for k, v in params.multi_items() if k in _FORWARDED],
+            incoming=dict(request.headers))
+    if federated is not None:
+        every, warnings = federated
+        if maps.only is not None:
+            every = [h for h in every if h.id in maps.only]
+        if order is not None:
+            every.sort(key=lambda h: h.id, reverse=order == "desc")
+        total = len(every) if selection.count else None
+        histories = every[selection.offset:selection.offset + selection.limit]
+    else:
+        histories, total = await svc.query(ctx.tenant, selection, asked.select,
+                                           fetch=asked.fetch, order=order, only=maps.only,
+                                           guard=ctx.guard)
     headers, created = maps.headers([h.id for h in histories])
+    if warnings:
+        headers[WARNING] = ", ".join(warnings)
     histories, window = _paged(histories, asked.query)
     data = [d for d in (render_history(h, ctx.terms, asked.view) for h in histories) if d]
     if total is not None:
