@@ -298,3 +298,42 @@ async def test_temporal_query_unites_local_and_remote_entities(
     rest = await broker.get("temporal/entities", params={
         "type": "Vehicle", "offset": "2", "timerel": "after", "timeAt": "2024-01-01T00:00:00Z"})
     assert [e["id"] for e in rest.json()] == ["urn:ngsi-ld:Vehicle:9"]
+
+
+async def test_forwarding_obeys_the_outbound_policy_and_sends_no_secrets(
+    source: ContextSource
+) -> None:
+    """Every forwarded request passes the outbound-URL policy (here strict: loopback is
+    refused before any connection) and never carries a tenant or connection header a
+    registration tried to set."""
+    from urbanos.core.federation import Target
+    from urbanos.outbound import OutboundPolicy
+    from urbanos.services.federation import Federation
+    from urbanos.storage.memory_registrations import MemoryRegistrationStore
+
+    doc = {"id": "urn:ngsi-ld:R:1", "endpoint": source.base, "mode": "inclusive",
+           "information": [{"entities": [{"type": "https://example.org/Vehicle"}]}],
+           "contextSourceInfo": [{"key": "NGSILD-Tenant", "value": "other"},
+                                 {"key": "Connection", "value": "upgrade"},
+                                 {"key": "X-Ok", "value": "yes"}]}
+    strict = Federation(MemoryRegistrationStore(), OutboundPolicy(mode="strict"),
+                        alias=lambda tenant: "me")
+    try:
+        (reply,) = await strict.send("t1", [Target(doc, "inclusive", None)], "GET", "/x")
+        assert reply.warning is not None and reply.warning.startswith("299 ")
+        assert source.requests == []
+    finally:
+        await strict.aclose()
+    open_ = Federation(MemoryRegistrationStore(), OutboundPolicy(), alias=lambda tenant: "me")
+    try:
+        source.answer("GET", "/x", 200, {"ok": True})
+        (reply,) = await open_.send("t1", [Target(doc, "inclusive", None)], "GET", "/x",
+                                    via="1.1 peer")
+        assert reply.ok and reply.body == {"ok": True}
+        (sent,) = source.requests
+        assert sent.header("NGSILD-Tenant") == "t1"
+        assert sent.header("Connection") != "upgrade"
+        assert sent.header("X-Ok") == "yes"
+        assert sent.header("Via") == "1.1 peer, 1.1 me"
+    finally:
+        await open_.aclose()
