@@ -78,6 +78,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("audit_retention_days", 365.0, "days the audit log is kept; 0 keeps everything"),
     Setting("tls_cert", "", "PEM certificate chain: serve HTTPS (with tls_key)"),
     Setting("tls_key", "", "PEM private key of tls_cert"),
+    Setting("federation_timeout", 5.0,
+            "seconds allowed for one request forwarded to a context source (unless its "
+            "registration's management.timeout says otherwise)"),
+    Setting("federation_max_bytes", 16_777_216,
+            "largest answer accepted from a context source (larger: NGSILD-Warning 111)"),
+    Setting("federation_cooldown", 0.0,
+            "seconds a context source is skipped after a failed request (unless its "
+            "registration's management.cooldown says otherwise); 0: never skipped"),
 )
 
 
@@ -121,6 +129,9 @@ class Settings:
     audit_retention_days: float = 365.0
     tls_cert: str = ""
     tls_key: str = ""
+    federation_timeout: float = 5.0
+    federation_max_bytes: int = 16_777_216
+    federation_cooldown: float = 0.0
 
     @property
     def base_url(self) -> str:

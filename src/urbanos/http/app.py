@@ -17,6 +17,7 @@ from urbanos.errors import NgsiLdError
 from urbanos.http import metrics
 from urbanos.http.auth import Authenticate
 from urbanos.http.context import Services
+from urbanos.http.endpoints.info import source_alias
 from urbanos.http.fast_paths import FastRetrieve
 from urbanos.http.problems import handle_http_error, handle_ngsi_error, handle_unexpected
 from urbanos.http.ratelimit import RateLimit
@@ -24,11 +25,22 @@ from urbanos.http.routes import ROUTES
 from urbanos.outbound import OutboundPolicy
 from urbanos.services.access import AccessService
 from urbanos.services.auth import Authenticator
-from urbanos.services.cluster import ACCESS, CONTEXTS, SUBSCRIPTIONS, Invalidations, listen
+from urbanos.services.cluster import (
+    ACCESS,
+    CONTEXTS,
+    REGISTRATIONS,
+    SUBSCRIPTIONS,
+    Invalidations,
+    listen,
+)
 from urbanos.services.contexts import ContextService
 from urbanos.services.csource_subscriptions import CSOURCE, CsourceSubscriptionService
 from urbanos.services.entities import EntityService
 from urbanos.services.expiry import ExpirySweeper
+from urbanos.services.federated_discovery import FederatedDiscovery
+from urbanos.services.federated_reads import FederatedReads
+from urbanos.services.federated_temporal import FederatedTemporal
+from urbanos.services.federation import Federation
 from urbanos.services.notifications import SubscriptionSources
 from urbanos.services.ratelimit import RateLimits
 from urbanos.services.registrations import RegistrationService
@@ -85,8 +97,20 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
             settings=settings, store=the_store, entities=EntityService(the_store),
             contexts=contexts, subscriptions=subscriptions, access=access, auth=auth,
         )
+        federation = Federation(
+            opened.registrations, policy,
+            alias=lambda tenant: source_alias(settings.base_url, tenant),
+            timeout=settings.federation_timeout, max_bytes=settings.federation_max_bytes,
+            cooldown=settings.federation_cooldown,
+        )
+        app.state.services.federation = federation
+        app.state.services.federated = FederatedReads(
+            federation, contexts, app.state.services.entities)
+        app.state.services.discovery = FederatedDiscovery(federation, contexts)
+        app.state.services.temporal_sources = FederatedTemporal(federation, contexts)
         registrations = app.state.services.registrations = RegistrationService(
-            opened.registrations, policy=policy, own_origins=own_origins(settings))
+            federation.watch(opened.registrations), policy=policy,
+            own_origins=own_origins(settings))
         csubs = app.state.services.csource_subscriptions = CsourceSubscriptionService(
             opened.subscriptions.of_kind(CSOURCE), opened.registrations, contexts,
             own_origins=own_origins(settings))
@@ -99,7 +123,8 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
             retention=Retention.parse(settings.temporal_retention_days),
         )
         # listen first, then load: no change made elsewhere falls in between
-        leave_cluster = await _join_cluster(the_store, subscriptions, contexts, access, auth)
+        leave_cluster = await _join_cluster(the_store, subscriptions, contexts, access, auth,
+                                            federation)
         await contexts.open()
         if auth is not None:
             await auth.open()
@@ -132,6 +157,7 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
             if auth is not None:
                 await auth.aclose()
             await contexts.aclose()
+            await federation.aclose()
             await opened.close()
 
     app = Starlette(
@@ -155,7 +181,7 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
 
 async def _join_cluster(
     store: EntityStore, subscriptions: SubscriptionService, contexts: ContextService,
-    access: AccessService, auth: Authenticator | None,
+    access: AccessService, auth: Authenticator | None, federation: Federation,
 ) -> Callable[[], Awaitable[None]]:
     """This process as one node among several (on PostgreSQL): another node's change to a
     tenant's subscriptions drops this node's index of that tenant (reloaded on next use),
@@ -182,6 +208,7 @@ async def _join_cluster(
     bus.subscribe(SUBSCRIPTIONS, changed)
     bus.subscribe(CONTEXTS, contexts.invalidate)
     bus.subscribe(ACCESS, access_changed)
+    bus.subscribe(REGISTRATIONS, federation.invalidate)
     return await listen(store, bus)
 
 

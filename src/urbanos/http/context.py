@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from urbanos.services.contexts import ContextService
     from urbanos.services.csource_subscriptions import CsourceSubscriptionService
     from urbanos.services.entities import EntityService
+    from urbanos.services.federated_discovery import FederatedDiscovery
+    from urbanos.services.federated_reads import FederatedReads
+    from urbanos.services.federated_temporal import FederatedTemporal
+    from urbanos.services.federation import Federation
     from urbanos.services.notifications import NotificationEngine
     from urbanos.services.registrations import RegistrationService
     from urbanos.services.snapshots import SnapshotService
@@ -51,6 +55,10 @@ class Services:
     registrations: RegistrationService | None = None
     csource_subscriptions: CsourceSubscriptionService | None = None
     auth: Authenticator | None = None
+    federation: Federation | None = None  # distributed operations (clause 4.3.6)
+    federated: FederatedReads | None = None  # reads merged with the context sources'
+    discovery: FederatedDiscovery | None = None  # /types and /attributes, likewise
+    temporal_sources: FederatedTemporal | None = None  # temporal retrieve, likewise
 
 
 def services(request: Request) -> Services:

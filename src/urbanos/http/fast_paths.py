@@ -23,14 +23,14 @@ from starlette.types import Receive, Scope, Send
 from urbanos.core.policy import OPEN
 from urbanos.errors import NgsiLdError
 from urbanos.http.endpoints.entity_maps import HEADER as ENTITY_MAP
-from urbanos.http.endpoints.entity_reads import retrieve_entity, retrieve_plain
+from urbanos.http.endpoints.entity_reads import NotPlain, retrieve_entity, retrieve_plain
 from urbanos.http.endpoints.snapshots import HEADER as SNAPSHOT
 from urbanos.http.problems import handle_ngsi_error, handle_unexpected
 from urbanos.http.respond import send_json
 
 PREFIX = "/ngsi-ld/v1/entities/"
 _READ = {b"accept": "accept", b"link": "link", b"ngsild-tenant": "ngsild-tenant"}
-_NOT_PLAIN = {b"prefer", ENTITY_MAP.lower().encode("latin-1"),
+_NOT_PLAIN = {b"prefer", b"via", ENTITY_MAP.lower().encode("latin-1"),
               SNAPSHOT.lower().encode("latin-1")}
 
 
@@ -78,6 +78,9 @@ class FastRetrieve:
             body, out, media_type = await retrieve_plain(
                 self.app.state.services, entity_id, headers, scope.get("principal", OPEN)
             )
+        except NotPlain:  # context sources may hold some of it: the full handler
+            await self.handler(scope, entity_id, receive, send)
+            return
         except Exception as exc:  # noqa: BLE001 - rendered as the full stack would
             fast = self._scope(scope, entity_id)
             await (await _problem(Request(fast, receive), exc))(fast, receive, send)

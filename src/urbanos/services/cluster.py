@@ -32,12 +32,13 @@ from collections.abc import Awaitable, Callable
 
 from urbanos.storage.base import EntityStore
 
-__all__ = ["ACCESS", "CONTEXTS", "SUBSCRIPTIONS", "Generations", "Invalidations", "listen"]
+__all__ = ["ACCESS", "CONTEXTS", "REGISTRATIONS", "SUBSCRIPTIONS", "Generations", "Invalidations", "listen"]
 
 #: topics of the announcements: which shared state changed
 SUBSCRIPTIONS = "subscriptions"
 CONTEXTS = "contexts"
 ACCESS = "access"  # a tenant's grants, API keys and identity providers
+REGISTRATIONS = "registrations"  # a tenant's context source registrations
 
 #: ``listener(tenant)``: the tenant's state changed elsewhere; None: any tenant's may have
 Listener = Callable[[str | None], None]
@@ -130,5 +131,6 @@ async def listen(store: EntityStore, bus: Invalidations) -> Callable[[], Awaitab
     node.on(pg.SUBSCRIPTIONS_CHANNEL, feed(SUBSCRIPTIONS))
     node.on(pg.CONTEXTS_CHANNEL, feed(CONTEXTS))
     node.on(pg.ACCESS_CHANNEL, feed(ACCESS))
+    node.on(pg.REGISTRATIONS_CHANNEL, feed(REGISTRATIONS))
     await node.start()
     return node.stop

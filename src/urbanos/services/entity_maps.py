@@ -1,9 +1,12 @@
-"""EntityMaps (clause 5.14): which sources hold each entity of a response, kept for a while.
+"""EntityMaps (clause 5.14, 4.3.6.7): which sources hold each entity of a response, kept
+for a while.
 
-This broker answers from its own store, so every entity maps to ``@none`` (the local
-broker); the maps still matter to clients that page through distributed results and
-pass the map back with the ``NGSILD-EntityMap`` header. Maps live in memory, per tenant,
-and expire after ``ttl`` seconds; an expired or unknown map is simply replaced.
+Each entity maps to the registrations whose sources gave some of it, and ``@none`` when
+the local broker holds some of it. A query passing the map back (``NGSILD-EntityMap``)
+is answered over the map's entities only (clause 5.5.9.3), and those that no longer fit
+are removed from it. Maps live in memory, per tenant, and expire after ``ttl`` seconds (a
+requested lifetime or expiresAt is bounded by ``max_ttl``); an expired or unknown map is
+simply replaced.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -46,18 +49,25 @@ class EntityMapRegistry:
 
     def __init__(
         self, ttl: float = 3600.0, max_maps: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, max_ttl: float = 86_400.0,
     ) -> None:
         self.ttl = ttl
+        self.max_ttl = max_ttl
         self.max_maps = max_maps
         self.clock = clock
         self._maps: OrderedDict[tuple[str, str], EntityMap] = OrderedDict()
 
-    def create(self, tenant: str, entity_ids: Iterable[str]) -> EntityMap:
+    def create(self, tenant: str, entity_ids: Iterable[str],
+               holders: Mapping[str, list[str]] | None = None,
+               lifetime: float | None = None) -> EntityMap:
+        """A new map of ``entity_ids``, each held by its ``holders`` (default: local), for
+        ``lifetime`` seconds (default ``ttl``; at most ``max_ttl``)."""
         now = self.clock()
-        entity_map = EntityMap(URN_PREFIX + uuid.uuid4().hex, now, now + self.ttl)
+        ttl = self.ttl if lifetime is None else min(max(lifetime, 0.0), self.max_ttl)
+        entity_map = EntityMap(URN_PREFIX + uuid.uuid4().hex, now, now + ttl)
         for eid in entity_ids:
-            entity_map.entities.setdefault(eid, [LOCAL_SOURCE])
+            found = holders.get(eid) if holders is not None else None
+            entity_map.entities.setdefault(eid, list(found) if found else [LOCAL_SOURCE])
         self._maps[(tenant, entity_map.id)] = entity_map
         while len(self._maps) > self.max_maps:
             self._maps.popitem(last=False)
@@ -72,3 +82,21 @@ class EntityMapRegistry:
 
     def delete(self, tenant: str, map_id: str) -> bool:
         return self._maps.pop((tenant, map_id), None) is not None
+
+    def expire_in(self, tenant: str, map_id: str, seconds: float) -> bool:
+        """Update EntityMap's expiresAt (clause 5.14.2), bounded by ``max_ttl``; a time in
+        the past ends the map. False when there is no such live map."""
+        found = self.get(tenant, map_id)
+        if found is None:
+            return False
+        found.expires = self.clock() + min(seconds, self.max_ttl)
+        return True
+
+    def prune(self, tenant: str, map_id: str, keep: Iterable[str]) -> None:
+        """Remove the entities no longer fitting the map's query (clause 5.5.9.3)."""
+        found = self.get(tenant, map_id)
+        if found is None:
+            return
+        kept = set(keep)
+        for eid in [e for e in found.entities if e not in kept]:
+            del found.entities[eid]

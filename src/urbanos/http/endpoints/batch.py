@@ -6,13 +6,17 @@ BatchOperationResult and the valid ones are written together in one transaction.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from starlette.requests import Request
 from starlette.responses import Response
 
+from urbanos.core.distributed_writes import Outcome, batch_result, keep_attrs
 from urbanos.core.entity import check_entity_id, expand_entity
 from urbanos.core.timeutil import now_iso
 from urbanos.errors import BadRequestData, NgsiLdError
 from urbanos.http.context import request_context, services
+from urbanos.http.endpoints.entities import federated, forwarded
 from urbanos.http.negotiation import (
     JSON_MT,
     JSONLD_MT,
@@ -23,7 +27,10 @@ from urbanos.http.negotiation import (
 from urbanos.http.params import check_params, options
 from urbanos.http.respond import empty, json_response
 from urbanos.services.entities import BatchResult
+from urbanos.services.federated_writes import Entry, Written
 from urbanos.types import JSON, JSONObject
+
+OPERATIONS = "/ngsi-ld/v1/entityOperations/"
 
 
 async def _batch_body(request: Request) -> tuple[list[JSON], RequestContext, str]:
@@ -46,9 +53,10 @@ async def _batch_body(request: Request) -> tuple[list[JSON], RequestContext, str
 
 async def _expand_all(
     request: Request, items: list[JSON], ctx: RequestContext, ctype: str, *,
-    require_type: bool = True, merge: bool = False,
+    require_type: bool = True, merge: bool = False, entries: list[Entry] | None = None,
 ) -> tuple[list[JSONObject], BatchResult]:
-    """Expand each entry with its own @context; invalid entries become errors."""
+    """Expand each entry with its own @context; invalid entries become errors. ``entries``
+    receives each valid one as written, for the context sources (clause 4.3.6)."""
     result = BatchResult()
     good: list[JSONObject] = []
     now = now_iso()
@@ -65,7 +73,13 @@ async def _expand_all(
             elif "@context" in item:
                 raise BadRequestData("an application/json entity must not carry @context")
             # expand_entity leaves @context (an entity key, not an attribute) out itself
-            good.append(expand_entity(item, terms, now, require_type=require_type, merge=merge))
+            entity = expand_entity(item, terms, now, require_type=require_type, merge=merge)
+            good.append(entity)
+            if entries is not None:
+                entries.append(Entry(
+                    item, entity["id"], frozenset(entity.get("type") or ()) or None,
+                    frozenset(entity["attrs"]),
+                    item.get("@context") if ctype == JSONLD_MT else ctx.context, terms))
         except NgsiLdError as exc:
             result.errors.append((raw_id if isinstance(raw_id, str) else None, exc))
     return good, result
@@ -99,12 +113,76 @@ def _multi(ctx: RequestContext, result: BatchResult) -> Response:
                          with_context=False)
 
 
+def _outcomes(result: BatchResult) -> list[Outcome]:
+    """This broker's part of a batch as outcomes (clause 6.3.17)."""
+    out = [Outcome(None, list(result.success), created=list(result.created))]
+    out.extend(Outcome(None, [eid or ""], exc.problem()) for eid, exc in result.errors)
+    return out
+
+
+LocalBatch = Callable[[list[JSONObject]], Awaitable[BatchResult]]
+
+
+async def _distributed(
+    request: Request, ctx: RequestContext, operation: str, entries: list[Entry],
+    entities: list[JSONObject], local: LocalBatch, *, whole_entity: bool = False,
+    creating: bool = False,
+) -> Written | None:
+    """The batch split between this broker and the sources (None: no source concerned):
+    this broker writes its part of each entity it keeps, each source gets one request."""
+    fw = federated(request)
+    if fw is None or not entries:
+        return None
+
+    async def run_local(indexes: list[int], kept: dict[int, frozenset[str] | None]
+                        ) -> list[Outcome]:
+        return _outcomes(await local([keep_attrs(entities[i], kept[i]) for i in indexes]))
+
+    path = OPERATIONS + request.url.path.rstrip("/").rsplit("/", 1)[-1]
+    return await fw.batch(ctx.tenant, operation, entries, forwarded(request, path, ctx),
+                          local=run_local, via=request.headers.get("via"),
+                          whole_entity=whole_entity, creating=creating, guard=ctx.guard)
+
+
+def _distributed_answer(ctx: RequestContext, written: Written, invalid: BatchResult,
+                        success: Callable[[list[str], list[str]], Response]) -> Response:
+    """207 with every part's errors (named by registration) when some part failed, else
+    what ``success`` makes of the ids that succeeded and those created."""
+    if written.complete and not invalid.errors:
+        ids: list[str] = []
+        created: list[str] = []
+        for outcome in written.outcomes:
+            ids.extend(i for i in outcome.ids if i not in ids)
+            created.extend(i for i in outcome.created if i not in created)
+        response = success(ids, created)
+    else:
+        body = batch_result(written.outcomes)
+        body["errors"] = _result_body(invalid)["errors"] + body["errors"]
+        response = json_response(_plain(ctx), body, status=207, link_url="",
+                                 with_context=False)
+    response.headers.update(written.headers)
+    return response
+
+
 async def batch_create(request: Request) -> Response:
     """Batch Entity Creation (clause 5.6.7): 201 with the ids, or 207."""
     check_params(request.query_params, {"local"})
     items, ctx, ctype = await _batch_body(request)
-    entities, invalid = await _expand_all(request, items, ctx, ctype)
-    done = await services(request).entities.batch_create(ctx.tenant, entities, guard=ctx.guard)
+    entries: list[Entry] = []
+    entities, invalid = await _expand_all(request, items, ctx, ctype, entries=entries)
+    svc = services(request)
+
+    def local(mine: list[JSONObject]) -> Awaitable[BatchResult]:
+        return svc.entities.batch_create(ctx.tenant, mine, guard=ctx.guard)
+
+    written = await _distributed(request, ctx, "createBatch", entries, entities, local,
+                                 creating=True)
+    if written is not None:
+        return _distributed_answer(
+            ctx, written, invalid,
+            lambda ids, _: json_response(_plain(ctx), ids, status=201, link_url="",
+                                         with_context=False))
+    done = await local(entities)
     result = _merge(invalid, done)
     if result.errors:
         return _multi(ctx, result)
@@ -120,11 +198,22 @@ async def batch_upsert(request: Request) -> Response:
     if opts == {"update", "replace"}:
         raise BadRequestData("options update and replace exclude each other")
     items, ctx, ctype = await _batch_body(request)
-    entities, invalid = await _expand_all(request, items, ctx, ctype)
-    done = await services(request).entities.batch_upsert(
-        ctx.tenant, entities, replace="update" not in opts,
-        guard=ctx.guard,
-    )
+    entries: list[Entry] = []
+    entities, invalid = await _expand_all(request, items, ctx, ctype, entries=entries)
+    svc = services(request)
+
+    def local(mine: list[JSONObject]) -> Awaitable[BatchResult]:
+        return svc.entities.batch_upsert(ctx.tenant, mine, replace="update" not in opts,
+                                         guard=ctx.guard)
+
+    written = await _distributed(request, ctx, "upsertBatch", entries, entities, local)
+    if written is not None:
+        return _distributed_answer(
+            ctx, written, invalid,
+            lambda _, created: json_response(_plain(ctx), created, status=201, link_url="",
+                                             with_context=False)
+            if created else empty(204, _headers(ctx)))
+    done = await local(entities)
     result = _merge(invalid, done)
     if result.errors:
         return _multi(ctx, result)
@@ -140,11 +229,20 @@ async def batch_update(request: Request) -> Response:
     check_params(params, {"options", "local"})
     no_overwrite = "noOverwrite" in options(params, {"noOverwrite"})
     items, ctx, ctype = await _batch_body(request)
-    entities, invalid = await _expand_all(request, items, ctx, ctype, require_type=False)
-    done = await services(request).entities.batch_update(
-        ctx.tenant, entities, no_overwrite=no_overwrite,
-        guard=ctx.guard,
-    )
+    entries: list[Entry] = []
+    entities, invalid = await _expand_all(request, items, ctx, ctype, require_type=False,
+                                          entries=entries)
+    svc = services(request)
+
+    def local(mine: list[JSONObject]) -> Awaitable[BatchResult]:
+        return svc.entities.batch_update(ctx.tenant, mine, no_overwrite=no_overwrite,
+                                         guard=ctx.guard)
+
+    written = await _distributed(request, ctx, "updateBatch", entries, entities, local)
+    if written is not None:
+        return _distributed_answer(ctx, written, invalid,
+                                   lambda _, __: empty(204, _headers(ctx)))
+    done = await local(entities)
     result = _merge(invalid, done)
     return _multi(ctx, result) if result.errors else empty(204, _headers(ctx))
 
@@ -153,10 +251,20 @@ async def batch_merge(request: Request) -> Response:
     """Batch Entity Merge (clause 5.6.20): 204 or 207."""
     check_params(request.query_params, {"local"})
     items, ctx, ctype = await _batch_body(request)
+    entries: list[Entry] = []
     entities, invalid = await _expand_all(
-        request, items, ctx, ctype, require_type=False, merge=True
+        request, items, ctx, ctype, require_type=False, merge=True, entries=entries
     )
-    done = await services(request).entities.batch_merge(ctx.tenant, entities, guard=ctx.guard)
+    svc = services(request)
+
+    def local(mine: list[JSONObject]) -> Awaitable[BatchResult]:
+        return svc.entities.batch_merge(ctx.tenant, mine, guard=ctx.guard)
+
+    written = await _distributed(request, ctx, "mergeBatch", entries, entities, local)
+    if written is not None:
+        return _distributed_answer(ctx, written, invalid,
+                                   lambda _, __: empty(204, _headers(ctx)))
+    done = await local(entities)
     result = _merge(invalid, done)
     return _multi(ctx, result) if result.errors else empty(204, _headers(ctx))
 
@@ -176,7 +284,17 @@ async def batch_delete(request: Request) -> Response:
             ids.append(check_entity_id(item))
         except NgsiLdError as exc:
             invalid.errors.append((item if isinstance(item, str) else None, exc))
-    done = (await services(request).entities.batch_delete(ctx.tenant, ids, guard=ctx.guard)
-            if ids else BatchResult())
+    svc = services(request)
+
+    def local(mine: list[JSONObject]) -> Awaitable[BatchResult]:
+        return svc.entities.batch_delete(ctx.tenant, [e["id"] for e in mine], guard=ctx.guard)
+
+    entries = [Entry(eid, eid, None, None, ctx.context, ctx.terms) for eid in ids]
+    written = await _distributed(request, ctx, "deleteBatch", entries,
+                                 [{"id": eid} for eid in ids], local, whole_entity=True)
+    if written is not None:
+        return _distributed_answer(ctx, written, invalid,
+                                   lambda _, __: empty(204, _headers(ctx)))
+    done = await local([{"id": eid} for eid in ids]) if ids else BatchResult()
     result = _merge(invalid, done)
     return _multi(ctx, result) if result.errors else empty(204, _headers(ctx))

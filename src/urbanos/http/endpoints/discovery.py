@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from urbanos.core.entity import check_name
-from urbanos.errors import ResourceNotFound
+from urbanos.errors import NonexistentTenant, ResourceNotFound
 from urbanos.http.context import link_url, request_context, services
+from urbanos.http.negotiation import RequestContext
 from urbanos.http.params import check_params, flag
 from urbanos.http.respond import json_response
+from urbanos.services.entities import AttributeInfo, TypeInfo
 from urbanos.types import JSONObject
+
+WARNING = "NGSILD-Warning"
+Info = TypeVar("Info", TypeInfo, AttributeInfo)
 
 
 def _path_name(request: Request, key: str, what: str) -> str:
@@ -24,14 +31,60 @@ def _path_name(request: Request, key: str, what: str) -> str:
     return check_name(request.path_params[key].replace("%2F", "/"), what)
 
 
+async def _local_or_empty(read: Awaitable[list[Info]], federated: bool) -> list[Info]:
+    """The local answer; nothing when the tenant exists only at the context sources."""
+    try:
+        return await read
+    except NonexistentTenant:
+        if not federated:
+            raise
+        return []
+
+
+async def _types(request: Request, ctx: RequestContext, *, details: bool,
+                 name: str | None) -> tuple[list[TypeInfo], dict[str, str]]:
+    """The local entity types, with the context sources' unless local=true."""
+    svc = services(request)
+    fed = svc.discovery
+    federated = (fed is not None and not flag(request.query_params, "local")
+                 and await fed.active(ctx.tenant))
+    infos = await _local_or_empty(svc.entities.types(ctx.tenant, guard=ctx.guard), federated)
+    if not federated or fed is None:
+        return infos, {}
+    infos, warnings = await fed.types(
+        ctx.tenant, infos, details=details, name=name, terms=ctx.terms,
+        link=await link_url(request, ctx), via=request.headers.get("via"),
+        incoming=dict(request.headers))
+    return infos, ({WARNING: ", ".join(warnings)} if warnings else {})
+
+
+async def _attributes(request: Request, ctx: RequestContext, *, details: bool,
+                      name: str | None) -> tuple[list[AttributeInfo], dict[str, str]]:
+    """The local attributes, with the context sources' unless local=true."""
+    svc = services(request)
+    fed = svc.discovery
+    federated = (fed is not None and not flag(request.query_params, "local")
+                 and await fed.active(ctx.tenant))
+    infos = await _local_or_empty(svc.entities.attributes(ctx.tenant, guard=ctx.guard),
+                                  federated)
+    if not federated or fed is None:
+        return infos, {}
+    infos, warnings = await fed.attributes(
+        ctx.tenant, infos, details=details, name=name, terms=ctx.terms,
+        link=await link_url(request, ctx), via=request.headers.get("via"),
+        incoming=dict(request.headers))
+    return infos, ({WARNING: ", ".join(warnings)} if warnings else {})
+
+
 async def list_types(request: Request) -> Response:
     """Retrieve Available Entity Types (5.7.5) or their details (5.7.6)."""
     check_params(request.query_params, {"details", "local"})
     ctx = await request_context(request)
-    infos = await services(request).entities.types(ctx.tenant, guard=ctx.guard)
+    details = flag(request.query_params, "details")
+    infos, headers = await _types(request, ctx, details=details, name=None)
     c = ctx.terms.compact
     data: object
-    if flag(request.query_params, "details"):
+    if details:
         data = [
             {
                 "id": i.type,
@@ -47,7 +100,7 @@ async def list_types(request: Request) -> Response:
             "type": "EntityTypeList",
             "typeList": sorted(c(i.type) for i in infos),
         }
-    return json_response(ctx, data, link_url=await link_url(request, ctx))
+    return json_response(ctx, data, link_url=await link_url(request, ctx), headers=headers)
 
 
 async def retrieve_type(request: Request) -> Response:
@@ -56,7 +109,7 @@ async def retrieve_type(request: Request) -> Response:
     name = _path_name(request, "type", "entity type")
     ctx = await request_context(request)
     iri = ctx.terms.expand(name)
-    found = await services(request).entities.types(ctx.tenant, guard=ctx.guard)
+    found, headers = await _types(request, ctx, details=True, name=iri)
     infos = {i.type: i for i in found}
     info = infos.get(iri)
     if info is None:
@@ -77,17 +130,18 @@ async def retrieve_type(request: Request) -> Response:
             for attr, kinds in sorted(info.attributes.items())
         ],
     }
-    return json_response(ctx, data, link_url=await link_url(request, ctx))
+    return json_response(ctx, data, link_url=await link_url(request, ctx), headers=headers)
 
 
 async def list_attributes(request: Request) -> Response:
     """Retrieve Available Attributes (5.7.8) or their details (5.7.9)."""
     check_params(request.query_params, {"details", "local"})
     ctx = await request_context(request)
-    infos = await services(request).entities.attributes(ctx.tenant, guard=ctx.guard)
+    details = flag(request.query_params, "details")
+    infos, headers = await _attributes(request, ctx, details=details, name=None)
     c = ctx.terms.compact
     data: object
-    if flag(request.query_params, "details"):
+    if details:
         data = [
             {
                 "id": i.attr,
@@ -103,7 +157,7 @@ async def list_attributes(request: Request) -> Response:
             "type": "AttributeList",
             "attributeList": sorted(c(i.attr) for i in infos),
         }
-    return json_response(ctx, data, link_url=await link_url(request, ctx))
+    return json_response(ctx, data, link_url=await link_url(request, ctx), headers=headers)
 
 
 async def retrieve_attribute(request: Request) -> Response:
@@ -112,7 +166,7 @@ async def retrieve_attribute(request: Request) -> Response:
     name = _path_name(request, "attr", "attribute name")
     ctx = await request_context(request)
     iri = ctx.terms.expand(name)
-    found = await services(request).entities.attributes(ctx.tenant, guard=ctx.guard)
+    found, headers = await _attributes(request, ctx, details=True, name=iri)
     infos = {i.attr: i for i in found}
     info = infos.get(iri)
     if info is None:
@@ -126,4 +180,4 @@ async def retrieve_attribute(request: Request) -> Response:
         "attributeTypes": sorted(info.kinds),
         "typeNames": sorted(c(t) for t in info.types),
     }
-    return json_response(ctx, data, link_url=await link_url(request, ctx))
+    return json_response(ctx, data, link_url=await link_url(request, ctx), headers=headers)

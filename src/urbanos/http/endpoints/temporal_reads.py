@@ -15,6 +15,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
+from urbanos.core.selection import simple_type_set
 from urbanos.core.temporal import (
     TemporalQuery,
     parse_aggr_methods,
@@ -47,6 +48,7 @@ from urbanos.http.params import (
     parse_join,
     projection,
 )
+from urbanos.http.problems import handle_ngsi_error
 from urbanos.http.query_body import query_from_body
 from urbanos.http.respond import json_response
 from urbanos.services.temporal import HistoryRequest
@@ -128,6 +130,16 @@ def parse_read(params: QueryParams, terms: Terms, limit: int, *, temporal: JSONO
     return Asked(view, query, select, fetch)
 
 
+WARNING = "NGSILD-Warning"
+#: the parameters of a temporal retrieve a context source is asked with as they are
+_WINDOW = ("timerel", "timeAt", "endTimeAt", "timeproperty", "lastN")
+#: ... and of a temporal query (selection and filters: not split between sources)
+_FORWARDED = frozenset({*_WINDOW, "type", "id", "idPattern", "attrs", "q", "scopeQ",
+                        "georel", "geometry", "coordinates", "geoproperty"})
+#: the most local entities a distributed temporal query unites with the sources' answers
+_MOST = 10_000
+
+
 def _temporal_params(params: QueryParams) -> JSONObject:
     return {k: params[k] for k in _TEMPORAL if k in params}
 
@@ -171,13 +183,37 @@ async def retrieve_temporal(request: Request) -> Response:
                        fmt=fmt, sys_attrs=sys_attrs, attrs=_attrs(params, ctx.terms),
                        pick=params.get("pick"), omit=params.get("omit"),
                        datasets=params.get("datasetId"), lang=params.get("lang"))
-    flag(params, "local")
-    found = await svc.retrieve(ctx.tenant, entity_id, asked.fetch, guard=ctx.guard)
+    local = flag(params, "local")
+    fed = services(request).temporal_sources
+    warnings: list[str] = []
+    if (not local and fed is not None and asked.view.aggregation is None
+            and await fed.active(ctx.tenant)):
+        try:
+            mine: EntityHistory | None = await svc.retrieve(ctx.tenant, entity_id, asked.fetch,
+                                                            guard=ctx.guard)
+        except ResourceNotFound:
+            mine = None
+        merged, warnings = await fed.retrieve(
+            ctx.tenant, entity_id, mine, asked.fetch, terms=ctx.terms,
+            link=await link_url(request, ctx), via=request.headers.get("via"),
+            window=[(k, params[k]) for k in _WINDOW if k in params],
+            incoming=dict(request.headers))
+        if merged is None:
+            response = await handle_ngsi_error(
+                request, ResourceNotFound(f"no temporal representation of {entity_id}"))
+            if warnings:
+                response.headers[WARNING] = ", ".join(warnings)
+            return response
+        found = merged
+    else:
+        found = await svc.retrieve(ctx.tenant, entity_id, asked.fetch, guard=ctx.guard)
     (history,), window = _paged([found], asked.query)
     data = render_history(history, ctx.terms, asked.view)
     if not data:
         raise ResourceNotFound(f"nothing of {entity_id} is left after pick/omit")
     headers, _ = _Maps(request, ctx.tenant).headers([entity_id])
+    if warnings:
+        headers[WARNING] = ", ".join(warnings)
     return await _respond(request, ctx, data, window, headers)
 
 
@@ -255,9 +291,39 @@ async def query_temporal(request: Request) -> Response:
                        pick=params.get("pick"), omit=params.get("omit"),
                        datasets=params.get("datasetId"), lang=params.get("lang"))
     maps = _Maps(request, ctx.tenant)
-    histories, total = await svc.query(ctx.tenant, selection, asked.select, fetch=asked.fetch,
-                                       order=order, only=maps.only, guard=ctx.guard)
+    fed = services(request).temporal_sources
+    warnings: list[str] = []
+    federated = None
+    if (not flag(params, "local") and fed is not None and asked.view.aggregation is None
+            and await fed.active(ctx.tenant)):
+        try:
+            mine, _ = await svc.query(
+                ctx.tenant, replace(selection, offset=0, limit=_MOST, count=False),
+                asked.select, fetch=asked.fetch, order=order, only=maps.only,
+                guard=ctx.guard)
+        except ResourceNotFound:  # the tenant exists only at the sources
+            mine = []
+        federated = await fed.query(
+            ctx.tenant, mine, asked.fetch, ids=selection.ids, id_pattern=selection.id_pattern,
+            types=simple_type_set(selection.types) if selection.types is not None else None,
+            terms=ctx.terms, link=await link_url(request, ctx), via=request.headers.get("via"),
+            params=[(k, v) for k, v in params.multi_items() if k in _FORWARDED],
+            incoming=dict(request.headers))
+    if federated is not None:
+        every, warnings = federated
+        if maps.only is not None:
+            every = [h for h in every if h.id in maps.only]
+        if order is not None:
+            every.sort(key=lambda h: h.id, reverse=order == "desc")
+        total = len(every) if selection.count else None
+        histories = every[selection.offset:selection.offset + selection.limit]
+    else:
+        histories, total = await svc.query(ctx.tenant, selection, asked.select,
+                                           fetch=asked.fetch, order=order, only=maps.only,
+                                           guard=ctx.guard)
     headers, created = maps.headers([h.id for h in histories])
+    if warnings:
+        headers[WARNING] = ", ".join(warnings)
     histories, window = _paged(histories, asked.query)
     data = [d for d in (render_history(h, ctx.terms, asked.view) for h in histories) if d]
     if total is not None:
