@@ -219,6 +219,7 @@ def _extras(suite: Callable[[str], list[dict[str, Any]]], chosen: str | None = N
 RSS_TITLE = "Memory: broker RSS with 1,000,000 entities stored (SQLite)"
 DURABILITY_TITLE = "Durability: SQLite synchronous=FULL (the default) beside NORMAL"
 AUTH_TITLE = "Access control overhead"
+FEDERATION_TITLE = "Federation: a query through one registration"
 #: the suites run after the scenarios (``python -m bench.<name>``), by name: their titles
 SUITES = {
     "temporal": "Temporal (10 entities x 100,000 instances, Stellio's scenario)",
@@ -226,10 +227,27 @@ SUITES = {
     "rss": RSS_TITLE,
     "durability": DURABILITY_TITLE,
     "auth": AUTH_TITLE,
+    "federation": FEDERATION_TITLE,
 }
 #: the access-control target: a reader's token or key costs at most this share of the
 #: throughput of URBANOS_AUTH=none
 AUTH_MAX_LOSS = 0.15
+
+
+#: the federation target: federated p95 <= FACTOR x local p95 + SLACK_MS
+FEDERATION_FACTOR, FEDERATION_SLACK_MS = 2.0, 5.0
+
+
+def federation_verdict(rows: list[dict[str, Any]]) -> str:
+    """Each federated row of ``bench.federation`` against its p95 limit."""
+    held = [r for r in rows if "p95_limit_ms" in r]
+    if not held:
+        return "Target: not run."
+    missed = [r for r in held if r["p95_ms"] > r["p95_limit_ms"]]
+    parts = "; ".join(f"{r['scenario']} p95 {r['p95_ms']:.1f} ms (limit {r['p95_limit_ms']:.1f})"
+                      for r in held)
+    return (f"Target (federated p95 <= {FEDERATION_FACTOR:g} x local p95 + "
+            f"{FEDERATION_SLACK_MS:g} ms): **{'missed' if missed else 'met'}**: {parts}.")
 
 
 def auth_verdict(rows: list[dict[str, Any]]) -> str:
@@ -454,10 +472,13 @@ the same run.
 
 {target_table(results, extra or {})}
 """
-        + "".join(section(title, rows, auth_verdict(rows) + "\n" if title == AUTH_TITLE else "")
+        + "".join(section(title, rows, VERDICTS[title](rows) + "\n" if title in VERDICTS else "")
                   for title, rows in (extra or {}).items())
     )
 
+
+#: the suites held to a target: the verdict printed under their title
+VERDICTS = {AUTH_TITLE: auth_verdict, FEDERATION_TITLE: federation_verdict}
 
 #: what a suite's table needs said beside it
 NOTES = {
@@ -479,6 +500,15 @@ NOTES = {
         "same with a grant hiding one attribute. The configurations alternate round by\n"
         "round; figures are medians over the rounds, `pct_of_none` the median rate in % of\n"
         "`none`'s in the same run. Regenerate with `python -m bench.auth --report`.\n"
+    ),
+    FEDERATION_TITLE: (
+        "Two brokers on one SQLite file each: the source holds the entities, the forwarder\n"
+        "holds none and one inclusive registration naming the source for their ten types.\n"
+        "The read scenarios above, straight to the source (`local`) and through the\n"
+        "forwarder (`federated`: local lookup, forward, validate and merge, render). The\n"
+        "two alternate round by round; figures are medians over the rounds, `pct_of_local`\n"
+        "the federated rate in % of the local one. Regenerate with\n"
+        "`python -m bench.federation --report`.\n"
     ),
 }
 
