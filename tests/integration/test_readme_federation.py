@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.integration.broker_process import Broker
@@ -105,5 +106,5 @@ def test_one_query_answers_with_both_organisations(
         except AssertionError as e:
             raise AssertionError(f"README step {comment!r}: {e}") from e
     # the city stored nothing of the university's: the merge happens at read time
-    assert city.client.get(city.url + f"entities/{UNIVERSITY_GAUGE}",
-                           params={"local": "true"}).status_code == 404
+    assert httpx.get(city.url + f"entities/{UNIVERSITY_GAUGE}",
+                     params={"local": "true"}).status_code == 404
