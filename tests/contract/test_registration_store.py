@@ -12,7 +12,7 @@ from tests.contract.conftest import Backend
 from urbanos.errors import AlreadyExists
 from urbanos.storage.postgres.listen import REGISTRATIONS_CHANNEL, node_for
 from urbanos.storage.postgres.registrations import PostgresRegistrationStore
-from urbanos.storage.registrations import USE_MEMBERS
+from urbanos.storage.registrations import USE_MEMBERS, RegistrationUse
 from urbanos.types import JSONObject
 
 T1 = "2024-01-01T00:00:01.000Z"
@@ -33,6 +33,11 @@ def reg(n: int, **extra: object) -> JSONObject:
         "contextSourceInfo": [{"key": "Authorization", "value": "Bearer x"}], **extra,
     }
 
+
+
+def used(*, ok: bool, at: str) -> RegistrationUse:
+    """What one forwarded request adds to the counters."""
+    return RegistrationUse().after(ok=ok, at=at)
 
 async def test_insert_then_get_returns_the_document(backend: Backend) -> None:
     store = (await backend.open()).registrations
@@ -76,7 +81,7 @@ async def test_tenants_are_separate(backend: Backend) -> None:
     assert await store.delete("sendai", rid(1))
     assert await store.get("tohoku", rid(1)) == reg(1, mode="auxiliary")
     assert not await store.replace("sendai", reg(1, mode="redirect"))
-    await store.record_use("sendai", rid(1), ok=True, at=T1)
+    await store.record_use("sendai", rid(1), used(ok=True, at=T1))
     assert await store.all("sendai") == []
     assert await store.page("tohoku", 10, 0) == ([reg(1, mode="auxiliary")], 1)
 
@@ -126,15 +131,15 @@ async def test_record_use_counts_and_keeps_last_times(backend: Backend) -> None:
     store = (await backend.open()).registrations
     await store.insert("", reg(1))
     await store.insert("", reg(2))
-    await store.record_use("", rid(1), ok=True, at=T1)
+    await store.record_use("", rid(1), used(ok=True, at=T1))
     after_ok = await store.get("", rid(1))
     assert after_ok == reg(1, timesSent=1, timesFailed=0, lastSuccess=T1, status="ok")
-    await store.record_use("", rid(1), ok=False, at=T2)
-    await store.record_use("", rid(1), ok=False, at=T3)
+    await store.record_use("", rid(1), used(ok=False, at=T2))
+    await store.record_use("", rid(1), used(ok=False, at=T3))
     expected = reg(1, timesSent=3, timesFailed=2, lastSuccess=T1, lastFailure=T3,
                    status="failed")
     assert await store.get("", rid(1)) == expected
-    await store.record_use("", rid(1), ok=True, at=T3)
+    await store.record_use("", rid(1), used(ok=True, at=T3))
     assert (await store.get("", rid(1)) or {})["status"] == "ok"
     # the members come with every read, and only on the registration that was used
     listed = await store.all("")
@@ -143,9 +148,23 @@ async def test_record_use_counts_and_keeps_last_times(backend: Backend) -> None:
     assert page[0]["timesFailed"] == 2 and page[0]["lastFailure"] == T3
 
 
+async def test_record_use_adds_what_several_requests_counted(backend: Backend) -> None:
+    """One call may carry many requests (a node's counts since its last flush): counts
+    are summed, the last times and the status are the latest given."""
+    store = (await backend.open()).registrations
+    await store.insert("", reg(1))
+    await store.record_use("", rid(1), used(ok=False, at=T1).after(ok=True, at=T2))
+    two_nodes = used(ok=True, at=T3).after(ok=True, at=T3).after(ok=False, at=T3)
+    await store.record_use("", rid(1), two_nodes)
+    assert await store.get("", rid(1)) == reg(
+        1, timesSent=5, timesFailed=2, lastSuccess=T3, lastFailure=T3, status="failed")
+    await store.record_use("", rid(1), RegistrationUse())  # nothing counted: nothing changes
+    assert (await store.get("", rid(1)) or {})["timesSent"] == 5
+
+
 async def test_record_use_of_an_unknown_registration_does_nothing(backend: Backend) -> None:
     store = (await backend.open()).registrations
-    await store.record_use("", rid(1), ok=False, at=T1)
+    await store.record_use("", rid(1), used(ok=False, at=T1))
     assert await store.get("", rid(1)) is None
     await store.insert("", reg(1))
     assert await store.get("", rid(1)) == reg(1)  # no counters carried over
@@ -156,7 +175,7 @@ async def test_replace_keeps_counters_that_only_record_use_sets(backend: Backend
     store = (await backend.open()).registrations
     await store.insert("", reg(1, timesSent=99, status="ok"))
     assert await store.get("", rid(1)) == reg(1)
-    await store.record_use("", rid(1), ok=False, at=T1)
+    await store.record_use("", rid(1), used(ok=False, at=T1))
     stale = reg(1, mode="exclusive", timesSent=0, timesFailed=0, lastFailure=T2)
     assert await store.replace("", stale)
     assert await store.get("", rid(1)) == reg(1, mode="exclusive", timesSent=1, timesFailed=1,
@@ -167,7 +186,7 @@ async def test_registrations_survive_a_restart(durable: Backend) -> None:
     first = await durable.open()
     await first.registrations.insert("sendai", reg(1))
     await first.registrations.insert("sendai", reg(2, mode="redirect"))
-    await first.registrations.record_use("sendai", rid(2), ok=False, at=T1)
+    await first.registrations.record_use("sendai", rid(2), used(ok=False, at=T1))
     await durable.close(first)
     again = (await durable.open()).registrations
     assert await again.all("sendai") == [
@@ -184,7 +203,7 @@ async def test_every_node_of_a_database_sees_the_same_registrations(pg: Backend)
     assert await two.get("yokoze", rid(1)) == reg(1)
     with pytest.raises(AlreadyExists):
         await two.insert("yokoze", reg(1))
-    await two.record_use("yokoze", rid(1), ok=True, at=T1)
+    await two.record_use("yokoze", rid(1), used(ok=True, at=T1))
     assert await one.all("yokoze") == [reg(1, timesSent=1, timesFailed=0, lastSuccess=T1,
                                             status="ok")]
     assert await two.delete("yokoze", rid(1))
@@ -205,7 +224,7 @@ async def test_changes_are_announced_to_the_cluster_once_committed(pg: Backend) 
             await store.insert("a", reg(1))  # rolled back: nothing to announce
         await store.replace("b", reg(1))  # absent: nothing changed
         await store.replace("a", reg(1, mode="exclusive"))
-        await store.record_use("a", rid(1), ok=True, at=T1)
+        await store.record_use("a", rid(1), used(ok=True, at=T1))
         await store.delete("c", rid(1))  # absent
         await store.insert("c", reg(1))
         await store.delete("a", rid(1))

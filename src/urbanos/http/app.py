@@ -141,6 +141,7 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
         app.state.services.notifications = app.state.workers.engine
         app.state.workers.run("contexts.uses", contexts.run_flush)
         app.state.workers.run("access.keys", access.run_flush)
+        app.state.workers.run("federation.uses", federation.run_flush)
         if settings.audit_retention_days > 0:
             app.state.workers.run("access.audit-retention", access.run_retention)
         sweeper = ExpirySweeper(the_store, opened.temporal, leader=the_store.try_lead)

@@ -29,7 +29,7 @@ from urbanos.core.query.ast import QExpr
 from urbanos.core.timeutil import now_iso
 from urbanos.outbound import GuardedTransport, OutboundPolicy, OutboundRefused
 from urbanos.services.cluster import Generations
-from urbanos.storage.registrations import RegistrationStore
+from urbanos.storage.registrations import RegistrationStore, RegistrationUse
 from urbanos.types import JSONObject
 
 __all__ = ["Federation", "Reply"]
@@ -37,6 +37,7 @@ __all__ = ["Federation", "Reply"]
 log = logging.getLogger("urbanos.federation")
 
 DEFAULT_TENANT_HEADER = "NGSILD-Tenant"
+_NO_USE = RegistrationUse()
 #: a contextSourceInfo value standing for the triggering request's header of that name
 FROM_REQUEST = "urn:ngsi-ld:request"
 #: headers a registration's contextSourceInfo may not set: the tenant, the connection's
@@ -105,9 +106,37 @@ class Federation:
         self._generations = Generations()
         self._cooling: dict[tuple[str, str], float] = {}
         self._aliases: dict[str, str] = {}
+        #: requests counted on this node, not yet added to the stored counters
+        self._uses: dict[tuple[str, str], RegistrationUse] = {}
+        self.flush_interval = 1.0
 
     async def aclose(self) -> None:
+        await self.flush_uses()
         await self._client.aclose()
+
+    # -- use counters ----------------------------------------------------------------------
+    async def flush_uses(self, tenant: str | None = None) -> None:
+        """Add the requests counted on this node (of ``tenant``; None: all) to the stored
+        counters. Counting in memory keeps a store write off every forwarded request; the
+        registration's readers flush their tenant first, so they see every request."""
+        if not self._uses:
+            return
+        keys = [k for k in self._uses if tenant is None or k[0] == tenant]
+        taken = {k: self._uses.pop(k) for k in keys}
+        try:
+            for (owner, registration_id), use in taken.items():
+                await self.store.record_use(owner, registration_id, use)
+        except BaseException:
+            for key, use in taken.items():  # kept for the next flush
+                later = self._uses.get(key)
+                self._uses[key] = use if later is None else use.plus(later)
+            raise
+
+    async def run_flush(self) -> None:
+        """The worker loop: ``flush_uses`` every ``flush_interval`` seconds."""
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            await self.flush_uses()
 
     # -- registrations ---------------------------------------------------------------------
     def invalidate(self, tenant: str | None) -> None:
@@ -326,13 +355,9 @@ class Federation:
         if self._cooling:
             for key in [k for k, until in self._cooling.items() if until <= now]:
                 del self._cooling[key]
-        results = await asyncio.gather(*(
-            self.store.record_use(tenant, r.target.id, ok=r.warning is None, at=at)
-            for r in replies
-        ), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                log.warning("recording a forwarded request failed: %s", result)
+        for reply in replies:
+            key = (tenant, reply.target.id)
+            self._uses[key] = self._uses.get(key, _NO_USE).after(ok=reply.warning is None, at=at)
 
 
 def _maybe_json(raw: bytes) -> Any:
@@ -374,13 +399,16 @@ class _Watched:
             self.federation.invalidate(tenant)
 
     async def get(self, tenant: str, registration_id: str) -> JSONObject | None:
+        await self.federation.flush_uses(tenant)
         return await self.inner.get(tenant, registration_id)
 
     async def all(self, tenant: str) -> list[JSONObject]:
+        await self.federation.flush_uses(tenant)
         return await self.inner.all(tenant)
 
     async def page(self, tenant: str, limit: int, offset: int) -> tuple[list[JSONObject], int]:
+        await self.federation.flush_uses(tenant)
         return await self.inner.page(tenant, limit, offset)
 
-    async def record_use(self, tenant: str, registration_id: str, *, ok: bool, at: str) -> None:
-        await self.inner.record_use(tenant, registration_id, ok=ok, at=at)
+    async def record_use(self, tenant: str, registration_id: str, use: RegistrationUse) -> None:
+        await self.inner.record_use(tenant, registration_id, use)

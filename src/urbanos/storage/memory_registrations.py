@@ -52,8 +52,8 @@ class MemoryRegistrationStore:
         chosen = rows[offset : offset + limit]
         return [with_use(copy.deepcopy(d), u) for d, u in chosen], len(rows)
 
-    async def record_use(self, tenant: str, registration_id: str, *, ok: bool, at: str) -> None:
+    async def record_use(self, tenant: str, registration_id: str, use: RegistrationUse) -> None:
         table = self._tenants.get(tenant, {})
         found = table.get(registration_id)
         if found is not None:
-            table[registration_id] = (found[0], found[1].after(ok=ok, at=at))
+            table[registration_id] = (found[0], found[1].plus(use))

@@ -46,8 +46,9 @@ class RegistrationStore(Protocol):
         """One page in creation order, and how many the tenant has."""
         ...
 
-    async def record_use(self, tenant: str, registration_id: str, *, ok: bool, at: str) -> None:
-        """Count one request forwarded to the source; nothing happens for an unknown id."""
+    async def record_use(self, tenant: str, registration_id: str, use: RegistrationUse) -> None:
+        """Add ``use`` (requests counted since the last call) to the stored counters:
+        counts summed, times and status replaced where given; an unknown id is ignored."""
         ...
 
 
@@ -60,6 +61,13 @@ class RegistrationUse:
     last_success: str | None = None
     last_failure: str | None = None
     status: str | None = None
+
+    def plus(self, more: RegistrationUse) -> RegistrationUse:
+        """These counters followed by ``more`` (the requests counted after them)."""
+        return RegistrationUse(
+            self.times_sent + more.times_sent, self.times_failed + more.times_failed,
+            more.last_success or self.last_success, more.last_failure or self.last_failure,
+            more.status or self.status)
 
     def after(self, *, ok: bool, at: str) -> RegistrationUse:
         """The counters after one more request."""

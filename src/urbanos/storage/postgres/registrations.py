@@ -120,21 +120,17 @@ class PostgresRegistrationStore:
             total = await cur.fetchone()
         return [_row(r) for r in rows], int(total[0]) if total else 0
 
-    async def record_use(self, tenant: str, registration_id: str, *, ok: bool, at: str) -> None:
+    async def record_use(self, tenant: str, registration_id: str, use: RegistrationUse) -> None:
         async with self.db.connection() as conn:
-            if ok:
-                await conn.execute(
-                    "UPDATE urbanos.registrations SET times_sent = times_sent + 1,"
-                    " last_success = %s, status = 'ok' WHERE tenant = %s AND id = %s",
-                    (at, tenant, registration_id),
-                )
-            else:
-                await conn.execute(
-                    "UPDATE urbanos.registrations SET times_sent = times_sent + 1,"
-                    " times_failed = times_failed + 1, last_failure = %s, status = 'failed'"
-                    " WHERE tenant = %s AND id = %s",
-                    (at, tenant, registration_id),
-                )
+            await conn.execute(
+                "UPDATE urbanos.registrations SET times_sent = times_sent + %s,"
+                " times_failed = times_failed + %s,"
+                " last_success = COALESCE(%s, last_success),"
+                " last_failure = COALESCE(%s, last_failure), status = COALESCE(%s, status)"
+                " WHERE tenant = %s AND id = %s",
+                (use.times_sent, use.times_failed, use.last_success, use.last_failure,
+                 use.status, tenant, registration_id),
+            )
 
 
 def _refuse_nul(doc: JSONObject, exc: Exception) -> None:

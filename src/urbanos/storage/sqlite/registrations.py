@@ -37,6 +37,13 @@ _SELECT = ("SELECT doc, times_sent, times_failed, last_success, last_failure, st
            " FROM registrations WHERE tenant = ?")
 
 
+#: adds counted requests to a registration's counters (``RegistrationUse.plus`` in SQL)
+_ADD_USE = (
+    "UPDATE registrations SET times_sent = times_sent + ?, times_failed = times_failed + ?,"
+    " last_success = COALESCE(?, last_success), last_failure = COALESCE(?, last_failure),"
+    " status = COALESCE(?, status) WHERE tenant = ? AND id = ?"
+)
+
 def _row(row: tuple[Any, ...]) -> JSONObject:
     doc, sent, failed, success, failure, status = row
     use = RegistrationUse(int(sent), int(failed), success, failure, status)
@@ -120,20 +127,9 @@ class SqliteRegistrationStore:
 
         return await self.db.read(run)
 
-    async def record_use(self, tenant: str, registration_id: str, *, ok: bool, at: str) -> None:
+    async def record_use(self, tenant: str, registration_id: str, use: RegistrationUse) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            if ok:
-                conn.execute(
-                    "UPDATE registrations SET times_sent = times_sent + 1,"
-                    " last_success = ?, status = 'ok' WHERE tenant = ? AND id = ?",
-                    (at, tenant, registration_id),
-                )
-            else:
-                conn.execute(
-                    "UPDATE registrations SET times_sent = times_sent + 1,"
-                    " times_failed = times_failed + 1, last_failure = ?, status = 'failed'"
-                    " WHERE tenant = ? AND id = ?",
-                    (at, tenant, registration_id),
-                )
+            conn.execute(_ADD_USE, (use.times_sent, use.times_failed, use.last_success,
+                                    use.last_failure, use.status, tenant, registration_id))
 
         await self.db.transact(run)
