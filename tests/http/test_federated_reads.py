@@ -337,3 +337,17 @@ async def test_forwarding_obeys_the_outbound_policy_and_sends_no_secrets(
         assert sent.header("Via") == "1.1 peer, 1.1 me"
     finally:
         await open_.aclose()
+
+
+async def test_a_failed_source_cools_down(
+    broker: httpx.AsyncClient, source: ContextSource
+) -> None:
+    await register(broker, source.base, management={"cooldown": 60_000})
+    source.answer("GET", "/ngsi-ld/v1/entities", 500, None)
+    first = await broker.get("entities", params={"type": "Vehicle"})
+    assert first.headers["NGSILD-Warning"].startswith("299 ")
+    again = await broker.get("entities", params={"type": "Vehicle"})
+    assert again.status_code == 200 and again.json() == []
+    assert again.headers["NGSILD-Warning"].startswith("199 ")
+    assert "cooling down" in again.headers["NGSILD-Warning"]
+    assert len(source.on("GET")) == 1

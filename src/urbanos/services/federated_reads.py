@@ -94,20 +94,29 @@ class FederatedReads:
         return bool(await self.federation.registrations(tenant))
 
     async def _targets(self, tenant: str, operations: Sequence[str], sel: Selection,
-                       via: str | None) -> list[tuple[str, Target]]:
-        """Each matching registration once, with the first of ``operations`` it serves."""
+                       via: str | None, warnings: list[str] | None = None,
+                       ) -> list[tuple[str, Target]]:
+        """Each matching registration once, with the first of ``operations`` it serves;
+        one cooling down after failures is a 199 in ``warnings``."""
         out: list[tuple[str, Target]] = []
         seen: set[str] = set()
+        cooling: list[Target] = []
         for op in operations:
             found = await self.federation.targets(
                 tenant, op, ids=set(sel.ids) if sel.ids else None,
                 types=set(sel.types) if sel.types else None,
                 attrs=set(sel.attrs) if sel.attrs else None, id_pattern=sel.id_pattern,
-                via=via, csf=sel.csf)
+                via=via, csf=sel.csf, cooling=cooling)
             for target in found:
                 if target.id not in seen:
                     seen.add(target.id)
                     out.append((op, target))
+        if warnings is not None:
+            for target in cooling:
+                if target.id not in seen:
+                    seen.add(target.id)
+                    warnings.append(warning(199, target.endpoint,
+                                            "not asked: cooling down after a failure"))
         return out
 
     # -- Retrieve Entity -------------------------------------------------------------------
@@ -120,16 +129,18 @@ class FederatedReads:
         local broker held some of it. LoopDetected when a sole holder looped back."""
         sel = Selection(ids=(entity_id,), types=_type_set(types), attrs=attrs,
                         incoming=incoming)
-        targets = await self._targets(tenant, _RETRIEVE_OPS, sel, via)
+        skipped: list[str] = []
+        targets = await self._targets(tenant, _RETRIEVE_OPS, sel, via, skipped)
         local: JSONObject | None
         try:
             local = await self.entities.retrieve(tenant, entity_id, guard=guard)
         except ResourceNotFound:
             local = None
         if not targets:
-            return local, Found(), local is not None
+            return local, Found(warnings=skipped), local is not None
         found = await self._gather(tenant, targets, sel, terms=terms, link=link, via=via,
                                    type_param=type_param, guard=guard)
+        found.warnings[:0] = skipped
         pieces = [(t, f) for t, f in found.fragments.get(entity_id, ())]
         merged = merge_sources(local, pieces, canonical(now_iso()))
         return merged, found, local is not None
@@ -150,14 +161,16 @@ class FederatedReads:
         sel = Selection(ids=query.ids, id_pattern=query.id_pattern,
                         types=_type_set(query.types), attrs=query.attrs,
                         filters=() if split else tuple(filters), csf=csf, incoming=incoming)
-        targets = await self._targets(tenant, _QUERY_OPS, sel, via)
-        if not targets:
+        skipped: list[str] = []
+        targets = await self._targets(tenant, _QUERY_OPS, sel, via, skipped)
+        if not targets and not skipped:
             return None
         if query.order is not None:
             raise BadRequestData("orderBy is not supported by a distributed query (clause "
                                  "4.23): add local=true to order the local entities")
         found = await self._gather(tenant, targets, sel, terms=terms, link=link, via=via,
                                    type_param=type_param, guard=guard)
+        found.warnings[:0] = skipped
         now = canonical(now_iso())
         wide = replace(query, offset=0, limit=self.most, count=False)
         local_matches = (await self._local(tenant, wide, guard)).entities

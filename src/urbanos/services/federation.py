@@ -175,10 +175,12 @@ class Federation:
         self, tenant: str, operation: str, *, ids: set[str] | None = None,
         types: set[str] | None = None, attrs: set[str] | None = None,
         id_pattern: str | None = None, via: str | None = None, csf: QExpr | None = None,
+        cooling: list[Target] | None = None,
     ) -> list[Target]:
         """The registrations ``operation`` goes to (``core.federation.select_targets``),
-        minus those cooling down; [] at almost no cost when the tenant has none.
-        LoopDetected (508) when an exclusive or redirect source is already in ``via``."""
+        minus those cooling down (added to ``cooling`` when given); [] at almost no cost
+        when the tenant has none. LoopDetected (508) when an exclusive or redirect source
+        is already in ``via``."""
         docs = self._docs.get(tenant)
         if docs is None:
             docs = await self.registrations(tenant)
@@ -192,7 +194,10 @@ class Federation:
         if not self._cooling:
             return found
         now = self.monotonic()
-        return [t for t in found if self._cooling.get((tenant, t.id), 0.0) <= now]
+        ready = [t for t in found if self._cooling.get((tenant, t.id), 0.0) <= now]
+        if cooling is not None and len(ready) < len(found):
+            cooling.extend(t for t in found if t not in ready)
+        return ready
 
     # -- forwarding ------------------------------------------------------------------------
     async def send(
