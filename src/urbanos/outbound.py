@@ -43,6 +43,7 @@ environment and no cookie jar.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
@@ -468,9 +469,15 @@ class PinnedResolver(AbstractResolver):
 #: URLs whose form httpx would send unchanged: lower-case host, optional port, a path of
 #: unreserved, sub-delim, ':' '@' characters and valid %-escapes, no dot segment, no query
 _PLAIN_URL = re.compile(
-    r"https?://(?:[a-z0-9.\-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?"
+    r"(https?://(?:[a-z0-9.\-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?)"
     r"(?!.*/\.\.?(?:/|$))(?:/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*)?"
 )
+
+
+@functools.lru_cache(maxsize=1024)
+def _check_origin(origin: str, policy: OutboundPolicy, schemes: frozenset[str]) -> None:
+    """:func:`check_url` of a plain URL's origin; a refusal raises, so is never cached."""
+    check_url(origin, policy, schemes=schemes)
 
 
 def guarded_url(
@@ -478,13 +485,16 @@ def guarded_url(
     schemes: Iterable[str] = DEFAULT_SCHEMES,
 ) -> yarl.URL:
     """``url`` with ``params`` as aiohttp is to request it, byte for byte what httpx sent
-    (``urlencode`` query replacing any in ``url``, path kept as given), checked twice: :func:`check_url` and the
-    host aiohttp parsed, since aiohttp connects to a literal address without resolving.
-    Names are checked when :class:`PinnedResolver` resolves them."""
-    check_url(url, policy, schemes=schemes)
-    if _PLAIN_URL.fullmatch(url):
+    (``urlencode`` query replacing any in ``url``, path kept as given), checked twice:
+    :func:`check_url` (of the origin alone, memoised, when the URL is plain) and the host
+    aiohttp parsed, since aiohttp connects to a literal address without resolving. Names
+    are checked when :class:`PinnedResolver` resolves them."""
+    plain = _PLAIN_URL.fullmatch(url)
+    if plain:  # the check depends on scheme and host only: once per origin
+        _check_origin(plain.group(1), policy, frozenset(schemes))
         text = f"{url}?{urlencode(params)}" if params else url
     else:  # httpx's normalisation of anything else (rare: the fast path is 15x cheaper)
+        check_url(url, policy, schemes=schemes)
         text = str(httpx.URL(url, params=tuple(params)))
     try:
         parsed = yarl.URL(text, encoded=True)
