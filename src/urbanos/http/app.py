@@ -110,7 +110,7 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
         app.state.services.temporal_sources = FederatedTemporal(federation, contexts)
         registrations = app.state.services.registrations = RegistrationService(
             federation.watch(opened.registrations), policy=policy,
-            own_origins=own_origins(settings))
+            own_origins=own_origins(settings), entities=the_store)
         csubs = app.state.services.csource_subscriptions = CsourceSubscriptionService(
             opened.subscriptions.of_kind(CSOURCE), opened.registrations, contexts,
             own_origins=own_origins(settings))
