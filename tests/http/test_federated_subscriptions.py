@@ -141,3 +141,35 @@ async def test_local_only_and_unregistered_types_stay_here(
     await asyncio.sleep(0.5)
     assert len(source.requests) == before
     assert len((await client.get("csourceSubscriptions")).json()) == 1
+
+
+async def test_an_update_follows_and_a_new_source_gets_a_copy(
+        client: httpx.AsyncClient, source: ContextSource) -> None:
+    remote = await setup(client, source)
+    r = await client.patch(f"subscriptions/{SUB}", json={"q": "speed>70"})
+    assert r.status_code == 204
+    [patched] = await arrived(source, "PATCH", "/ngsi-ld/v1/subscriptions/")
+    assert patched.path == f"/ngsi-ld/v1/subscriptions/{remote}"
+    assert patched.json()["q"] == "speed>70"
+    assert patched.json()["notification"]["endpoint"]["uri"].endswith(REMOTE)
+
+    with ContextSource() as other:
+        other.answer("POST", "/ngsi-ld/v1/subscriptions", 201)
+        r = await client.post("csourceRegistrations", json={
+            "type": "ContextSourceRegistration", "endpoint": other.base,
+            "information": [{"entities": [{"type": "Vehicle"}]}],
+            "operations": ["federationOps"]})
+        assert r.status_code == 201
+        # what the internal csource subscription is notified of (newlyMatching)
+        [internal] = (await client.get("csourceSubscriptions")).json()
+        r = await client.post(f"http://broker{REMOTE}", json={
+            "id": "urn:ngsi-ld:Notification:2", "type": "ContextSourceNotification",
+            "subscriptionId": internal["id"], "triggerReason": "newlyMatching",
+            "notifiedAt": "2026-01-01T00:00:00Z", "data": []})
+        assert r.status_code == 200, r.text
+        [copy] = await arrived(other, "POST", "/ngsi-ld/v1/subscriptions")
+        assert copy.json()["id"] not in (remote, SUB)
+        # both copies are deleted with the subscription
+        assert (await client.delete(f"subscriptions/{SUB}")).status_code == 204
+        await arrived(other, "DELETE", "/ngsi-ld/v1/subscriptions/")
+        await arrived(source, "DELETE", "/ngsi-ld/v1/subscriptions/")

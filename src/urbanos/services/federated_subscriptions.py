@@ -209,6 +209,58 @@ class FederatedSubscriptions:
             log.exception("deleting subscription copy %s at %s failed", remote,
                           target.endpoint)
 
+    async def updated(self, tenant: str, doc: JSONObject) -> None:
+        """A subscription was updated: the copies are updated alike (PATCH), and sources
+        that now match and have no copy get one."""
+        found = await self._internal(tenant, str(doc["id"]))
+        if found is None:
+            await self.created(tenant, doc)
+            return
+        copy = self._copy(doc, tenant)
+        targets = {t.id: t for t in await self.federation.targets(tenant, "updateSubscription")}
+        for link in found.doc[LINKS]["links"]:
+            target = targets.get(link["registration"])
+            if target is not None:
+                self._spawn(self._patch_remote(tenant, target, copy, link["remote"]))
+        await self._replan(tenant, str(found.doc["id"]))
+
+    async def _patch_remote(self, tenant: str, target: Target, copy: JSONObject,
+                            remote: str) -> None:
+        try:
+            ctype = "application/ld+json" if "@context" in copy else "application/json"
+            await self.federation.send(
+                tenant, [target], "PATCH", f"{_SUBSCRIPTIONS}/{quote(remote, safe=':')}",
+                body=orjson.dumps(copy), content_type=ctype)
+        except Exception:  # noqa: BLE001
+            log.exception("updating subscription copy %s at %s failed", remote,
+                          target.endpoint)
+
+    async def _replan(self, tenant: str, internal_id: str) -> None:
+        """The registrations changed (the internal csource subscription was notified):
+        a new matching source gets a copy; a link to a registration gone is dropped."""
+        stored = await self.csubs.store.get(tenant, internal_id)
+        held = stored.doc.get(LINKS) if stored is not None else None
+        if stored is None or not isinstance(held, dict):
+            raise ResourceNotFound(f"no subscription {internal_id} is known here")
+        local = await self.subscriptions.store.get(tenant, str(held["subscription"]))
+        if local is None:
+            return
+        targets = await self._targets(tenant, local.doc)
+        wanted = {t.id for t in targets}
+        links = [link for link in held["links"] if link["registration"] in wanted]
+        linked = {link["registration"] for link in links}
+        new = [t for t in targets if t.id not in linked]
+        if not new and len(links) == len(held["links"]):
+            return
+        added = [{"registration": t.id, "endpoint": t.endpoint,
+                  "remote": f"urn:ngsi-ld:Subscription:{uuid.uuid4()}"} for t in new]
+        doc = dict(stored.doc, **{LINKS: {"subscription": held["subscription"],
+                                          "links": links + added}})
+        await self.csubs.store.replace(tenant, doc)
+        copy = self._copy(local.doc, tenant)
+        for target, link in zip(new, added, strict=True):
+            self._spawn(self._forward(tenant, target, copy, link))
+
     # -- inbound notifications -----------------------------------------------------------
 
     async def _by_remote(self, tenant: str, remote: str) -> str | None:
@@ -222,7 +274,8 @@ class FederatedSubscriptions:
     async def inbound(self, tenant: str, body: JSON, context: JSON) -> int:
         """A source's notification of a remote copy: delivered under the local id.
         Returns how many entities were forwarded. 404 for an unknown subscription, 400
-        for a malformed notification or entity."""
+        for a malformed notification or entity. A ContextSourceNotification of an
+        internal csource subscription (registrations changed) re-plans the copies."""
         if not isinstance(body, dict):
             raise BadRequestData("a notification is a JSON object")
         remote = body.get("subscriptionId")
@@ -231,6 +284,9 @@ class FederatedSubscriptions:
             raise BadRequestData("a notification needs a subscriptionId")
         if not isinstance(data, list):
             raise BadRequestData("a notification's data is an array of entities")
+        if body.get("type") == "ContextSourceNotification":
+            await self._replan(tenant, remote)
+            return 0
         local_id = await self._by_remote(tenant, remote)
         stored = (await self.subscriptions.store.get(tenant, local_id)
                   if local_id is not None else None)

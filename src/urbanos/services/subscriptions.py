@@ -82,6 +82,8 @@ class FederatedHook(Protocol):
 
     async def created(self, tenant: str, doc: JSONObject) -> None: ...
 
+    async def updated(self, tenant: str, doc: JSONObject) -> None: ...
+
     async def deleted(self, tenant: str, subscription_id: str) -> None: ...
 
 #: a longer pause between two ``periodic_due`` calls means another node may have fired
@@ -306,6 +308,12 @@ class SubscriptionService:
             index.add(sub)
         self._next_due.pop((tenant, subscription_id), None)
         await guard.record_ok([subscription_id])
+        if self.federated is not None:
+            try:
+                await self.federated.updated(tenant, doc)
+            except Exception:  # noqa: BLE001 - the update stands; its copies may lag
+                log.exception("updating the copies of subscription %s failed",
+                              subscription_id)
 
     async def delete(self, tenant: str, subscription_id: str, *,
                      guard: Guard = OPEN_GUARD) -> None:
