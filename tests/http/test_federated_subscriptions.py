@@ -173,3 +173,16 @@ async def test_an_update_follows_and_a_new_source_gets_a_copy(
         assert (await client.delete(f"subscriptions/{SUB}")).status_code == 204
         await arrived(other, "DELETE", "/ngsi-ld/v1/subscriptions/")
         await arrived(source, "DELETE", "/ngsi-ld/v1/subscriptions/")
+
+
+async def test_a_copy_made_by_another_broker_is_not_copied_on(
+        client: httpx.AsyncClient, source: ContextSource) -> None:
+    """Two brokers registering each other: a copy must not travel back and forth."""
+    await setup(client, source)
+    before = len(source.requests)
+    r = await client.post("subscriptions", json={
+        "id": f"{SUB}:copy", "type": "Subscription", "entities": [{"type": "Vehicle"}],
+        "notification": {"endpoint": {"uri": f"{source.base}{REMOTE}"}}})
+    assert r.status_code == 201, r.text
+    await asyncio.sleep(0.5)
+    assert len(source.requests) == before

@@ -29,7 +29,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import orjson
 
@@ -119,6 +119,8 @@ class FederatedSubscriptions:
         """A subscription was stored: copy it to the sources that cover its entities."""
         if doc.get("localOnly") is True or doc.get("timeInterval") is not None:
             return
+        if urlsplit(str(doc["notification"]["endpoint"]["uri"])).path.endswith(INBOUND_PATH):
+            return  # a copy made by another broker: copying it on could go round for ever
         targets = await self._targets(tenant, doc)
         if not targets:
             return
@@ -303,11 +305,15 @@ class FederatedSubscriptions:
             payload = {k: v for k, v in item.items() if k != "@context"}
             fragments.append(expand_entity(payload, terms, now))
         local = await self.entities.get_many(tenant, [f["id"] for f in fragments])
+        owner = await self.subscriptions.owner_view(sub, tenant)
         merged: list[JSONObject] = []
         for fragment in fragments:
             have = local.get(fragment["id"])
-            entity = merge_entities([fragment, have] if have is not None else [fragment])
-            if sub.active_at(now) and selects(entity, sub.query, None):
+            entity: JSONObject | None = merge_entities(
+                [fragment, have] if have is not None else [fragment])
+            if owner is not None and entity is not None:
+                entity = owner.read(entity)  # what the subscription's owner may read
+            if entity is not None and sub.active_at(now) and selects(entity, sub.query, None):
                 merged.append(entity)
         if not merged or self.notify is None:
             return 0

@@ -420,6 +420,11 @@ class SubscriptionService:
                 out.append(outgoing)
         return Matched(out, failed)
 
+    async def owner_view(self, sub: Subscription, tenant: str) -> Guard | None:
+        """What the subscription's owner may read now (None: everything); for entities
+        notified from elsewhere (distributed subscriptions)."""
+        return await self._owner_guard(sub, tenant)
+
     async def _owner_guard(self, sub: Subscription, tenant: str) -> Guard | None:
         """The rights of the subscription's owner now (None: it sees everything; a guard
         that sees nothing when the owner is gone)."""
