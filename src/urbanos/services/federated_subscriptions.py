@@ -132,7 +132,11 @@ class FederatedSubscriptions:
             self._spawn(self._forward(tenant, target, copy, link))
 
     async def deleted(self, tenant: str, subscription_id: str) -> None:
-        """A subscription was deleted: delete its remote copies and the internal link."""
+        """A subscription was deleted: delete its remote copies and the internal link.
+        A tenant without registrations made no copies: nothing is read (the cached
+        registrations say so)."""
+        if not await self.federation.registrations(tenant):
+            return
         found = await self._internal(tenant, subscription_id)
         if found is None:
             return
@@ -214,6 +218,8 @@ class FederatedSubscriptions:
     async def updated(self, tenant: str, doc: JSONObject) -> None:
         """A subscription was updated: the copies are updated alike (PATCH), and sources
         that now match and have no copy get one."""
+        if not await self.federation.registrations(tenant):
+            return
         found = await self._internal(tenant, str(doc["id"]))
         if found is None:
             await self.created(tenant, doc)
