@@ -160,9 +160,12 @@ async def test_queries_merge_split_entities_then_filter_and_page(
 async def test_exclusive_sources_alone_hold_their_attributes(
     broker: httpx.AsyncClient, source: ContextSource
 ) -> None:
-    assert (await broker.post("entities", json=vehicle(V1, speed=10, brand="x"))).status_code == 201
     await register(broker, source.base, mode="exclusive",
                    entities=[{"id": V1, "type": "Vehicle"}], propertyNames=["speed"])
+    # a local speed (written here only) does not shadow the exclusive source's
+    r = await broker.post("entities", json=vehicle(V1, speed=10, brand="x"),
+                          params={"local": "true"})
+    assert r.status_code == 201, r.text
     source.answer("GET", f"/ngsi-ld/v1/entities/{V1}", 200, vehicle(V1, speed=55))
     r = await broker.get(f"entities/{V1}")
     assert r.json()["speed"]["value"] == 55 and r.json()["brand"]["value"] == "x"

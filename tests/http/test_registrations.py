@@ -278,3 +278,39 @@ async def test_paging_links_keep_the_callers_query(client: httpx.AsyncClient) ->
     r = await client.get(f"{R}?offset=2&type=WaterLevelObserved")  # the default limit
     assert any("?offset=0&type=WaterLevelObserved&limit=" in link
                for link in r.headers["Link"].split(","))
+
+
+async def test_redirect_or_exclusive_over_local_data_is_a_conflict(
+        client: httpx.AsyncClient) -> None:
+    """Clause 5.9.2.4: a redirect registration naming an existing local entity, or an
+    exclusive one naming an attribute it has, is refused with 409 Conflict; what the local
+    entity does not hold is registered."""
+    eid = "urn:ngsi-ld:Building:local"
+    r = await client.post("entities", json={
+        "id": eid, "type": "Building", "name": {"type": "Property", "value": "Hall"}})
+    assert r.status_code == 201, r.text
+    on_local = [{"entities": [{"type": "Building", "id": eid}]}]
+
+    r = await client.post(R, json=registration(mode="redirect", information=on_local,
+                                               operations=["retrieveOps"]))
+    assert r.status_code == 409, r.text
+    assert r.json()["type"] == "https://uri.etsi.org/ngsi-ld/errors/Conflict"
+
+    exclusive = [{"entities": [{"type": "Building", "id": eid}], "propertyNames": ["name"]}]
+    r = await client.post(R, json=registration(mode="exclusive", information=exclusive,
+                                               operations=["retrieveOps"]))
+    assert r.status_code == 409, r.text
+    assert (await client.get(R, params=ALL)).json() == []
+
+    # an attribute the entity lacks, another type, or an entity that does not exist: fine
+    other = [{"entities": [{"type": "Building", "id": eid}], "propertyNames": ["height"]}]
+    await register(client, registration("urn:ngsi-ld:ContextSourceRegistration:ex",
+                                        mode="exclusive", information=other,
+                                        operations=["retrieveOps"]))
+    elsewhere = [{"entities": [{"type": "Building", "id": "urn:ngsi-ld:Building:remote"}]}]
+    await register(client, registration("urn:ngsi-ld:ContextSourceRegistration:re",
+                                        mode="redirect", information=elsewhere,
+                                        operations=["retrieveOps"]))
+    # an inclusive registration over the local entity is not refused
+    await register(client, registration("urn:ngsi-ld:ContextSourceRegistration:in",
+                                        information=on_local))

@@ -44,7 +44,8 @@ _NOTIFICATION_READ_ONLY = frozenset({"status", "timesSent", "timesFailed", "last
 _TOP = frozenset({"id", "type", "subscriptionName", "description", "entities",
                   "watchedAttributes", "notificationTrigger", "timeInterval", "q", "geoQ",
                   "csf", "isActive", "notification", "expiresAt", "throttling", "temporalQ",
-                  "scopeQ", "lang", "datasetId", "jsonldContext", "@context"}) | _READ_ONLY
+                  "scopeQ", "lang", "datasetId", "jsonldContext", "@context",
+                  "localOnly", "splitEntities"}) | _READ_ONLY
 _NOTIFICATION = frozenset({"attributes", "format", "sysAttrs", "showChanges", "endpoint",
                            "pick", "omit", "join", "joinLevel"}) | _NOTIFICATION_READ_ONLY
 _ENDPOINT = frozenset({"uri", "accept", "timeout", "cooldown", "receiverInfo", "notifierInfo"})
@@ -318,9 +319,9 @@ def _member(doc: JSONObject, key: str, value: Any, terms: Terms, now: str) -> No
         doc[key] = value
     elif key == "geoQ":
         doc[key] = _geoq(value, terms)
-    elif key == "isActive":
+    elif key in ("isActive", "localOnly", "splitEntities"):
         if not isinstance(value, bool):
-            raise _fail("isActive must be true or false")
+            raise _fail(f"{key} must be true or false")
         doc[key] = value
     elif key == "expiresAt":
         doc[key] = check_expires(value, now)

@@ -39,6 +39,7 @@ from urbanos.services.entities import EntityService
 from urbanos.services.expiry import ExpirySweeper
 from urbanos.services.federated_discovery import FederatedDiscovery
 from urbanos.services.federated_reads import FederatedReads
+from urbanos.services.federated_subscriptions import FederatedSubscriptions
 from urbanos.services.federated_temporal import FederatedTemporal
 from urbanos.services.federation import Federation
 from urbanos.services.notifications import SubscriptionSources
@@ -110,11 +111,14 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
         app.state.services.temporal_sources = FederatedTemporal(federation, contexts)
         registrations = app.state.services.registrations = RegistrationService(
             federation.watch(opened.registrations), policy=policy,
-            own_origins=own_origins(settings))
+            own_origins=own_origins(settings), entities=the_store)
         csubs = app.state.services.csource_subscriptions = CsourceSubscriptionService(
             opened.subscriptions.of_kind(CSOURCE), opened.registrations, contexts,
             own_origins=own_origins(settings))
         registrations.on_change = csubs.registration_changed
+        distributed = app.state.federated_subscriptions = FederatedSubscriptions(
+            federation, subscriptions, csubs, the_store, contexts, settings.base_url)
+        subscriptions.federated = distributed
         app.state.services.snapshots = SnapshotService(
             opened.snapshots, app.state.services.entities
         )
@@ -138,6 +142,7 @@ def create_app(settings: Settings | None = None, stores: Stores | None = None) -
             subscriptions.outcomes = app.state.workers.engine.settled
             csubs.outcomes = app.state.workers.engine.settled
             csubs.notify = app.state.workers.engine.notify
+            distributed.notify = app.state.workers.engine.notify
         app.state.services.notifications = app.state.workers.engine
         app.state.workers.run("contexts.uses", contexts.run_flush)
         app.state.workers.run("access.keys", access.run_flush)

@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 
+from urbanos.core.distributed_writes import Conflict
 from urbanos.core.policy import Action
 from urbanos.core.registration import (
     parse_registration,
@@ -24,6 +25,7 @@ from urbanos.errors import AlreadyExists, ResourceNotFound
 from urbanos.outbound import OutboundPolicy
 from urbanos.services.guard import OPEN_GUARD, Guard
 from urbanos.services.subscriptions import check_endpoint
+from urbanos.storage.base import EntityStore
 from urbanos.storage.registrations import RegistrationStore
 from urbanos.types import JSON, JSONObject, Terms
 
@@ -34,13 +36,24 @@ log = logging.getLogger("urbanos.registrations")
 ChangeHook = Callable[[str, JSONObject | None, JSONObject | None], Awaitable[None]]
 
 
+_NAMES = ("propertyNames", "relationshipNames")
+
+
+def _types(doc: JSONObject) -> set[str]:
+    kind = doc.get("type", ())
+    return {kind} if isinstance(kind, str) else {str(k) for k in kind}
+
+
 class RegistrationService:
     def __init__(self, store: RegistrationStore, *, policy: OutboundPolicy | None = None,
                  own_origins: Iterable[tuple[str, int]] = (),
-                 clock: Callable[[], str] = now_iso) -> None:
+                 clock: Callable[[], str] = now_iso,
+                 entities: EntityStore | None = None) -> None:
         """``policy`` and ``own_origins`` check each endpoint as the broker will call it:
-        the outbound policy, and never the broker itself."""
+        the outbound policy, and never the broker itself. ``entities`` (the local store)
+        lets a new exclusive or redirect registration be refused over local data."""
         self.store = store
+        self.entities = entities
         self.policy = policy or OutboundPolicy()
         self.own_origins = tuple(own_origins)
         self.clock = clock
@@ -69,6 +82,31 @@ class RegistrationService:
                     f"registration {doc['id']} overlaps the exclusive registration "
                     f"{other['id']}")
 
+    async def _check_local(self, tenant: str, doc: JSONObject) -> None:
+        """Clause 5.9.2.4: a redirect registration may not cover an existing local entity,
+        an exclusive one may not cover an attribute an existing local entity has (409
+        Conflict). Only the entities named by ``id`` are looked up: one read, no scan."""
+        mode = doc.get("mode")
+        if self.entities is None or mode not in ("exclusive", "redirect"):
+            return
+        named = [(info, e) for info in doc["information"] for e in info.get("entities", ())
+                 if "id" in e]
+        if not named:
+            return
+        found = await self.entities.get_many(tenant, sorted({str(e["id"]) for _, e in named}))
+        for info, entity in named:
+            local = found.get(str(entity["id"]))
+            if local is None or not (_types(entity) & _types(local)):
+                continue
+            names = {n for key in _NAMES for n in info.get(key, ())}
+            held = set(local.get("attrs", {}))
+            if mode == "redirect" and (not names or names & held):
+                raise Conflict(f"entity {entity['id']} exists locally: a redirect "
+                               f"registration may not cover it")
+            if mode == "exclusive" and names & held:
+                raise Conflict(f"entity {entity['id']} exists locally with an attribute of "
+                               f"the exclusive registration {doc['id']}")
+
     async def create(self, tenant: str, payload: JSON, terms: Terms, *,
                      guard: Guard = OPEN_GUARD) -> str:
         """Register Context Source (5.9.2); returns the id (made when absent). Registering
@@ -79,6 +117,7 @@ class RegistrationService:
             new_id=lambda: f"urn:ngsi-ld:ContextSourceRegistration:{uuid.uuid4()}",
         )
         await self._check(tenant, doc)
+        await self._check_local(tenant, doc)
         await self.store.insert(tenant, doc)
         await guard.record_ok([str(doc["id"])])
         await self._changed(tenant, None, doc)

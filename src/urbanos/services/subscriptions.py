@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from urbanos.core.change import Change
@@ -74,6 +75,17 @@ log = logging.getLogger("urbanos.subscriptions")
 ENDPOINT_SCHEMES = frozenset({"http", "https", "mqtt", "mqtts"})
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0", "::"})
 Key = tuple[str, str]
+
+
+class FederatedHook(Protocol):
+    """What distributed subscriptions are told (``FederatedSubscriptions``)."""
+
+    async def created(self, tenant: str, doc: JSONObject) -> None: ...
+
+    async def updated(self, tenant: str, doc: JSONObject) -> None: ...
+
+    async def deleted(self, tenant: str, subscription_id: str) -> None: ...
+
 #: a longer pause between two ``periodic_due`` calls means another node may have fired
 PERIODIC_GAP = timedelta(seconds=5)
 
@@ -169,6 +181,9 @@ class SubscriptionService:
         #: an owner as it stands now (``AccessService.current``): None stops its
         #: subscriptions' notifications (a revoked API key)
         self.owners: Callable[[Principal], Awaitable[Principal | None]] | None = None
+        #: told of each subscription created and deleted once stored (the distributed
+        #: subscriptions of ``services.federated_subscriptions``)
+        self.federated: FederatedHook | None = None
         self._indexes: dict[str, _TenantIndex] = {}
         self._generations = Generations()  # see services.cluster
         self._tenants: set[str] = set()
@@ -268,6 +283,11 @@ class SubscriptionService:
             index.add(sub)
         self._tenants.add(tenant)
         await guard.record_ok([str(doc["id"])])
+        if self.federated is not None:
+            try:
+                await self.federated.created(tenant, doc)
+            except Exception:  # noqa: BLE001 - the subscription stands; its copies do not
+                log.exception("distributing subscription %s failed", doc["id"])
         return str(doc["id"])
 
     async def update(
@@ -288,6 +308,12 @@ class SubscriptionService:
             index.add(sub)
         self._next_due.pop((tenant, subscription_id), None)
         await guard.record_ok([subscription_id])
+        if self.federated is not None:
+            try:
+                await self.federated.updated(tenant, doc)
+            except Exception:  # noqa: BLE001 - the update stands; its copies may lag
+                log.exception("updating the copies of subscription %s failed",
+                              subscription_id)
 
     async def delete(self, tenant: str, subscription_id: str, *,
                      guard: Guard = OPEN_GUARD) -> None:
@@ -302,6 +328,12 @@ class SubscriptionService:
         for table in (self._last_fired, self._firing, self._last_failure, self._next_due):
             table.pop((tenant, subscription_id), None)
         await guard.record_ok([subscription_id])
+        if self.federated is not None:
+            try:
+                await self.federated.deleted(tenant, subscription_id)
+            except Exception:  # noqa: BLE001 - the subscription is gone here regardless
+                log.exception("deleting the copies of subscription %s failed",
+                              subscription_id)
 
     async def _stored(self, tenant: str, subscription_id: str,
                       guard: Guard = OPEN_GUARD) -> StoredSubscription:
@@ -387,6 +419,11 @@ class SubscriptionService:
             if outgoing is not None:
                 out.append(outgoing)
         return Matched(out, failed)
+
+    async def owner_view(self, sub: Subscription, tenant: str) -> Guard | None:
+        """What the subscription's owner may read now (None: everything); for entities
+        notified from elsewhere (distributed subscriptions)."""
+        return await self._owner_guard(sub, tenant)
 
     async def _owner_guard(self, sub: Subscription, tenant: str) -> Guard | None:
         """The rights of the subscription's owner now (None: it sees everything; a guard
@@ -523,6 +560,12 @@ class SubscriptionService:
                                         render_options(sub), owner.read if owner else None)
         data = render_data(sub, [entity], terms, linked, deleted=change.after is None)
         return self._package(sub, change.tenant, data, now, reason)
+
+    def package(self, sub: Subscription, tenant: str, data: JSON, now: str,
+                reason: str | None) -> Outgoing:
+        """One notification of ``sub`` carrying ``data``: its body and headers, built the
+        same way for every notification (also those of distributed subscriptions)."""
+        return self._package(sub, tenant, data, now, reason)
 
     def _package(self, sub: Subscription, tenant: str, data: JSON, now: str,
                  reason: str | None) -> Outgoing:
