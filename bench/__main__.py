@@ -513,6 +513,17 @@ NOTES = {
 }
 
 
+def replace_section(title: str, rows: list[dict[str, Any]], more: str) -> None:
+    """Put a suite's section into docs/benchmarks.md, in place of its previous one."""
+    path = ROOT / "docs" / "benchmarks.md"
+    text = path.read_text()
+    start = text.find(f"\n## {title}\n")
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + (text[end:] if end >= 0 else "")
+    path.write_text(text.rstrip("\n") + "\n" + section(title, rows, more))
+
+
 def section(title: str, rows: list[dict[str, Any]], more: str = "") -> str:
     """A suite's part of docs/benchmarks.md: its title, what to know, its table."""
     note = "\n".join(n for n in (NOTES.get(title, ""), more) if n)

@@ -48,13 +48,12 @@ import httpx
 
 from bench.__main__ import (
     AUTH_TITLE,
-    ROOT,
     auth_verdict,
     free_port,
     head_commit,
+    replace_section,
     run_wrk,
     save_lines,
-    section,
     start_broker,
     stop,
 )
@@ -208,19 +207,13 @@ def _rate(r: dict[str, Any]) -> float:
 
 def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     """Put this suite's section into docs/benchmarks.md, in place of the previous one."""
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text()
-    start = text.find(f"\n## {AUTH_TITLE}\n")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + (text[end:] if end >= 0 else "")
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     where = (f"Run: {when}, commit {head_commit()}, {platform.machine()}, {os.cpu_count()} "
              f"cores shared by the broker, wrk (1 thread) and other work (`load_avg`: the "
              f"1-minute load when each run started); {args.entities:,} entities, "
              f"{args.rounds} rounds of {args.seconds} s per scenario and configuration.\n\n"
              f"{auth_verdict(rows)}\n")
-    path.write_text(text.rstrip("\n") + "\n" + section(AUTH_TITLE, rows, where))
+    replace_section(AUTH_TITLE, rows, where)
 
 
 def main() -> None:

@@ -28,12 +28,11 @@ from typing import Any
 
 from bench.__main__ import (
     DURABILITY_TITLE,
-    ROOT,
     SCENARIOS,
     head_commit,
+    replace_section,
     run_scenarios,
     save_lines,
-    section,
 )
 from urbanos.storage.base import Write
 from urbanos.storage.sqlite import SqliteStore
@@ -117,17 +116,11 @@ def stellio_document(n: int) -> dict[str, Any]:
 
 def report(rows: list[dict[str, Any]]) -> None:
     """Put this suite's section into docs/benchmarks.md, in place of the previous one."""
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text()
-    start = text.find(f"\n## {DURABILITY_TITLE}\n")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + (text[end:] if end >= 0 else "")
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     where = (f"Run: {when}, commit {head_commit()}, {platform.machine()}, {os.cpu_count()} cores "
              f"shared with other work (`load_avg`: the 1-minute load when each run started), "
              f"the database file on {_filesystem(tempfile.gettempdir())}.\n")
-    path.write_text(text.rstrip("\n") + "\n" + section(DURABILITY_TITLE, rows, where))
+    replace_section(DURABILITY_TITLE, rows, where)
 
 
 def _filesystem(folder: str) -> str:

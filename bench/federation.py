@@ -37,13 +37,12 @@ from bench.__main__ import (
     FEDERATION_FACTOR,
     FEDERATION_SLACK_MS,
     FEDERATION_TITLE,
-    ROOT,
     federation_verdict,
     free_port,
     head_commit,
+    replace_section,
     run_wrk,
     save_lines,
-    section,
     start_broker,
     stop,
 )
@@ -148,19 +147,13 @@ def _rate(r: dict[str, Any]) -> float:
 
 def report(found: list[dict[str, Any]], args: argparse.Namespace) -> None:
     """Put this suite's section into docs/benchmarks.md, in place of the previous one."""
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text()
-    start = text.find(f"\n## {FEDERATION_TITLE}\n")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + (text[end:] if end >= 0 else "")
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     where = (f"Run: {when}, commit {head_commit()}, {platform.machine()}, {os.cpu_count()} "
              f"cores shared by both brokers, wrk (1 thread) and other work (`load_avg`: the "
              f"1-minute load when each run started); {args.entities:,} entities, "
              f"{args.rounds} rounds of {args.seconds} s per scenario and configuration.\n\n"
              f"{federation_verdict(found)}\n")
-    path.write_text(text.rstrip("\n") + "\n" + section(FEDERATION_TITLE, found, where))
+    replace_section(FEDERATION_TITLE, found, where)
 
 
 def main() -> None:
