@@ -8,8 +8,8 @@ integers); one that does not fit the data type is left out with an NGSILD-Warnin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from urbanos.core.federation import warning
@@ -19,6 +19,9 @@ from urbanos.services.entities import AttributeInfo, TypeInfo
 from urbanos.services.federated_reads import context_of_answer
 from urbanos.services.federation import Federation, Reply
 from urbanos.types import Terms
+
+#: what one source's answer holds: TypeInfo or AttributeInfo
+_Info = TypeVar("_Info")
 
 __all__ = ["FederatedDiscovery"]
 
@@ -111,21 +114,12 @@ class FederatedDiscovery:
         answers, warnings = await self._ask(
             tenant, op, path, terms=terms, link=link, via=via, incoming=incoming,
             params=params, types={name} if name is not None else None)
-        for reply, their in answers:
-            try:
-                found = _type_infos(reply.body, their, name=name, details=details)
-            except _Invalid as exc:
-                warnings.append(warning(111, reply.target.endpoint, f"invalid payload: {exc}"))
-                continue
-            except Exception:  # noqa: BLE001 - whatever a hostile answer trips over
-                warnings.append(warning(111, reply.target.endpoint, "invalid payload"))
-                continue
-            for info in found:
-                held = merged.setdefault(info.type, TypeInfo(info.type, 0, {}))
-                for attr, kinds in info.attributes.items():
-                    held.attributes.setdefault(attr, set()).update(kinds)
-                merged[info.type] = TypeInfo(info.type, held.count + info.count,
-                                             held.attributes)
+        for info in _each_valid(answers, warnings, lambda body, their: _type_infos(
+                body, their, name=name, details=details)):
+            held = merged.setdefault(info.type, TypeInfo(info.type, 0, {}))
+            for attr, kinds in info.attributes.items():
+                held.attributes.setdefault(attr, set()).update(kinds)
+            merged[info.type] = TypeInfo(info.type, held.count + info.count, held.attributes)
         return list(merged.values()), warnings
 
     async def attributes(
@@ -145,21 +139,28 @@ class FederatedDiscovery:
         answers, warnings = await self._ask(
             tenant, op, path, terms=terms, link=link, via=via, incoming=incoming,
             params=params, attrs={name} if name is not None else None)
-        for reply, their in answers:
-            try:
-                found = _attribute_infos(reply.body, their, name=name, details=details)
-            except _Invalid as exc:
-                warnings.append(warning(111, reply.target.endpoint, f"invalid payload: {exc}"))
-                continue
-            except Exception:  # noqa: BLE001 - whatever a hostile answer trips over
-                warnings.append(warning(111, reply.target.endpoint, "invalid payload"))
-                continue
-            for info in found:
-                held = merged.get(info.attr) or AttributeInfo(info.attr, 0, set(), set())
-                merged[info.attr] = AttributeInfo(info.attr, held.count + info.count,
-                                                  held.kinds | info.kinds,
-                                                  held.types | info.types)
+        for info in _each_valid(answers, warnings, lambda body, their: _attribute_infos(
+                body, their, name=name, details=details)):
+            held = merged.get(info.attr) or AttributeInfo(info.attr, 0, set(), set())
+            merged[info.attr] = AttributeInfo(info.attr, held.count + info.count,
+                                              held.kinds | info.kinds, held.types | info.types)
         return list(merged.values()), warnings
+
+
+def _each_valid(answers: list[tuple[Any, Terms]], warnings: list[str],
+                parse: Callable[[object, Terms], list[_Info]]) -> Iterator[_Info]:
+    """What ``parse`` finds in each source's answer; an answer it cannot read is left out
+    with a 111 warning, whatever a hostile payload trips over."""
+    for reply, their in answers:
+        try:
+            found = parse(reply.body, their)
+        except _Invalid as exc:
+            warnings.append(warning(111, reply.target.endpoint, f"invalid payload: {exc}"))
+            continue
+        except Exception:  # noqa: BLE001 - whatever a hostile answer trips over
+            warnings.append(warning(111, reply.target.endpoint, "invalid payload"))
+            continue
+        yield from found
 
 
 def _object(body: object) -> dict[str, Any]:
