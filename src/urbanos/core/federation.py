@@ -21,8 +21,7 @@ from typing import Any
 from urbanos.core.expiry import canonical
 from urbanos.core.query.ast import QExpr
 from urbanos.core.query.evaluate import matches_q
-from urbanos.core.registration_info import supports
-from urbanos.core.selection import compile_id_pattern
+from urbanos.core.registration_info import entity_covers, supports
 from urbanos.errors import NgsiLdError
 from urbanos.types import JSONObject
 
@@ -125,28 +124,12 @@ def _expired(doc: Mapping[str, Any], now: str) -> bool:
     return isinstance(at, str) and canonical(at) <= now
 
 
-def _entity_covers(entity: Mapping[str, Any], ids: set[str] | None, types: set[str] | None,
-                   id_pattern: str | None) -> bool:
-    kinds = entity["type"]
-    kinds = {kinds} if isinstance(kinds, str) else set(kinds)
-    if types is not None and not kinds & types:
-        return False
-    if "id" in entity:
-        if ids is not None:
-            return entity["id"] in ids
-        return id_pattern is None or compile_id_pattern(id_pattern).search(entity["id"]) is not None
-    if "idPattern" in entity and ids is not None:
-        regex = compile_id_pattern(entity["idPattern"])
-        return any(regex.search(i) is not None for i in ids)
-    return True
-
-
 def _info_attrs(info: Mapping[str, Any], ids: set[str] | None, types: set[str] | None,
                 id_pattern: str | None) -> frozenset[str] | None | bool:
     """What one RegistrationInfo holds of the entities asked: False when none of them,
     None for every attribute, else the attribute names."""
     entities = info.get("entities")
-    if entities and not any(_entity_covers(e, ids, types, id_pattern) for e in entities):
+    if entities and not any(entity_covers(e, ids, types, id_pattern) for e in entities):
         return False
     names = [n for key in _NAMES for n in info.get(key, ())]
     return frozenset(names) if names else None
@@ -309,7 +292,7 @@ def _exclusive_names(doc: Mapping[str, Any], entity_id: str) -> frozenset[str]:
     names: set[str] = set()
     for info in doc["information"]:
         entities = info.get("entities")
-        if entities and not any(_entity_covers(e, {entity_id}, None, None) for e in entities):
+        if entities and not any(entity_covers(e, {entity_id}, None, None) for e in entities):
             continue
         names.update(n for key in _NAMES for n in info.get(key, ()))
     return frozenset(names)

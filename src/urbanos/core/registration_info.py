@@ -25,6 +25,7 @@ __all__ = [
     "check_operations",
     "conflicts",
     "covers",
+    "entity_covers",
     "expand_operations",
     "parse_information",
     "render_information",
@@ -214,8 +215,9 @@ def _types_of(entity: Mapping[str, Any]) -> set[str]:
     return {kind} if isinstance(kind, str) else set(kind)
 
 
-def _entity_covers(entity: Mapping[str, Any], ids: set[str] | None, types: set[str] | None,
-                   id_pattern: str | None) -> bool:
+def entity_covers(entity: Mapping[str, Any], ids: set[str] | None, types: set[str] | None,
+                  id_pattern: str | None) -> bool:
+    """Whether one EntityInfo may name the entities asked (expanded; None = any)."""
     if types is not None and not (_types_of(entity) & types):
         return False
     if "id" in entity:
@@ -233,7 +235,7 @@ def covers(info: Mapping[str, Any], *, ids: set[str] | None, types: set[str] | N
     """Whether one RegistrationInfo may hold the entities and attributes asked (expanded
     IRIs; None = not restricted). No entities = any entity; no names = every attribute."""
     entities = info.get("entities")
-    if entities and not any(_entity_covers(e, ids, types, id_pattern) for e in entities):
+    if entities and not any(entity_covers(e, ids, types, id_pattern) for e in entities):
         return False
     if attrs is None:
         return True
