@@ -334,10 +334,16 @@ async def test_forwarding_obeys_the_outbound_policy_and_sends_no_secrets(
                                     via="1.1 peer")
         assert reply.ok and reply.body == {"ok": True}
         (sent,) = source.requests
-        assert sent.header("NGSILD-Tenant") == "t1"
+        # no tenant in the registration: the source's default tenant (clause 5.2.9), not
+        # the caller's tenant here, nor one contextSourceInfo tried to set
+        assert sent.header("NGSILD-Tenant") is None
         assert sent.header("Connection") != "upgrade"
         assert sent.header("X-Ok") == "yes"
         assert sent.header("Via") == "1.1 peer, 1.1 me"
+        source.answer("GET", "/x", 200, {"ok": True})
+        await open_.send("t1", [Target({**doc, "tenant": "remote"}, "inclusive", None)],
+                         "GET", "/x")
+        assert source.requests[-1].header("NGSILD-Tenant") == "remote"
     finally:
         await open_.aclose()
 

@@ -56,7 +56,7 @@ def register(at: Broker, tenant: str, endpoint: str, *, mode: str = "inclusive",
              rid: str | None = None, **extra: Any) -> None:
     body = {"id": rid or f"urn:ngsi-ld:R:{uuid.uuid4().hex}", "type": "ContextSourceRegistration",
             "endpoint": endpoint, "information": [{"entities": [{"type": "Vehicle"}]}],
-            "mode": mode, **extra}
+            "mode": mode, "tenant": tenant, **extra}  # the same tenant at the source
     r = call(at, tenant, "POST", "csourceRegistrations", body)
     assert r.status_code == 201, r.text
 

@@ -219,7 +219,7 @@ class Federation:
     ) -> list[Reply]:
         """The same request to every target at once; ``path`` is appended to each
         endpoint (e.g. ``/ngsi-ld/v1/entities/urn:x``). Each request carries Via, Accept,
-        NGSILD-Tenant (the registration's ``tenant``, else the caller's) and the
+        NGSILD-Tenant (the registration's ``tenant``; none without one: the source's default) and the
         registration's ``contextSourceInfo`` pairs; it is bounded by the registration's
         ``management.timeout`` and the response size limit, and its outcome is recorded in
         the registration's status and counters. ``params_for`` gives a target's own query
@@ -261,9 +261,9 @@ class Federation:
                     continue
                 value = copied
             headers[key] = value
+        # clause 5.2.9: the registration's tenant, else the source's default tenant (the
+        # caller's tenant names a tenant here, not at the source)
         forwarded_tenant = target.doc.get("tenant")
-        if not forwarded_tenant and tenant and tenant != "urn:ngsi-ld:default":
-            forwarded_tenant = tenant
         if isinstance(forwarded_tenant, str) and forwarded_tenant:
             headers[DEFAULT_TENANT_HEADER] = forwarded_tenant
         if link:
