@@ -13,9 +13,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from urbanos.http.context import link_url, request_context, services
-from urbanos.http.endpoints.subscriptions import read_json_body
-from urbanos.http.params import check_params, paging, uri_in_path
-from urbanos.http.respond import add_paging_links, empty, json_response
+from urbanos.http.endpoints.subscriptions import (
+    paged_documents,
+    read_json_body,
+    subscription_id_in_path,
+    tenant_headers,
+)
+from urbanos.http.params import check_params
+from urbanos.http.respond import empty, json_response
 from urbanos.services.csource_subscriptions import CsourceSubscriptionService
 
 PATH = "/ngsi-ld/v1/csourceSubscriptions"
@@ -27,14 +32,6 @@ def _service(request: Request) -> CsourceSubscriptionService:
     return service
 
 
-def _path_id(request: Request) -> str:
-    return uri_in_path(request, "subscription_id", "subscription")
-
-
-def _tenant_headers(tenant: str) -> dict[str, str]:
-    return {"NGSILD-Tenant": tenant} if tenant else {}
-
-
 async def create_csource_subscription(request: Request) -> Response:
     """Create Csource Registration Subscription (clause 5.11.2, binding 6.12.3.1): 201
     with Location."""
@@ -43,7 +40,7 @@ async def create_csource_subscription(request: Request) -> Response:
     sub_id = await _service(request).create(ctx.tenant, body, ctx.terms, ctx.context,
                                             guard=ctx.guard)
     headers = {"Location": f"{PATH}/{quote(sub_id, safe=':')}"}
-    return empty(201, headers | _tenant_headers(ctx.tenant))
+    return empty(201, headers | tenant_headers(ctx.tenant))
 
 
 async def query_csource_subscriptions(request: Request) -> Response:
@@ -52,18 +49,13 @@ async def query_csource_subscriptions(request: Request) -> Response:
     params = request.query_params
     check_params(params, {"limit", "offset", "count"})
     ctx = await request_context(request)
-    limit, offset, count = paging(params, services(request).settings)
-    data, total = await _service(request).query(ctx.tenant, ctx.terms, limit=limit,
-                                                offset=offset, guard=ctx.guard)
-    headers = {"NGSILD-Results-Count": str(total)} if count else {}
-    response = json_response(ctx, data, link_url=await link_url(request, ctx), headers=headers)
-    return add_paging_links(response, request, ctx, limit=limit, offset=offset, total=total)
+    return await paged_documents(request, ctx, _service(request).query)
 
 
 async def retrieve_csource_subscription(request: Request) -> Response:
     """Retrieve Csource Registration Subscription (clause 5.11.4, binding 6.13.3.1)."""
     check_params(request.query_params, set())
-    sub_id = _path_id(request)
+    sub_id = subscription_id_in_path(request)
     ctx = await request_context(request)
     data = await _service(request).retrieve(ctx.tenant, sub_id, ctx.terms, guard=ctx.guard)
     return json_response(ctx, data, link_url=await link_url(request, ctx))
@@ -72,16 +64,16 @@ async def retrieve_csource_subscription(request: Request) -> Response:
 async def update_csource_subscription(request: Request) -> Response:
     """Update Csource Registration Subscription (clause 5.11.3, binding 6.13.3.2): 204."""
     check_params(request.query_params, set())
-    sub_id = _path_id(request)
+    sub_id = subscription_id_in_path(request)
     body, ctx = await read_json_body(request)
     await _service(request).update(ctx.tenant, sub_id, body, ctx.terms, guard=ctx.guard)
-    return empty(204, _tenant_headers(ctx.tenant))
+    return empty(204, tenant_headers(ctx.tenant))
 
 
 async def delete_csource_subscription(request: Request) -> Response:
     """Delete Csource Registration Subscription (clause 5.11.6, binding 6.13.3.3): 204."""
     check_params(request.query_params, set())
-    sub_id = _path_id(request)
+    sub_id = subscription_id_in_path(request)
     ctx = await request_context(request)
     await _service(request).delete(ctx.tenant, sub_id, guard=ctx.guard)
-    return empty(204, _tenant_headers(ctx.tenant))
+    return empty(204, tenant_headers(ctx.tenant))

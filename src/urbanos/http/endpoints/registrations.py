@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from urbanos.core.registration_query import PARAMS, parse_registration_query
 from urbanos.http.context import link_url, request_context, services
-from urbanos.http.endpoints.subscriptions import read_json_body
+from urbanos.http.endpoints.subscriptions import read_json_body, tenant_headers
 from urbanos.http.params import check_params, options, paging, uri_in_path
 from urbanos.http.respond import add_paging_links, empty, json_response
 from urbanos.services.registrations import RegistrationService
@@ -32,17 +32,13 @@ def _path_id(request: Request) -> str:
     return uri_in_path(request, "registration_id", "registration")
 
 
-def _tenant_headers(tenant: str) -> dict[str, str]:
-    return {"NGSILD-Tenant": tenant} if tenant else {}
-
-
 async def create_registration(request: Request) -> Response:
     """Register Context Source (clause 5.9.2, binding 6.8.3.1): 201 with Location."""
     check_params(request.query_params, set())
     body, ctx = await read_json_body(request)
     reg_id = await _service(request).create(ctx.tenant, body, ctx.terms, guard=ctx.guard)
     headers = {"Location": f"{PATH}/{quote(reg_id, safe=':')}"}
-    return empty(201, headers | _tenant_headers(ctx.tenant))
+    return empty(201, headers | tenant_headers(ctx.tenant))
 
 
 async def query_registrations(request: Request) -> Response:
@@ -81,7 +77,7 @@ async def update_registration(request: Request) -> Response:
     reg_id = _path_id(request)
     body, ctx = await read_json_body(request)
     await _service(request).update(ctx.tenant, reg_id, body, ctx.terms, guard=ctx.guard)
-    return empty(204, _tenant_headers(ctx.tenant))
+    return empty(204, tenant_headers(ctx.tenant))
 
 
 async def delete_registration(request: Request) -> Response:
@@ -90,4 +86,4 @@ async def delete_registration(request: Request) -> Response:
     reg_id = _path_id(request)
     ctx = await request_context(request)
     await _service(request).delete(ctx.tenant, reg_id, guard=ctx.guard)
-    return empty(204, _tenant_headers(ctx.tenant))
+    return empty(204, tenant_headers(ctx.tenant))

@@ -8,6 +8,7 @@ and compacted with the caller's @context on the way out, like entities.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -18,7 +19,7 @@ from urbanos.http.negotiation import RequestContext, read_body
 from urbanos.http.params import check_params, paging, uri_in_path
 from urbanos.http.respond import add_paging_links, empty, json_response
 from urbanos.services.subscriptions import SubscriptionService
-from urbanos.types import JSON
+from urbanos.types import JSON, JSONObject
 
 PATH = "/ngsi-ld/v1/subscriptions"
 _VERSION = re.compile(r"^\d+\.\d+$")
@@ -30,12 +31,27 @@ def _service(request: Request) -> SubscriptionService:
     return service
 
 
-def _path_id(request: Request) -> str:
+def subscription_id_in_path(request: Request) -> str:
     return uri_in_path(request, "subscription_id", "subscription")
 
 
-def _tenant_headers(ctx: RequestContext) -> dict[str, str]:
-    return {"NGSILD-Tenant": ctx.tenant} if ctx.tenant else {}
+def tenant_headers(tenant: str) -> dict[str, str]:
+    """The tenant echoed on a write's answer (clause 6.3.14), for every document family."""
+    return {"NGSILD-Tenant": tenant} if tenant else {}
+
+
+async def paged_documents(
+    request: Request, ctx: RequestContext,
+    query: Callable[..., Awaitable[tuple[list[JSONObject], int]]],
+) -> Response:
+    """A Query over one family of documents (subscriptions, csource subscriptions): the
+    page ``query`` gives, its count when asked, and the paging Links."""
+    limit, offset, count = paging(request.query_params, services(request).settings)
+    data, total = await query(ctx.tenant, ctx.terms, limit=limit, offset=offset,
+                              guard=ctx.guard)
+    headers = {"NGSILD-Results-Count": str(total)} if count else {}
+    response = json_response(ctx, data, link_url=await link_url(request, ctx), headers=headers)
+    return add_paging_links(response, request, ctx, limit=limit, offset=offset, total=total)
 
 
 async def read_json_body(request: Request) -> tuple[JSON, RequestContext]:
@@ -69,7 +85,7 @@ async def create_subscription(request: Request) -> Response:
     sub_id = await _service(request).create(ctx.tenant, body, ctx.terms, ctx.context,
                                             guard=ctx.guard)
     headers = {"Location": f"{PATH}/{quote(sub_id, safe=':')}"}
-    return empty(201, headers | _tenant_headers(ctx))
+    return empty(201, headers | tenant_headers(ctx.tenant))
 
 
 async def query_subscriptions(request: Request) -> Response:
@@ -77,12 +93,7 @@ async def query_subscriptions(request: Request) -> Response:
     params = request.query_params
     check_params(params, {"limit", "offset", "count"})
     ctx = await request_context(request)
-    limit, offset, count = paging(params, services(request).settings)
-    data, total = await _service(request).query(ctx.tenant, ctx.terms, limit=limit,
-                                                offset=offset, guard=ctx.guard)
-    headers = {"NGSILD-Results-Count": str(total)} if count else {}
-    response = json_response(ctx, data, link_url=await link_url(request, ctx), headers=headers)
-    return add_paging_links(response, request, ctx, limit=limit, offset=offset, total=total)
+    return await paged_documents(request, ctx, _service(request).query)
 
 
 async def retrieve_subscription(request: Request) -> Response:
@@ -92,7 +103,7 @@ async def retrieve_subscription(request: Request) -> Response:
     returned as it is, and the preference reported as applied.
     """
     check_params(request.query_params, set())
-    sub_id = _path_id(request)
+    sub_id = subscription_id_in_path(request)
     ctx = await request_context(request)
     data = await _service(request).retrieve(ctx.tenant, sub_id, ctx.terms, guard=ctx.guard)
     headers: dict[str, str] = {}
@@ -105,17 +116,17 @@ async def retrieve_subscription(request: Request) -> Response:
 async def update_subscription(request: Request) -> Response:
     """Update Subscription (clause 5.8.2, binding 6.11.3.2): 204."""
     check_params(request.query_params, set())
-    sub_id = _path_id(request)
+    sub_id = subscription_id_in_path(request)
     body, ctx = await read_json_body(request)
     await _service(request).update(ctx.tenant, sub_id, body, ctx.terms, ctx.context,
                                    guard=ctx.guard)
-    return empty(204, _tenant_headers(ctx))
+    return empty(204, tenant_headers(ctx.tenant))
 
 
 async def delete_subscription(request: Request) -> Response:
     """Delete Subscription (clause 5.8.5, binding 6.11.3.3): 204."""
     check_params(request.query_params, set())
-    sub_id = _path_id(request)
+    sub_id = subscription_id_in_path(request)
     ctx = await request_context(request)
     await _service(request).delete(ctx.tenant, sub_id, guard=ctx.guard)
-    return empty(204, _tenant_headers(ctx))
+    return empty(204, tenant_headers(ctx.tenant))
